@@ -1,0 +1,354 @@
+"""The supervisor: desired replicas per (service, version) vs what the runtime runs.
+
+It starts what is missing, drains then stops what is extra or stale, probes readiness before a
+replica gets traffic, takes a crashed replica out of routing at once and restarts it with
+exponential backoff, reports a crash loop instead of hiding it, and stops everything it started
+on shutdown. It is the only writer of the ``ReplicaSet``s the data plane reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import tasks
+from gateway.control.health import HttpProber
+from gateway.dataplane.balance import Endpoint, ReplicaSet
+from gateway.errors import GatewayError
+from gateway.metrics import Metrics, gauge
+from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, Runtime
+from gateway.spec.models import Spec, VersionSpec
+
+log = logging.getLogger("gateway.supervisor")
+
+STARTING, READY, DRAINING, STOPPING = "starting", "ready", "draining", "stopping"
+STATES = (STARTING, READY, DRAINING, STOPPING)
+CRASH_WINDOW = 60.0
+CRASH_LOOP = 5
+MAX_BACKOFF = 30.0
+
+
+def backoff(crashes: int) -> float:
+    """Delay before the next start after ``crashes`` recent crashes: 0.5 s doubling to 30 s."""
+    return 0.0 if crashes <= 0 else min(MAX_BACKOFF, 0.5 * 2 ** (crashes - 1))
+
+
+def replica_spec(service: str, version: str, v: VersionSpec) -> ReplicaSpec:
+    return ReplicaSpec(service=service, version=version, revision=v.revision(),
+                       command=tuple(v.command) if v.command else None, image=v.image,
+                       port=v.port, env=tuple(sorted(v.env.items())), workdir=v.workdir,
+                       volumes=tuple(v.volumes), resources=v.resources)
+
+
+@dataclass
+class Managed:
+    replica: Replica
+    state: str = STARTING
+    launched: float = 0.0
+    endpoint: Endpoint | None = None
+    probe_task: asyncio.Task[None] | None = None
+
+    @property
+    def revision(self) -> str:
+        return self.replica.spec.revision
+
+
+@dataclass
+class Group:
+    """Replicas of one version; ``replica_set`` is what the data plane sees of it."""
+
+    service: str
+    version: str
+    spec: VersionSpec
+    replica_set: ReplicaSet
+    desired: int
+    connect_timeout: float
+    members: list[Managed] = field(default_factory=list)
+    launching: int = 0
+    restarts: int = 0
+    crashes: deque[float] = field(default_factory=deque)
+    not_before: float = 0.0
+    removed: bool = False      # the version left the config: drain everything
+    last_exit: str = ""
+
+    @property
+    def revision(self) -> str:
+        return self.spec.revision()
+
+    def current(self) -> list[Managed]:
+        return [m for m in self.members if m.state in (STARTING, READY) and m.revision == self.revision]
+
+    def publish(self) -> None:
+        self.replica_set.publish([m.endpoint for m in self.members
+                                  if m.state == READY and m.endpoint is not None])
+
+
+class Supervisor:
+    def __init__(self, runtime: Runtime, metrics: Metrics, *, stop_grace: float = 10.0,
+                 drain_timeout: float = 30.0, max_waiting: int = 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+        self.stop_grace = stop_grace
+        self.drain_timeout = drain_timeout
+        self.max_waiting = max_waiting
+        self.clock = clock
+        self.groups: dict[tuple[str, str], Group] = {}
+        self.prober = HttpProber()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._orphans: list[Replica] = []
+        metrics.add_gauges(self._gauges)
+
+    # -- configuration ------------------------------------------------------------------------
+    def apply(self, spec: Spec) -> None:
+        """Make ``spec`` the desired state. New versions get groups (and empty replica sets the
+        next table can route to); versions gone from the spec are drained and stopped."""
+        self.stop_grace = spec.gateway.stop_grace
+        self.drain_timeout = spec.gateway.drain_timeout
+        wanted = set()
+        for sname, svc in spec.services.items():
+            for vname, ver in svc.versions.items():
+                key = (sname, vname)
+                wanted.add(key)
+                g = self.groups.get(key)
+                if g is None:
+                    rs = ReplicaSet(sname, vname, max_waiting=spec.gateway.queue.max_waiting)
+                    self.groups[key] = g = Group(sname, vname, ver, rs, ver.replicas, svc.timeouts.connect)
+                g.removed = False
+                g.spec, g.desired, g.connect_timeout = ver, ver.replicas, svc.timeouts.connect
+                g.replica_set.on_demand = self.wake
+                g.replica_set.max_waiting = spec.gateway.queue.max_waiting
+        for key, g in self.groups.items():
+            if key not in wanted:
+                g.removed, g.desired = True, 0
+        self.wake()
+
+    def replica_sets(self) -> dict[tuple[str, str], ReplicaSet]:
+        return {k: g.replica_set for k, g in self.groups.items() if not g.removed}
+
+    def set_desired(self, service: str, version: str, replicas: int) -> None:
+        """Autoscaler / admin override of one version's replica count."""
+        self.groups[(service, version)].desired = replicas
+        self.wake()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Adopt replicas an earlier instance left (those of a current revision are kept after a
+        readiness probe, the rest are stopped), then start the reconcile loop."""
+        for r in await self.runtime.adopt():
+            g = self.groups.get((r.spec.service, r.spec.version))
+            if g is not None and not g.removed and r.spec.revision == g.revision \
+                    and len(g.current()) < g.desired:
+                log.info("adopted replica %s of %s/%s", r.id, g.service, g.version)
+                self._track(g, r)
+            else:
+                self._orphans.append(r)
+        self._loop_task = tasks.spawn(self._run(), name="supervisor")
+
+    async def shutdown(self) -> None:
+        """Stop every replica this gateway runs (routing first, then the processes)."""
+        self._stopping = True
+        await tasks.cancel_and_wait(self._loop_task)
+        stops = [self._stop(g, m, drain=False) for g in self.groups.values() for m in list(g.members)]
+        stops += [self.runtime.stop(r, self.stop_grace) for r in self._orphans]
+        await asyncio.gather(*stops, return_exceptions=True)
+        await self.prober.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        for r in self._orphans:
+            log.info("stopping leftover replica %s (%s/%s, revision %s)", r.id, r.spec.service,
+                     r.spec.version, r.spec.revision)
+        orphans, self._orphans = self._orphans, []
+        await asyncio.gather(*(self.runtime.stop(r, self.stop_grace) for r in orphans),
+                             return_exceptions=True)
+        while True:
+            self._wake.clear()
+            try:
+                self.reconcile()
+            except Exception:   # a bug here must not stop supervision
+                log.exception("reconcile failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), 0.5)
+            except TimeoutError:
+                pass
+
+    def reconcile(self) -> None:
+        now = self.clock()
+        for key, g in list(self.groups.items()):
+            current = g.current()
+            have = len(current) + g.launching
+            if have < g.desired and now >= g.not_before and not self._stopping:
+                for _ in range(g.desired - have):
+                    g.launching += 1
+                    tasks.spawn(self._launch(g), name=f"launch {g.service}/{g.version}")
+            elif len(current) > g.desired:
+                # starting ones go first, then the newest ready ones
+                extra = sorted(current, key=lambda m: (m.state == READY, -m.launched))
+                for m in extra[:len(current) - g.desired]:
+                    tasks.spawn(self._stop(g, m), name=f"scale-in {m.replica.id}")
+            ready_now = sum(1 for m in current if m.state == READY)
+            for m in g.members:
+                if m.revision != g.revision and m.state in (STARTING, READY) \
+                        and (ready_now >= g.desired or g.removed):
+                    tasks.spawn(self._stop(g, m), name=f"replace {m.replica.id}")
+            if g.removed and not g.members and not g.launching:
+                del self.groups[key]
+
+    # -- one replica --------------------------------------------------------------------------
+    async def _launch(self, g: Group) -> None:
+        spec = replica_spec(g.service, g.version, g.spec)
+        try:
+            replica = await self.runtime.start(spec)
+        except GatewayError as exc:
+            self._crashed(g, f"start failed: {exc}")
+            return
+        finally:
+            g.launching -= 1
+        if self._stopping:
+            await self.runtime.stop(replica, self.stop_grace)
+            return
+        log.info("started replica %s of %s/%s at %s", replica.id, g.service, g.version, replica.address)
+        self._track(g, replica)
+
+    def _track(self, g: Group, replica: Replica) -> None:
+        m = Managed(replica, launched=self.clock())
+        g.members.append(m)
+        m.probe_task = tasks.spawn(self._probe(g, m), name=f"probe {replica.id}")
+        tasks.spawn(self._watch(g, m), name=f"watch {replica.id}")
+
+    async def _probe(self, g: Group, m: Managed) -> None:
+        h = g.spec.health
+        r = m.replica
+        deadline = self.clock() + h.start_timeout
+        while not await self.prober.probe(r.host, r.port, h.path, h.timeout):
+            if self.clock() > deadline:
+                log.error("replica %s of %s/%s not ready after %.0fs: restarting it", r.id,
+                          g.service, g.version, h.start_timeout)
+                tasks.spawn(self._stop(g, m, drain=False), name=f"restart {r.id}")
+                return
+            await asyncio.sleep(h.interval)
+        if m.state != STARTING:
+            return
+        m.state = READY
+        m.endpoint = Endpoint(r.id, r.host, r.port, g.connect_timeout)
+        g.publish()
+        self.metrics.cold_start.labels(g.service, g.version).observe(time.time() - r.started_at)
+        log.info("replica %s of %s/%s is ready", r.id, g.service, g.version)
+        self.wake()
+        failures = 0
+        while m.state == READY:
+            await asyncio.sleep(h.liveness_interval)
+            if m.state != READY:
+                return
+            failures = 0 if await self.prober.probe(r.host, r.port, h.path, h.timeout) else failures + 1
+            if failures >= h.failure_threshold:
+                log.error("replica %s of %s/%s failed %d health checks: replacing it", r.id,
+                          g.service, g.version, failures)
+                tasks.spawn(self._stop(g, m), name=f"unhealthy {r.id}")
+                return
+
+    async def _watch(self, g: Group, m: Managed) -> None:
+        info = await self.runtime.wait(m.replica)
+        if m.state in (DRAINING, STOPPING):
+            return
+        self._forget(g, m)
+        if info.kind == ExitKind.OOM:
+            reason = "oom_killed"
+        else:
+            reason = info.kind.value
+        self.metrics.replica_exits.labels(g.service, g.version, reason).inc()
+        self._crashed(g, _describe(info))
+        self.metrics.replica_restarts.labels(g.service, g.version).inc()
+
+    def _crashed(self, g: Group, why: str) -> None:
+        now = self.clock()
+        g.restarts += 1
+        g.crashes.append(now)
+        while g.crashes and g.crashes[0] < now - CRASH_WINDOW:
+            g.crashes.popleft()
+        delay = backoff(len(g.crashes))
+        g.not_before = now + delay
+        g.last_exit = why
+        level = logging.ERROR if len(g.crashes) >= CRASH_LOOP else logging.WARNING
+        log.log(level, "%s/%s: replica %s; %d crashes in %.0fs%s, next start in %.1fs", g.service,
+                g.version, why, len(g.crashes), CRASH_WINDOW,
+                " (crash loop)" if len(g.crashes) >= CRASH_LOOP else "", delay)
+        self.wake()
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self.wake)
+
+    def _forget(self, g: Group, m: Managed) -> None:
+        """Out of routing at once, and out of the group."""
+        m.state = STOPPING
+        if m in g.members:
+            g.members.remove(m)
+        g.publish()
+        if m.endpoint is not None:
+            m.endpoint.pool.close()
+        if m.probe_task is not None and m.probe_task is not asyncio.current_task():
+            m.probe_task.cancel()
+
+    async def _stop(self, g: Group, m: Managed, drain: bool = True) -> None:
+        if m.state in (DRAINING, STOPPING):
+            return
+        m.state = DRAINING
+        g.publish()
+        if drain and m.endpoint is not None:
+            deadline = self.clock() + self.drain_timeout
+            while m.endpoint.inflight > 0 and self.clock() < deadline:
+                await asyncio.sleep(0.02)
+        self._forget(g, m)
+        try:
+            await self.runtime.stop(m.replica, self.stop_grace)
+        except GatewayError as exc:
+            log.error("stopping replica %s failed: %s", m.replica.id, exc)
+        self.wake()
+
+    # -- observation --------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for (sname, vname), g in self.groups.items():
+            out.setdefault(sname, {})[vname] = {
+                "revision": g.revision, "desired": g.desired, "removed": g.removed,
+                "ready": sum(1 for m in g.members if m.state == READY),
+                "restarts": g.restarts, "crash_loop": len(g.crashes) >= CRASH_LOOP,
+                "last_exit": g.last_exit, "waiting": g.replica_set.waiting,
+                "replicas": [{
+                    "id": m.replica.id, "address": m.replica.address, "state": m.state,
+                    "revision": m.revision,
+                    "inflight": m.endpoint.inflight if m.endpoint else 0,
+                    "log": m.replica.log_path,
+                } for m in g.members],
+            }
+        return out
+
+    def _gauges(self) -> Iterable[Any]:
+        counts = []
+        inflight = []
+        for (s, v), g in self.groups.items():
+            for state in STATES:
+                counts.append(((s, v, state), sum(1 for m in g.members if m.state == state)))
+            inflight.append(((s, v), g.replica_set.inflight))
+        yield gauge("serve_gateway_replicas", "Replicas by state", ["service", "version", "state"], counts)
+        yield gauge("serve_gateway_inflight_requests", "Requests being served by replicas",
+                    ["service", "version"], inflight)
+        yield gauge("serve_gateway_waiting_requests", "Requests waiting for a ready replica",
+                    ["service", "version"], (((s, v), g.replica_set.waiting) for (s, v), g in self.groups.items()))
+
+
+def _describe(info: ExitInfo) -> str:
+    if info.kind == ExitKind.OOM:
+        return "was OOM-killed"
+    if info.kind == ExitKind.KILLED:
+        return f"was killed ({info.detail or info.code})"
+    return f"exited with code {info.code}" + (f": {info.detail}" if info.detail else "")

@@ -1,0 +1,1 @@
+"""The hot path. Never imports gateway.control, gateway.runtimes or docker."""

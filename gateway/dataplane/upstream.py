@@ -1,0 +1,336 @@
+"""A lean HTTP/1.1 upstream client: asyncio protocols, httptools parsing, keep-alive pools.
+
+One ``UpstreamPool`` per replica keeps idle connections for reuse. A request is written in one
+``writelines`` call; the response is parsed by httptools straight from ``data_received``. Small
+responses come back whole (no per-chunk tasks); large or unknown-length ones are streamed with
+flow control. There is no cookie jar and no per-request session: that overhead is what makes a
+naive aiohttp ``ClientSession`` proxy slow.
+
+Errors say whether the worker can have seen the request:
+- ``UpstreamConnectError``: connect failed, or the pooled connection was found closed before we
+  wrote: never seen, safe to retry elsewhere;
+- ``UpstreamReset``: closed after we wrote, before any response byte: retry only if idempotent;
+- ``UpstreamError``: broken after response bytes arrived: never retried;
+- ``UpstreamTimeout``: the deadline passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
+
+import httptools
+
+from gateway.errors import (UpstreamConnectError, UpstreamError, UpstreamReset,
+                            UpstreamTimeout)
+
+BUFFER_LIMIT = 1 << 20         # responses up to this size are returned whole
+STREAM_HIGH_WATER = 1 << 18    # pause reading a streamed response above this many buffered bytes
+MAX_IDLE = 256
+
+
+class UpstreamResponse:
+    """Status, raw headers and either a complete ``body`` or a ``stream`` of chunks."""
+
+    __slots__ = ("status", "headers", "body", "_conn")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
+                 conn: _Conn | None) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self._conn = conn   # set while the body is still streaming
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        if conn is None:
+            if self.body:
+                yield self.body
+            return
+        try:
+            while True:
+                chunk = await conn.next_chunk()
+                if chunk is None:
+                    break
+                yield chunk
+        finally:
+            self._conn = None
+            conn.finish()
+
+    def discard(self) -> None:
+        """Drop a streamed body we will not read (closes the connection)."""
+        if self._conn is not None:
+            self._conn.abort()
+            self._conn = None
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection; serves one request at a time."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.status = 0
+        self.length: int | None = None
+        self.head_only = False
+        self.got_bytes = False
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = True
+        self.waiter: asyncio.Future[None] | None = None
+        self.error: Exception | None = None
+        self.written = False
+        self.write_waiter: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self.read_paused = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"malformed response from worker: {exc}"))
+            self.abort()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if not self.complete:
+            if not self.written:
+                self._fail(UpstreamConnectError("connection to worker closed before the request was sent"))
+            elif not self.got_bytes:
+                self._fail(UpstreamReset("worker closed the connection without answering"))
+            else:
+                self._fail(UpstreamError("worker closed the connection mid-response"))
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writer()
+
+    # -- httptools callbacks ------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        self.length = self._content_length()
+        self.headers_done = True
+        if self.head_only:
+            # httptools cannot be told the request was HEAD: it would wait for Content-Length
+            # bytes that never come. The exchange ends here and the connection is not reused.
+            self.complete = True
+            self.keep_alive = False
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > STREAM_HIGH_WATER and not self.read_paused and self.transport \
+                and (self.length is None or self.length > BUFFER_LIMIT):
+            # a streamed body waits for the client to take it; a buffered one is bounded anyway
+            self.read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self._wake()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = exc
+        self._wake()
+
+    def _wake_writer(self) -> None:
+        w = self.write_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _content_length(self) -> int | None:
+        for name, value in self.headers:
+            if len(name) == 14 and name.lower() == b"content-length":
+                return int(value)
+        return None
+
+    async def _wait(self) -> None:
+        if self.error is not None:
+            raise self.error
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+        if self.error is not None:
+            raise self.error
+
+    async def _drain(self) -> None:
+        while self.write_paused and not self.closed:
+            self.write_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.write_waiter
+            finally:
+                self.write_waiter = None
+        if self.closed and not self.complete:
+            raise self.error or UpstreamReset("worker closed the connection while we sent the body")
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _on_timeout(self) -> None:
+        self._fail(UpstreamTimeout("worker did not answer in time"))
+        self.abort()
+
+    # -- one exchange -------------------------------------------------------------------------
+    async def exchange(self, head: bytes, body: bytes | AsyncIterable[bytes] | None,
+                       timeout: float, head_only: bool = False) -> UpstreamResponse:
+        assert self.transport is not None
+        self.head_only = head_only
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout, self._on_timeout)
+        try:
+            if self.closed or self.transport.is_closing():
+                raise UpstreamConnectError("pooled connection was closed")
+            self.written = True
+            if body is None or isinstance(body, (bytes, bytearray, memoryview)):
+                self.transport.writelines((head, body) if body else (head,))
+            else:
+                await self._write_chunked(head, body)
+            while not self.headers_done:
+                await self._wait()
+            length = self.length
+            if self.complete or (length is not None and length <= BUFFER_LIMIT):
+                while not self.complete:
+                    await self._wait()
+                body_out = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+                resp = UpstreamResponse(self.status, self.headers, body_out, None)
+                self.finish()
+                return resp
+            return UpstreamResponse(self.status, self.headers, None, self)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            timer.cancel()
+
+    async def _write_chunked(self, head: bytes, body: AsyncIterable[bytes]) -> None:
+        assert self.transport is not None
+        self.transport.write(head)
+        async for chunk in body:
+            if chunk:
+                self.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                await self._drain()
+        self.transport.write(b"0\r\n\r\n")
+
+    async def next_chunk(self) -> bytes | None:
+        while not self.chunks:
+            if self.complete:
+                return None
+            await self._wait()
+        out = self.chunks
+        self.chunks = []
+        self.buffered = 0
+        if self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def finish(self) -> None:
+        """The exchange is over: back to the pool if reusable, else closed."""
+        if self.complete and self.keep_alive and not self.closed and self.error is None:
+            self._reset()
+            self.reused = True
+            self.pool.release(self)
+        else:
+            self.abort()
+
+
+class UpstreamPool:
+    """Keep-alive connections to one replica."""
+
+    def __init__(self, host: str, port: int, *, connect_timeout: float = 2.0,
+                 max_idle: int = MAX_IDLE) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self.idle: deque[_Conn] = deque()
+        self.open = 0
+        self.closed = False
+
+    async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None,
+                      timeout: float, head_only: bool = False) -> UpstreamResponse:
+        """Send one request. ``head`` is the complete request head (request line, headers,
+        blank line); ``body`` bytes (Content-Length already in head) or an async iterable
+        (sent chunked; head must say Transfer-Encoding: chunked). ``head_only`` for HEAD."""
+        conn = self._idle_conn() or await self._connect()
+        return await conn.exchange(head, body, timeout, head_only)
+
+    def _idle_conn(self) -> _Conn | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()   # LIFO: the warmest connection, and idle ones age out upstream
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                return conn
+        return None
+
+    async def _connect(self) -> _Conn:
+        if self.closed:
+            raise UpstreamConnectError("replica is gone")
+        loop = asyncio.get_running_loop()
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _Conn(self), self.host, self.port),
+                self.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+        self.open += 1
+        return proto
+
+    def release(self, conn: _Conn) -> None:
+        if self.closed or len(self.idle) >= self.max_idle:
+            conn.abort()
+        else:
+            self.idle.append(conn)
+
+    def forget(self, conn: _Conn) -> None:
+        self.open -= 1
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        """Close idle connections now; busy ones close when their exchange ends."""
+        self.closed = True
+        while self.idle:
+            self.idle.pop().abort()

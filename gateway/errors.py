@@ -1,0 +1,109 @@
+"""Exception hierarchy.
+
+Data-plane errors carry the HTTP status and a short machine-readable ``kind`` so that the
+server turns every one of them into the same JSON body:
+``{"error": kind, "service": name, "detail": text}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GatewayError(Exception):
+    """Base of every error raised by serve-gateway itself."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    path: str          # dotted YAML path, e.g. "services.mlp.versions.v1.replicas"
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.path or '<root>'}: {self.message}{where}"
+
+
+class ConfigError(GatewayError):
+    """A configuration that cannot be used; lists every problem found, each with path and line."""
+
+    def __init__(self, problems: list[ConfigProblem], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        head = f"{source}: " if source else ""
+        super().__init__(head + "; ".join(str(p) for p in problems))
+
+    def render(self) -> str:
+        head = f"invalid config {self.source}" if self.source else "invalid config"
+        return head + "\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+class RuntimeFailure(GatewayError):
+    """A runtime could not start, stop or inspect a replica."""
+
+
+class ProxyError(GatewayError):
+    """An error the data plane answers itself (never the worker's own response)."""
+
+    status = 502
+    kind = "upstream_error"
+    retry_after: int | None = None
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(ProxyError):
+    status = 400
+    kind = "bad_request"
+
+
+class NotFound(ProxyError):
+    status = 404
+    kind = "no_route"
+
+
+class BodyTooLarge(ProxyError):
+    status = 413
+    kind = "body_too_large"
+
+
+class NoReadyReplica(ProxyError):
+    status = 503
+    kind = "no_ready_replica"
+    retry_after = 1
+
+
+class Overloaded(ProxyError):
+    status = 503
+    kind = "overloaded"
+    retry_after = 1
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    kind = "upstream_timeout"
+
+
+class UpstreamError(ProxyError):
+    """The request may have reached the worker: it is never replayed."""
+
+    status = 502
+    kind = "upstream_error"
+
+
+class UpstreamConnectError(UpstreamError):
+    """The worker provably never saw the request (connect failed, or the pooled connection was
+    already closed before anything was written): safe to retry on another replica."""
+
+    kind = "upstream_connect"
+
+
+class UpstreamReset(UpstreamError):
+    """The connection closed after the request was written and before any response byte.
+
+    Retried only for idempotent methods."""
+
+    kind = "upstream_reset"

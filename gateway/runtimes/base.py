@@ -1,0 +1,82 @@
+"""The Runtime protocol: the only seam through which replicas are started and stopped.
+
+A runtime knows nothing about routing or rollouts; the supervisor tells it what to start and
+stop and learns from it what exists and when a replica exits.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.spec.models import ResourcesSpec
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """Everything needed to launch one replica of one version at one revision."""
+
+    service: str
+    version: str
+    revision: str
+    command: tuple[str, ...] | None = None
+    image: str | None = None
+    port: int | None = None               # the worker's own port (inside a container)
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str | None = None
+    volumes: tuple[str, ...] = ()
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    gpu_ids: tuple[int, ...] = ()          # filled by the GPU allocator, docker runtime only
+
+
+class ExitKind(enum.Enum):
+    EXITED = "exited"      # the process ended by itself (code set)
+    KILLED = "killed"      # a signal ended it
+    OOM = "oom_killed"     # the kernel / Docker killed it for memory
+    STOPPED = "stopped"    # we asked it to stop
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    kind: ExitKind
+    code: int | None = None
+    detail: str = ""
+
+
+@dataclass
+class Replica:
+    """A running (or starting) replica as a runtime reports it."""
+
+    id: str                 # unique and stable for the replica's life (pid-based, container id ...)
+    spec: ReplicaSpec
+    host: str
+    port: int
+    started_at: float       # time.time() when launched
+    log_path: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class Runtime(Protocol):
+    """Starts, stops, lists and watches replicas. Every method is safe to call on the event loop:
+    blocking work (the Docker SDK) runs in a thread inside the runtime."""
+
+    name: str
+
+    async def start(self, spec: ReplicaSpec) -> Replica:
+        """Launch one replica; returns once it exists (not once it is ready)."""
+
+    async def stop(self, replica: Replica, grace: float) -> ExitInfo:
+        """Ask it to stop (SIGTERM), kill it after ``grace`` seconds; returns when it is gone."""
+
+    async def wait(self, replica: Replica) -> ExitInfo:
+        """Return when the replica ends, for whatever reason (crash, OOM, stop)."""
+
+    async def adopt(self) -> list[Replica]:
+        """Replicas left by an earlier gateway instance that this runtime can still reach."""
+
+    async def close(self) -> None:
+        """Release runtime resources (not the replicas)."""

@@ -1,0 +1,74 @@
+"""YAML -> validated, frozen ``Spec``; every error names the YAML path and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.errors import ConfigError, ConfigProblem
+from gateway.spec.checks import CHECKS
+from gateway.spec.loader import dotted, line_of, load_yaml
+from gateway.spec.models import ServiceSpec, Spec, VersionSpec
+
+__all__ = ["Spec", "ServiceSpec", "VersionSpec", "load_spec", "parse_spec", "json_schema"]
+
+
+def load_spec(path: str | Path) -> Spec:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read config: {exc.strerror}")], str(p)) from None
+    return parse_spec(text, str(p))
+
+
+def parse_spec(text: str, source: str = "") -> Spec:
+    data, lines = load_yaml(text, source)
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem("", "the config must be a mapping", 1)], source)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_problem(e, lines) for e in exc.errors()], source) from None
+    problems = [ConfigProblem(dotted(path), msg, line_of(lines, path))
+                for check in CHECKS for path, msg in check(spec)]
+    if problems:
+        raise ConfigError(problems, source)
+    return spec
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "serve-gateway config"
+    return schema
+
+
+def _problem(err: Any, lines: dict[Any, int]) -> ConfigProblem:
+    # pydantic adds union-member and validator names to loc; keep only real YAML keys/indexes
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
+    return ConfigProblem(dotted(loc), _message(err), line_of(lines, loc))
+
+
+_UNION_TAGS = {"int", "str", "float", "bool", "list[int]", "list[str]", "dict[str,str]"}
+
+
+def _message(err: Any) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()))
+        return f"must be {op} {bound}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return str(err["msg"]).replace("Input should be", "must be")
