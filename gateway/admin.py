@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -29,6 +29,13 @@ class AdminServer:
         self.app.router.add_get("/status", self.status)
         self.app.router.add_get("/metrics", self.metrics)
         self._runner: web.AppRunner | None = None
+
+    def add_route(self, method: str, path: str,
+                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                  mutating: bool = False) -> None:
+        """Features add their endpoints here. A ``mutating`` route is POST only and gets the
+        token and Origin rules (GET on it is 405)."""
+        self.app.router.add_route(method, path, handler)
 
     async def start(self, host: str, port: int) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)

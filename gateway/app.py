@@ -42,13 +42,16 @@ class Gateway:
         self.dataplane = DataPlane(self.holder, self.metrics)
         self.admin = AdminServer(self.status, self.metrics)
         self.ports: dict[str, int] = {}
+        # live weight changes (admin API / CLI, rollouts): service -> version -> weight.
+        # The next file reload replaces them.
+        self.weight_overrides: dict[str, dict[str, int]] = {}
         self._commands: asyncio.Queue[str] = asyncio.Queue()
 
     async def start(self) -> None:
         spec = self.spec
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.supervisor.apply(spec)
-        self.holder.swap(build_table(spec, self.supervisor.replica_sets(), self.metrics))
+        self.rebuild_table()
         self._record_config()
         await self.supervisor.start()
         self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
@@ -79,6 +82,12 @@ class Gateway:
                 pass
         finally:
             await self.stop()
+
+    def rebuild_table(self) -> None:
+        """Compile the running spec plus live overrides into a new table and swap it in: the
+        one way routing changes."""
+        self.holder.swap(build_table(self.spec, self.supervisor.replica_sets(), self.metrics,
+                                     self.weight_overrides))
 
     def status(self) -> dict[str, Any]:
         table = self.holder.current
