@@ -156,9 +156,10 @@ class Supervisor:
         """Stop every replica this gateway runs (routing first, then the processes)."""
         self._stopping = True
         await tasks.cancel_and_wait(self._loop_task)
-        stops = [self._stop(g, m, drain=False) for g in self.groups.values() for m in list(g.members)]
-        stops += [self.runtime.stop(r, self.stop_grace) for r in self._orphans]
-        await asyncio.gather(*stops, return_exceptions=True)
+        await asyncio.gather(*(self._stop(g, m, drain=False) for g in self.groups.values()
+                               for m in list(g.members)),
+                             *(self.runtime.stop(r, self.stop_grace) for r in self._orphans),
+                             return_exceptions=True)
         await self.prober.close()
 
     def wake(self) -> None:
@@ -325,7 +326,7 @@ class Supervisor:
                 "last_exit": g.last_exit, "waiting": g.replica_set.waiting,
                 "replicas": [{
                     "id": m.replica.id, "address": m.replica.address, "state": m.state,
-                    "revision": m.revision,
+                    "revision": m.revision, "pid": m.replica.pid,
                     "inflight": m.endpoint.inflight if m.endpoint else 0,
                     "log": m.replica.log_path,
                 } for m in g.members],
@@ -351,4 +352,4 @@ def _describe(info: ExitInfo) -> str:
         return "was OOM-killed"
     if info.kind == ExitKind.KILLED:
         return f"was killed ({info.detail or info.code})"
-    return f"exited with code {info.code}" + (f": {info.detail}" if info.detail else "")
+    return f"exited with code {info.code}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 # RFC 9110 7.6.1 connection-specific headers, plus the proxy-era ones still seen in the wild.
 HOP_BY_HOP = frozenset({
@@ -87,3 +87,11 @@ def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]
     if tokens:
         out = [(n, v) for n, v in out if n.lower().encode("latin-1") not in tokens]
     return out
+
+
+async def chunked(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """HTTP/1.1 chunked framing for a body of unknown length."""
+    async for chunk in body:
+        if chunk:
+            yield b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    yield b"0\r\n\r\n"

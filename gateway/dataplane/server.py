@@ -17,7 +17,7 @@ from aiohttp.streams import StreamReader
 
 from gateway.dataplane.balance import Endpoint
 from gateway.dataplane.paths import normalise
-from gateway.dataplane.proxy import request_head, response_headers
+from gateway.dataplane.proxy import chunked, request_head, response_headers
 from gateway.dataplane.table import ServiceRoute, TableHolder, VersionRoute
 from gateway.dataplane.upstream import UpstreamResponse
 from gateway.errors import (BodyTooLarge, NotFound, NoReadyReplica, ProxyError,
@@ -94,6 +94,7 @@ class DataPlane:
                        target: str, length: int | None, start: float) -> web.StreamResponse:
         method = request.method
         body: bytes | AsyncIterator[bytes] | None
+        body_len: int | None
         if not request.body_exists:
             body, body_len = None, 0
         elif length is not None and length <= STREAM_THRESHOLD:
@@ -102,7 +103,7 @@ class DataPlane:
         else:
             body, body_len = _limited(request.content, svc.max_body), length
             if length is None:
-                body_len = None   # chunked upstream
+                body = chunked(body)
         peer = (request.remote or "").encode()
         head = request_head(method.encode(), target.encode(), request.raw_headers, peer,
                             b"http", body_len, svc.name.encode())

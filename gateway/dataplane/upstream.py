@@ -224,7 +224,7 @@ class _Conn(asyncio.Protocol):
             if body is None or isinstance(body, (bytes, bytearray, memoryview)):
                 self.transport.writelines((head, body) if body else (head,))
             else:
-                await self._write_chunked(head, body)
+                await self._write_stream(head, body)
             while not self.headers_done:
                 await self._wait()
             length = self.length
@@ -242,14 +242,12 @@ class _Conn(asyncio.Protocol):
         finally:
             timer.cancel()
 
-    async def _write_chunked(self, head: bytes, body: AsyncIterable[bytes]) -> None:
+    async def _write_stream(self, head: bytes, body: AsyncIterable[bytes]) -> None:
         assert self.transport is not None
         self.transport.write(head)
         async for chunk in body:
-            if chunk:
-                self.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
-                await self._drain()
-        self.transport.write(b"0\r\n\r\n")
+            self.transport.write(chunk)
+            await self._drain()
 
     async def next_chunk(self) -> bytes | None:
         while not self.chunks:
@@ -291,7 +289,7 @@ class UpstreamPool:
                       timeout: float, head_only: bool = False) -> UpstreamResponse:
         """Send one request. ``head`` is the complete request head (request line, headers,
         blank line); ``body`` bytes (Content-Length already in head) or an async iterable
-        (sent chunked; head must say Transfer-Encoding: chunked). ``head_only`` for HEAD."""
+        of bytes written as they come (framed already: see proxy.chunked). ``head_only`` for HEAD."""
         conn = self._idle_conn() or await self._connect()
         return await conn.exchange(head, body, timeout, head_only)
 

@@ -54,6 +54,7 @@ class Replica:
     port: int
     started_at: float       # time.time() when launched
     log_path: str | None = None
+    pid: int | None = None  # process runtime only: lets operators and tests find the worker
 
     @property
     def address(self) -> str:

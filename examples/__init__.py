@@ -1,0 +1,1 @@
+"""Example model workers for serve-gateway."""

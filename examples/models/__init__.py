@@ -1,0 +1,1 @@
+"""Example models: run with `serve-gateway worker examples.models.<module>:<Class>`."""

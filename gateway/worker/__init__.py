@@ -1,0 +1,85 @@
+"""Worker SDK: serve a Python model over HTTP so the gateway can route, batch and probe it.
+
+A model is any class (or zero-argument factory) exposing::
+
+    def load(self) -> None: ...                    # optional; called once, in a thread
+    def predict(self, items: list) -> list: ...    # one prediction per item, same order
+
+Run it with ``serve-gateway worker module:Class --port 9000`` (or ``python -m gateway.worker``).
+The HTTP contract (KServe v1 style) is documented in ``gateway.worker.server``.
+
+This module stays import-light on purpose: model code imports ``BadInput`` from here, and the
+HTTP stack (aiohttp, uvloop) is only imported when a worker actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+__all__ = ["BadInput", "add_arguments", "main", "run"]
+
+DEFAULT_MAX_BODY = 256 * 1024 * 1024   # one batch carries many client bodies, so well above theirs
+
+
+class BadInput(Exception):
+    """Raised by a model's ``predict`` when the input itself is wrong: the caller gets a 400
+    ``bad_request`` with this message instead of a 500 ``model_error``."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The worker's options; shared by ``python -m gateway.worker`` and ``serve-gateway worker``."""
+    parser.add_argument("target", help="the model: module:Class or module:factory "
+                                       "(the current directory is importable)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=None, help="port to listen on (default: $PORT)")
+    parser.add_argument("--threads", type=_positive_int, default=1,
+                        help="predict() threads; requests beyond this wait their turn (default: %(default)s)")
+    parser.add_argument("--drain-timeout", type=float, default=10.0,
+                        help="seconds in-flight requests may finish after SIGTERM (default: %(default)s)")
+    parser.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY,
+                        help="largest request body accepted (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve ``args.target`` until SIGTERM / SIGINT; returns the process exit status."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    port = args.port
+    if port is None:
+        try:
+            port = int(os.environ["PORT"])
+        except (KeyError, ValueError):
+            print("serve-gateway worker: no port: pass --port or set PORT to a number", file=sys.stderr)
+            return 2
+    module, sep, attr = args.target.partition(":")
+    if not (module and sep and attr):
+        print(f"serve-gateway worker: target must look like module:Class, got {args.target!r}",
+              file=sys.stderr)
+        return 2
+    # Model code lives next to the user, not inside the gateway's package: make cwd importable.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+    from gateway.worker.server import WorkerOptions, run_server
+
+    return run_server(WorkerOptions(target=args.target, host=args.host, port=port,
+                                    threads=args.threads, drain_timeout=args.drain_timeout,
+                                    max_body_bytes=args.max_body_bytes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="serve-gateway worker",
+                                     description="Serve a Python model class over HTTP.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

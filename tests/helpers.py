@@ -1,0 +1,205 @@
+"""Small generic helpers for tests: free ports, polling with deadlines, process checks."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], deadline: float = 10.0,
+                     what: str = "condition", interval: float = 0.02) -> None:
+    """Poll ``predicate`` (sync or async) until it is true; fail after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def wait_http_ok(url: str, deadline: float = 10.0) -> None:
+    """Poll ``GET url`` until it answers 200; fail after ``deadline`` seconds."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+        async def ok() -> bool:
+            try:
+                async with session.get(url) as resp:
+                    return resp.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+        await wait_until(ok, deadline, what=f"200 from {url}")
+
+
+def proc_state(pid: int) -> str | None:
+    """The /proc state letter of ``pid`` ('R', 'S', 'Z' ...), or None if there is no such pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie counts as dead: only its exit status is left)."""
+    return proc_state(pid) not in (None, "Z")
+
+
+def group_members(pgid: int) -> list[int]:
+    """Living processes whose process group is ``pgid``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a whole process group; for test cleanup, so errors are ignored."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# -- a real gateway in a subprocess ---------------------------------------------------------------
+
+ECHO = "serve-gateway worker examples.models.echo:Echo --port {port}"
+MLP = "serve-gateway worker examples.models.mlp:MLP --port {port}"
+
+
+def echo_service(route: str = "/v1/echo", replicas: int = 2, **extra: object) -> dict:
+    """A service of echo workers; extra keys go into the service (traffic, timeouts ...)."""
+    return {"route": route, "rewrite": "/predict",
+            "versions": {"v1": {"command": ECHO, "replicas": replicas}}, **extra}
+
+
+class GatewayProc:
+    """``serve-gateway up`` on free loopback ports, with its state in a temp dir.
+
+    Use ``async with GatewayProc(tmp_path, services) as gw``: it waits until every service has a
+    ready replica (``ready=False`` to skip), and on exit stops the gateway with SIGTERM, checks
+    it exited 0 and that no worker it ran is left; whatever happens, it kills what is left.
+    """
+
+    def __init__(self, tmp_path: Path, services: dict, ready: bool = True, **gateway: object) -> None:
+        import yaml
+
+        self.port, self.admin_port = free_port(), free_port()
+        self.state_dir = tmp_path / "state"
+        gw = {"listen": f"127.0.0.1:{self.port}", "admin": {"listen": f"127.0.0.1:{self.admin_port}"},
+              "state_dir": str(self.state_dir), "drain_timeout": "5s", "stop_grace": "3s", **gateway}
+        self.config = {"gateway": gw, "services": services}
+        self.config_path = tmp_path / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        self.log_path = tmp_path / "gateway.log"
+        self.wait_ready = ready
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.worker_pids: set[int] = set()
+        self.expect_exit_code: int | None = 0
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def admin(self, path: str = "/status") -> str:
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    def rewrite(self, config: dict) -> None:
+        """Write a new config file (for reload tests)."""
+        import yaml
+
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    async def status(self) -> dict:
+        async with aiohttp.ClientSession() as s, s.get(self.admin("/status")) as r:
+            doc: dict = await r.json()
+        for svc in doc["services"].values():
+            for ver in svc["versions"].values():
+                self.worker_pids.update(r["pid"] for r in ver["replicas"] if r.get("pid"))
+        return doc
+
+    async def all_ready(self) -> bool:
+        """Every version has as many ready replicas as it wants."""
+        doc = await self.status()
+        return all(v["ready"] >= v["desired"] for svc in doc["services"].values()
+                   for v in svc["versions"].values())
+
+    async def __aenter__(self) -> "GatewayProc":
+        import sys
+
+        exe = str(Path(sys.executable).with_name("serve-gateway"))
+        self.proc = subprocess.Popen([exe, "up", str(self.config_path)], cwd=REPO_ROOT,
+                                     stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        try:
+            await wait_http_ok(self.admin("/healthz"), 15)
+            if self.wait_ready:
+                await wait_until(self.all_ready, 30, what="every replica ready", interval=0.1)
+            await self.status()
+        except BaseException:
+            self._kill()
+            raise
+        return self
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            try:
+                await self.status()
+            except aiohttp.ClientError:
+                pass
+            self.proc.send_signal(sig)
+        await wait_until(lambda: self.proc is not None and self.proc.poll() is not None, timeout,
+                         what="the gateway to exit")
+        return self.proc.returncode
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                code = await self.stop()
+                if exc[0] is None and self.expect_exit_code is not None:
+                    assert code == self.expect_exit_code, f"gateway exited {code}:\n{self.log()}"
+            if exc[0] is None:
+                await wait_until(lambda: not any(alive(p) for p in self.worker_pids), 10,
+                                 what="no worker left behind")
+        finally:
+            self._kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _kill(self) -> None:
+        if self.proc is not None:
+            kill_group(self.proc.pid)
+            self.proc.wait()
+        for pid in self.worker_pids:
+            kill_group(pid)
+
