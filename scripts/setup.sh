@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Everything the test suite needs, on a fresh Debian bookworm machine with Python 3.11:
+#   Debian packages (promtool for the metrics test, nginx + wrk for bench/, docker.io),
+#   a running dockerd and the worker images (scripts/docker-setup.sh),
+#   a virtual environment at .venv with the package and its dev extras.
+# Idempotent: a warm run takes seconds.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+SUDO=()
+if [ "$(id -u)" != 0 ]; then SUDO=(sudo); fi
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "[setup] apt-get install ${need[*]}"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+bash scripts/docker-setup.sh
+
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] python3 -m venv .venv"
+    python3 -m venv .venv
+fi
+echo "[setup] pip install -e .[dev]"
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c 'import gateway, aiohttp, uvloop, httptools, pydantic, numpy, pytest' \
+    || { echo "[setup] the virtual environment is incomplete" >&2; exit 1; }
+echo "[setup] done"
