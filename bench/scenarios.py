@@ -1,0 +1,148 @@
+"""Named benchmark scenarios: what the gateway is configured with, what load it gets, and which
+targets are checked against which numbers.
+
+A new case (traffic policies, a batching concurrency curve ...) is one more ``Scenario`` in
+``SCENARIOS``: its own ``services`` config for the gateway, its own ``Load`` list (one Load per
+point of a concurrency curve), the baselines worth running next to it, and its checks. Its
+results land in bench/README.md between ``<!-- results:NAME -->`` markers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wrkload import Load, WrkResult
+
+# Target keys, in table order. "direct" is the bench's own backend (the same nginx the gateway
+# runs as its worker); the proxies in front of it are measured against the gateway.
+TARGETS: dict[str, str] = {
+    "direct": "direct (nginx backend)",
+    "gateway": "serve-gateway",
+    "nginx": "nginx proxy_pass",
+    "naive": "naive aiohttp proxy",
+}
+FIXED_RATE_TARGETS = ("direct", "gateway", "nginx")
+
+ServicesFn = Callable[[list[str]], dict[str, Any]]
+
+
+@dataclass
+class Results:
+    """Everything one scenario run measured; absent entries were not measured."""
+
+    closed: dict[str, dict[str, WrkResult]] = field(default_factory=dict)  # load -> target ->
+    cpu: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # load -> target ->
+    fixed: dict[str, dict[str, Any]] = field(default_factory=dict)  # target -> fixed_rate summary
+    fixed_rate: float | None = None
+    fixed_basis: str = ""
+    rss: dict[str, Any] | None = None
+    orphans: list[str] = field(default_factory=list)
+
+    def rps(self, load: str, target: str) -> float | None:
+        res = self.closed.get(load, {}).get(target)
+        return res.rps if res else None
+
+    def errors(self, load: str, *targets: str) -> int:
+        by = self.closed.get(load, {})
+        return sum(by[t].errors for t in targets if t in by)
+
+    def added_p99_ms(self, target: str) -> float | None:
+        """Fixed-rate p99 of ``target`` minus that of direct, at the same rate."""
+        a, b = self.fixed.get(target), self.fixed.get("direct")
+        if not a or not b:
+            return None
+        return float(a["p99_ms"]) - float(b["p99_ms"])
+
+
+@dataclass(frozen=True)
+class Check:
+    """One pass/fail line of the table: ``measure`` returns (shown value, passed) or None."""
+
+    name: str
+    target: str
+    measure: Callable[[Results], tuple[str, bool] | None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named case: gateway services config, closed-loop loads, baselines, checks."""
+
+    name: str
+    title: str
+    services: ServicesFn  # backend argv (with "{port}") -> the config's `services:` mapping
+    loads: tuple[Load, ...]
+    baselines: tuple[str, ...] = ("direct", "nginx", "naive")
+    fixed_rate: bool = True  # open-loop latency at half the gateway's saturation rate
+    idle_conns: int = 1000  # gateway RSS with this many idle keep-alive clients; 0 = skip
+    checks: tuple[Check, ...] = ()
+
+
+def one_backend(backend: list[str]) -> dict[str, Any]:
+    """One service on / with one version of one replica: the bare proxy path."""
+    return {"bench": {"route": "/", "versions": {"v1": {
+        "command": backend, "replicas": 1, "health": {"path": "/ready"}}}}}
+
+
+def _unless_errors(shown: str, ok: bool, errors: int) -> tuple[str, bool]:
+    """A rate made of error responses proves nothing: any error fails the check."""
+    return (f"{shown} ({errors} errors)", False) if errors else (shown, ok)
+
+
+def _ratio_check(load: str, other: str, at_least: float, as_percent: bool) -> Check:
+    label = {"nginx": "nginx proxy_pass", "naive": "naive proxy"}[other]
+
+    def measure(r: Results) -> tuple[str, bool] | None:
+        gw, base = r.rps(load, "gateway"), r.rps(load, other)
+        if not gw or not base:
+            return None
+        ratio = gw / base
+        shown = f"{ratio:.0%}" if as_percent else f"{ratio:.2f}x"
+        return _unless_errors(shown, ratio >= at_least, r.errors(load, "gateway", other))
+
+    want = f">= {at_least:.0%}" if as_percent else f">= {at_least:g}x"
+    return Check(f"gateway / {label} throughput, {load}", want, measure)
+
+
+def _added_p99(limit_ms: float) -> Check:
+    def measure(r: Results) -> tuple[str, bool] | None:
+        added = r.added_p99_ms("gateway")
+        if added is None:
+            return None
+        errors = sum(int(r.fixed[k]["errors"]) for k in ("gateway", "direct"))
+        return _unless_errors(f"{added:+.2f} ms", added <= limit_ms, errors)
+
+    return Check("added p99 vs direct, fixed rate", f"<= {limit_ms:g} ms", measure)
+
+
+def _rss(limit_mb: float) -> Check:
+    def measure(r: Results) -> tuple[str, bool] | None:
+        if not r.rss:
+            return None
+        ok = r.rss["rss_mb"] < limit_mb and r.rss["alive_after"] == r.rss["connections"]
+        return f"{r.rss['rss_mb']:.1f} MB ({r.rss['alive_after']} alive)", ok
+
+    return Check("gateway RSS, 1,000 idle keep-alive conns", f"< {limit_mb:g} MB, all alive",
+                 measure)
+
+
+GET = Load("GET")
+POST = Load("POST 1 KB", script="post.lua")
+
+SPINE = Scenario(
+    name="spine",
+    title="Bare proxy path: one service, one version, one replica",
+    services=one_backend,
+    loads=(GET, POST),
+    checks=(
+        _ratio_check("GET", "naive", 2.5, as_percent=False),
+        _ratio_check("POST 1 KB", "naive", 2.5, as_percent=False),
+        _ratio_check("GET", "nginx", 0.25, as_percent=True),
+        _ratio_check("POST 1 KB", "nginx", 0.25, as_percent=True),
+        _added_p99(1.0),
+        _rss(150.0),
+    ),
+)
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SPINE,)}
