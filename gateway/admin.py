@@ -1,41 +1,137 @@
-"""The admin HTTP API, on its own listener (never reachable through the data listener)."""
+"""The admin HTTP API, on its own listener (never reachable through the data listener).
+
+One middleware applies the security rules to every route, the ones features add included:
+
+- a request carrying a browser ``Origin`` that is not in ``gateway.admin.allow_origins`` gets
+  403, so a web page cannot drive the API through an operator's browser;
+- a mutating route (``add_route(..., mutating=True)``) is POST only (GET is 405) and, when a token
+  is configured, needs ``Authorization: Bearer <token>`` (401 otherwise);
+- the listener refuses a non-loopback address unless a token is configured.
+
+The token comes from the environment variable named by ``admin.token_env`` or the file named by
+``admin.token_file`` (a relative path is relative to the gateway's working directory), never
+from the YAML. Every error is JSON: ``{"error": kind, "service": name or null, "detail": text}``.
+"""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.adminclient import TokenError, read_token
+from gateway.errors import ConfigError, ConfigProblem
 from gateway.metrics import Metrics
+from gateway.spec.models import AdminSpec
+from gateway.spec.types import split_listen
+
+if TYPE_CHECKING:
+    from gateway.control.reload import ReloadResult
+
+log = logging.getLogger("gateway.admin")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY = 1 << 20
+_KINDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 413: "body_too_large"}
 
 
-def _json(doc: Any, status: int = 200) -> web.Response:
+def json_response(doc: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(doc, option=orjson.OPT_INDENT_2), status=status,
-                        content_type="application/json")
+                        content_type="application/json", headers=headers)
+
+
+def error_response(status: int, kind: str, detail: str, service: str | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"error": kind, "service": service, "detail": detail}, status, headers)
+
+
+class AdminError(Exception):
+    """Raise from an admin handler to answer with the standard JSON error body."""
+
+    def __init__(self, status: int, kind: str, detail: str, service: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.kind, self.detail, self.service = status, kind, detail, service
+
+    def response(self, headers: dict[str, str] | None = None) -> web.Response:
+        return error_response(self.status, self.kind, self.detail, self.service, headers)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object ({} when empty); 400 otherwise."""
+    body = await request.read()
+    if not body.strip():
+        return {}
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise AdminError(400, "bad_request", f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise AdminError(400, "bad_request", "body must be a JSON object")
+    return doc
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False   # a host name: it may resolve to anything
+
+
+def resolve_token(spec: AdminSpec) -> str | None:
+    """The bearer token the config names (env first, then file), or None if it names none."""
+    try:
+        return read_token(spec.token_env, spec.token_file)
+    except TokenError as exc:
+        raise ConfigError([ConfigProblem(f"gateway.admin.{exc.key}", str(exc))]) from None
 
 
 class AdminServer:
-    """GET /healthz, /readyz, /status, /metrics."""
+    """GET /healthz, /readyz, /status, /metrics, plus the routes features add (``add_route``)."""
 
     def __init__(self, status: Callable[[], dict[str, Any]], metrics: Metrics) -> None:
         self._status = status
         self._metrics = metrics
-        self.app = web.Application()
+        self._token: str | None = None
+        self._origins: frozenset[str] = frozenset()
+        self._mutating: set[AbstractRoute] = set()
+        self.app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/status", self.status)
         self.app.router.add_get("/metrics", self.metrics)
         self._runner: web.AppRunner | None = None
 
-    def add_route(self, method: str, path: str,
-                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-                  mutating: bool = False) -> None:
-        """Features add their endpoints here. A ``mutating`` route is POST only and gets the
-        token and Origin rules (GET on it is 405)."""
-        self.app.router.add_route(method, path, handler)
+    def configure(self, spec: AdminSpec) -> None:
+        """Take the auth settings of ``spec`` (at start and on reload). Raises ConfigError, with
+        nothing changed, if the token cannot be read or the listener would be open without one."""
+        token = resolve_token(spec)
+        host, _ = split_listen(spec.listen)
+        if token is None and not is_loopback(host):
+            raise ConfigError([ConfigProblem(
+                "gateway.admin.listen",
+                f"refusing to serve the admin API on non-loopback address {spec.listen} without a "
+                "token: set gateway.admin.token_env or gateway.admin.token_file")])
+        self._token, self._origins = token, frozenset(spec.allow_origins)
+
+    def add_route(self, method: str, path: str, handler: Handler, mutating: bool = False) -> None:
+        """Features add their endpoints here. A ``mutating`` route must be POST; it gets the
+        token rule, and GET on it answers 405."""
+        if mutating and method.upper() != "POST":
+            raise ValueError(f"mutating admin route {path} must be POST, not {method}")
+        route = self.app.router.add_route(method, path, handler)
+        if mutating:
+            self._mutating.add(route)
 
     async def start(self, host: str, port: int) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)
@@ -50,18 +146,63 @@ class AdminServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    # -- the rules ----------------------------------------------------------------------------
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            origin = request.headers.get("Origin")
+            if origin is not None and origin not in self._origins:
+                raise AdminError(403, "forbidden_origin",
+                                 f"origin {origin} is not allowed (gateway.admin.allow_origins)")
+            if request.match_info.route in self._mutating:
+                self._authorize(request)
+            return await handler(request)
+        except AdminError as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            return exc.response(headers)
+        except web.HTTPException as exc:      # the router's 404 / 405, a too-large body ...
+            if exc.status < 400:
+                raise
+            allow = exc.headers.get("Allow")
+            return error_response(exc.status, _KINDS.get(exc.status, "error"),
+                                  f"{request.method} {request.path}: {exc.reason}",
+                                  headers={"Allow": allow} if allow else None)
+        except Exception as exc:
+            log.exception("admin %s %s failed", request.method, request.path)
+            return error_response(500, "internal_error", repr(exc))
+
+    def _authorize(self, request: web.Request) -> None:
+        if self._token is None:
+            return
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise AdminError(401, "unauthorized",
+                             "this endpoint needs 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(given.strip().encode(), self._token.encode()):
+            raise AdminError(401, "unauthorized", "wrong token")
+
+    # -- read-only endpoints ------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
         doc = self._status()
         not_ready = [name for name, svc in doc["services"].items()
                      if not any(v["ready"] for v in svc["versions"].values())]
-        return _json({"ready": not not_ready, "not_ready": not_ready}, 200 if not not_ready else 503)
+        return json_response({"ready": not not_ready, "not_ready": not_ready},
+                             200 if not not_ready else 503)
 
     async def status(self, request: web.Request) -> web.Response:
-        return _json(self._status())
+        return json_response(self._status())
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.render(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def reload_endpoint(reload: Callable[[], Awaitable[ReloadResult]]) -> Handler:
+    """``POST /reload``: 200 with what changed, or 422 with the config error (old config kept)."""
+    async def handler(request: web.Request) -> web.Response:
+        result = await reload()
+        return json_response(result.as_dict(), 200 if result.ok else 422)
+    return handler

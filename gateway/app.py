@@ -3,7 +3,8 @@
 Start: runtime -> supervisor (adopts survivors, starts replicas) -> routing table -> data
 listener -> admin listener. Stop (SIGTERM / SIGINT): stop accepting and drain in-flight
 requests (bounded) -> stop every replica -> close the admin listener and the runtime.
-Signal handlers only enqueue; this loop acts.
+Signal handlers only enqueue; this loop acts. SIGHUP, ``POST /reload`` and ``serve-gateway
+reload`` reload the config file (``reload()``, see control/reload.py).
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.admin import AdminServer
+from gateway.admin import AdminServer, reload_endpoint
+from gateway.control.reload import ReloadResult, reload_config
+from gateway.control import traffic
 from gateway.control.supervisor import Supervisor
 from gateway.dataplane.server import DataPlane
-from gateway.dataplane.table import TableHolder, build_table
+from gateway.dataplane.table import TableHolder, build_table, service_weights
+from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
@@ -41,6 +46,11 @@ class Gateway:
         self.holder = TableHolder()
         self.dataplane = DataPlane(self.holder, self.metrics)
         self.admin = AdminServer(self.status, self.metrics)
+        self.admin.add_route("POST", "/reload", reload_endpoint(self.reload), mutating=True)
+        traffic.install(self)                            # POST /services/{name}/traffic
+        self.supervisor.on_joined = self.rebuild_table   # a version added by a reload is ready
+        self.last_reload: dict[str, Any] | None = None
+        self._reload_lock = asyncio.Lock()
         self.ports: dict[str, int] = {}
         # live weight changes (admin API / CLI, rollouts): service -> version -> weight.
         # The next file reload replaces them.
@@ -49,9 +59,12 @@ class Gateway:
 
     async def start(self) -> None:
         spec = self.spec
+        self.admin.configure(spec.gateway.admin)   # refuses an open admin listener before any start
+        await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.supervisor.apply(spec)
         self.rebuild_table()
+        self._configure_dataplane()
         self._record_config()
         await self.supervisor.start()
         self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
@@ -61,33 +74,93 @@ class Gateway:
                  _addr(spec.gateway.admin.listen, self.ports["admin"]),
                  len(spec.services), spec.digest())
 
-    async def stop(self) -> None:
+    async def _check_runtime(self, spec: Spec) -> None:
+        """The runtime's own refusal of a config (runtime.check), as a ConfigError naming the
+        config file."""
+        try:
+            await self.runtime.check(spec)
+        except ConfigError as exc:
+            raise ConfigError(exc.problems, exc.source or str(self.config_path or "")) from None
+
+    async def stop(self, keep_replicas: bool = False) -> None:
+        """Drain, then stop the replicas, or with ``keep_replicas`` leave them running for the
+        next ``up`` to adopt (process replicas cannot outlive the gateway: they are stopped)."""
         g = self.spec.gateway
         log.info("stopping: draining in-flight requests (up to %.0fs)", g.drain_timeout)
         await self.dataplane.stop(g.drain_timeout)
-        log.info("stopping replicas")
-        await self.supervisor.shutdown()
+        if keep_replicas and self.runtime.name == "process":
+            log.warning("--keep-replicas: process replicas die with the gateway; stopping them")
+            keep_replicas = False
+        log.info("leaving replicas running" if keep_replicas else "stopping replicas")
+        await self.supervisor.shutdown(keep=keep_replicas)
         await self.admin.stop()
         await self.runtime.close()
         log.info("stopped")
 
-    async def run(self) -> None:
-        """Serve until SIGTERM or SIGINT."""
+    async def run(self, keep_replicas: bool = False) -> None:
+        """Serve until SIGTERM or SIGINT; reload the config on SIGHUP. ``keep_replicas``: see
+        ``stop``."""
         loop = asyncio.get_running_loop()
-        for sig, cmd in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop")):
+        for sig, cmd in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"),
+                         (signal.SIGHUP, "reload")):
             loop.add_signal_handler(sig, self._commands.put_nowait, cmd)
-        await self.start()
         try:
-            while await self._commands.get() != "stop":
-                pass
+            await self.start()
+            while (cmd := await self._commands.get()) != "stop":
+                if cmd == "reload":
+                    await self.reload()
         finally:
-            await self.stop()
+            await self.stop(keep_replicas)
+
+    async def reload(self) -> ReloadResult:
+        """Read the config file again and apply it in full, or keep the running one whole."""
+        async with self._reload_lock:     # SIGHUP and POST /reload may overlap
+            result = await reload_config(self.config_path, self.spec, self._apply, self.metrics)
+        self.last_reload = {"ok": result.ok, "at": time.time(), "hash": result.digest,
+                            "error": result.error.render() if result.error else None,
+                            "needs_restart": result.needs_restart}
+        return result
+
+    def _apply(self, spec: Spec) -> list[str]:
+        """Make ``spec`` the running config (reload.py's ``Apply``)."""
+        self.admin.configure(spec.gateway.admin)   # the one step that may refuse: goes first
+        notes = []
+        if self.weight_overrides:
+            notes.append("live weight changes for " + ", ".join(sorted(self.weight_overrides))
+                         + " replaced by the file's weights")
+            log.info("reload: %s", notes[-1])
+        self.spec = spec
+        self.loaded_at = time.time()
+        self.weight_overrides = {}
+        self.supervisor.apply(spec)   # starts added versions, drains removed ones (in its loop)
+        self.rebuild_table()
+        self._configure_dataplane()
+        self._record_config()
+        return notes
+
+    def _configure_dataplane(self) -> None:
+        access = self.spec.gateway.access_log
+        self.dataplane.access_sample = access.sample if access.enabled else 0.0
 
     def rebuild_table(self) -> None:
         """Compile the running spec plus live overrides into a new table and swap it in: the
         one way routing changes."""
         self.holder.swap(build_table(self.spec, self.supervisor.replica_sets(), self.metrics,
-                                     self.weight_overrides))
+                                     self._routable_weights(), self.dataplane.batchers))
+
+    def _routable_weights(self) -> Mapping[str, Mapping[str, int]]:
+        """The live overrides, plus weight 0 for versions not yet ready for the first time while
+        another version of their service can serve: an added version joins once ready."""
+        joining = self.supervisor.joining()
+        if not joining:
+            return self.weight_overrides
+        out: dict[str, Mapping[str, int]] = dict(self.weight_overrides)
+        for name, svc in self.spec.services.items():
+            weights = self.weight_overrides.get(name) or service_weights(svc)
+            held = {v for v, w in weights.items() if w > 0 and (name, v) in joining}
+            if held and any(w > 0 for v, w in weights.items() if v not in held):
+                out[name] = {v: 0 if v in held else w for v, w in weights.items()}
+        return out
 
     def status(self) -> dict[str, Any]:
         table = self.holder.current
@@ -95,14 +168,17 @@ class Gateway:
         services = {}
         for name, svc in self.spec.services.items():
             route = table.by_name.get(name)
-            weights = dict(zip(route.split.names, route.split.weights)) if route else {}
+            weights = dict(route.weights) if route else {}
             services[name] = {
                 "route": svc.route,
                 "weights": {v: weights.get(v, 0) for v in svc.versions},
+                "file_weights": service_weights(svc),
+                "weight_override": self.weight_overrides.get(name),
                 "versions": groups.get(name, {}),
             }
         return {"config": {"path": str(self.config_path) if self.config_path else None,
-                           "hash": self.spec.digest(), "loaded_at": self.loaded_at},
+                           "hash": self.spec.digest(), "loaded_at": self.loaded_at,
+                           "last_reload": self.last_reload},
                 "runtime": self.runtime.name, "listen": self.ports, "services": services}
 
     def _record_config(self) -> None:

@@ -28,13 +28,96 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
     async def main() -> None:
-        await Gateway(spec, args.config).run()
+        await Gateway(spec, args.config).run(keep_replicas=args.keep_replicas)
 
     try:
         uvloop.run(main())
     except OSError as exc:   # a listen address in use, a state_dir we cannot write ...
         print(f"serve-gateway: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:   # refused at start: an admin listener open without a token ...
+        print(exc.render(), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway import adminclient
+
+    try:
+        status, doc = adminclient.from_args(args).request("GET", "/status")
+    except adminclient.AdminClientError as exc:
+        print(f"serve-gateway: {exc}", file=sys.stderr)
+        return 1
+    if status != 200 or not isinstance(doc, dict):
+        print(adminclient.describe_error(status, doc), file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(adminclient.render_status(doc))
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from gateway import adminclient
+
+    try:
+        client = adminclient.from_args(args)
+    except adminclient.AdminClientError as exc:
+        if args.config:   # the file may be too broken to name its admin API: show what is wrong
+            from gateway.spec import load_spec
+            try:
+                load_spec(args.config)
+            except ConfigError as cexc:
+                print(cexc.render(), file=sys.stderr)
+        print(f"serve-gateway: {exc}; nothing was reloaded", file=sys.stderr)
+        return 1
+    try:
+        status, doc = client.request("POST", "/reload")
+    except adminclient.AdminClientError as exc:
+        print(f"serve-gateway: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(doc, dict) and "ok" in doc:
+        print(adminclient.render_reload(doc), file=sys.stdout if doc["ok"] else sys.stderr)
+        return 0 if doc["ok"] and status == 200 else 1
+    print(adminclient.describe_error(status, doc), file=sys.stderr)
+    return 1
+
+
+def cmd_traffic(args: argparse.Namespace) -> int:
+    from gateway import adminclient
+
+    body: dict[str, object] = {"reset": True}
+    if not args.reset:
+        weights = {}
+        for pair in args.weights:
+            name, sep, value = pair.partition("=")
+            if not sep or not name or not value.strip().isdigit():
+                print(f"serve-gateway traffic: {pair!r} is not VERSION=WEIGHT (an integer >= 0)",
+                      file=sys.stderr)
+                return 2
+            weights[name] = int(value)
+        if not weights:
+            print("serve-gateway traffic: give VERSION=WEIGHT pairs or --reset", file=sys.stderr)
+            return 2
+        body = {"weights": weights}
+    try:
+        status, doc = adminclient.from_args(args).request(
+            "POST", f"/services/{args.service}/traffic", json=body)
+    except adminclient.AdminClientError as exc:
+        print(f"serve-gateway: {exc}", file=sys.stderr)
+        return 1
+    if status != 200 or not isinstance(doc, dict):
+        print(adminclient.describe_error(status, doc), file=sys.stderr)
+        return 1
+
+    def show(w: dict[str, int]) -> str:
+        total = sum(w.values()) or 1
+        return ", ".join(f"{v}={n} ({100 * n / total:.0f}%)" for v, n in w.items())
+
+    source = "live override" if doc.get("weight_override") else "the config file's weights"
+    print(f"{doc['service']}: {show(doc['weights'])}  [{source}; file: {show(doc['file_weights'])}]")
     return 0
 
 
@@ -78,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("config", help="the YAML config file")
     up.add_argument("--log-format", choices=["text", "json"], default="text")
     up.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    up.add_argument("--keep-replicas", action="store_true",
+                    help="on exit drain traffic but leave the replicas running; the next `up` "
+                         "with the same config adopts them without a restart (docker runtime)")
     up.set_defaults(func=cmd_up)
 
     v = sub.add_parser("validate", help="check a config file and exit",
@@ -89,6 +175,34 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="print the config's JSON Schema (for editors)",
                        description="Print the JSON Schema of the config file format.")
     s.set_defaults(func=cmd_schema)
+
+    from gateway import adminclient
+
+    st = sub.add_parser("status", help="show services, versions, weights and replicas",
+                        description="Ask a running gateway's admin API what it runs: one row "
+                                    "per version (weight, ready/desired replicas, restarts) and "
+                                    "one per replica.")
+    adminclient.add_arguments(st)
+    st.add_argument("--json", action="store_true", help="print the raw status document")
+    st.set_defaults(func=cmd_status)
+
+    rl = sub.add_parser("reload", help="make a running gateway reload its config file",
+                        description="Same as SIGHUP: the gateway reads its config file again and "
+                                    "applies it in full, or keeps the running config if the file "
+                                    "is invalid (then this prints the problems and exits 1).")
+    adminclient.add_arguments(rl)
+    rl.set_defaults(func=cmd_reload)
+
+    tr = sub.add_parser("traffic", help="change a service's version weights live",
+                        description="Set a running gateway's weights for SERVICE (versions left "
+                                    "out get 0) without editing the config; sticky users move "
+                                    "only towards versions that gained weight. The next config "
+                                    "reload replaces the change; --reset drops it now.")
+    tr.add_argument("service")
+    tr.add_argument("weights", nargs="*", metavar="VERSION=WEIGHT")
+    tr.add_argument("--reset", action="store_true", help="go back to the config file's weights")
+    adminclient.add_arguments(tr)
+    tr.set_defaults(func=cmd_traffic)
 
     from gateway import worker
 

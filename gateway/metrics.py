@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0)
+DIFF_BUCKETS = (-5.0, -1.0, -0.25, -0.1, -0.05, -0.025, -0.01, -0.005, -0.001, 0.0, 0.001,
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 START_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class VersionMetrics:
@@ -41,6 +44,59 @@ class VersionMetrics:
 
     def upstream_error(self, kind: str) -> None:
         self._m.upstream_errors.labels(self.service, self.version, kind).inc()
+
+
+class ShadowMetrics:
+    """One mirror target's children and its running agreement (kept across table builds)."""
+
+    __slots__ = ("_m", "service", "version", "sent", "dropped", "error", "agree", "disagree",
+                 "mismatch", "latency_diff", "agreed", "compared")
+
+    def __init__(self, m: Metrics, service: str, version: str) -> None:
+        self._m = m
+        self.service = service
+        self.version = version
+        self.sent = m.shadow_requests.labels(service, version, "sent")
+        self.dropped = m.shadow_requests.labels(service, version, "dropped")
+        self.error = m.shadow_requests.labels(service, version, "error")
+        self.agree = m.shadow_comparisons.labels(service, version, "agree")
+        self.disagree = m.shadow_comparisons.labels(service, version, "disagree")
+        self.mismatch = m.shadow_status_mismatch.labels(service, version)
+        self.latency_diff = m.shadow_latency_diff.labels(service, version)
+        self.agreed = 0
+        self.compared = 0
+
+    def compared_one(self, agree: bool) -> None:
+        self.compared += 1
+        if agree:
+            self.agreed += 1
+            self.agree.inc()
+        else:
+            self.disagree.inc()
+        # the gauge appears with the first comparison: a 0 before any would read as "disagrees"
+        self._m.shadow_agreement.labels(self.service, self.version).set(self.agreed / self.compared)
+
+    def agreement(self) -> float | None:
+        """Share of compared answers that agreed, or None before the first comparison."""
+        return self.agreed / self.compared if self.compared else None
+
+
+class BatchMetrics:
+    """The labelled children one version's batcher touches (dataplane/batcher.py); queue
+    length and pending instances are scrape-time gauges reported by the batchers."""
+
+    __slots__ = ("_m", "service", "version", "size", "wait", "shed")
+
+    def __init__(self, m: Metrics, service: str, version: str) -> None:
+        self._m = m
+        self.service = service
+        self.version = version
+        self.size = m.batch_size.labels(service, version)
+        self.wait = m.batch_queue_wait.labels(service, version)
+        self.shed = m.batch_shed.labels(service, version)
+
+    def error(self, kind: str) -> None:
+        self._m.batch_errors.labels(self.service, self.version, kind).inc()
 
 
 class Metrics:
@@ -78,7 +134,47 @@ class Metrics:
         self.config_info = Info("serve_gateway_config", "The loaded config", registry=r)
         self.config_loaded = Gauge("serve_gateway_config_last_load_timestamp_seconds",
                                    "When the running config was loaded", registry=r)
+        self.config_restart_pending = Gauge(
+            "serve_gateway_config_restart_pending",
+            "1 when the last reloaded file changed settings that apply only after a restart",
+            registry=r)
+        for result in ("success", "failure"):   # both series exist from the start, for rate()
+            self.config_reloads.labels(result)
+        ProcessCollector(registry=r)   # process_cpu_seconds_total, resident memory, open fds
+        # shadow traffic (dataplane/mirror.py), per service and mirror version
+        self.shadow_requests = Counter(
+            "serve_gateway_shadow_requests", "Mirror copies by result (sent = answered)",
+            ["service", "version", "result"], registry=r)
+        self.shadow_comparisons = Counter(
+            "serve_gateway_shadow_comparisons", "Mirror answers compared with the primary's",
+            ["service", "version", "result"], registry=r)
+        self.shadow_agreement = Gauge(
+            "serve_gateway_shadow_agreement_ratio",
+            "Share of compared mirror answers that agree with the primary's", ["service", "version"],
+            registry=r)
+        self.shadow_status_mismatch = Counter(
+            "serve_gateway_shadow_status_mismatch", "Mirror answers whose status differs",
+            ["service", "version"], registry=r)
+        self.shadow_latency_diff = Histogram(
+            "serve_gateway_shadow_latency_difference_seconds",
+            "Mirror latency minus primary latency (negative: the mirror was faster)",
+            ["service", "version"], buckets=DIFF_BUCKETS, registry=r)
+        # micro-batching (dataplane/batcher.py), per service and version
+        self.batch_size = Histogram(
+            "serve_gateway_batch_size", "Instances per batch sent to a worker",
+            ["service", "version"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_queue_wait = Histogram(
+            "serve_gateway_batch_queue_wait_seconds", "Time from arrival until a request's batch left",
+            ["service", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_shed = Counter(
+            "serve_gateway_batch_shed", "Requests refused with 503 because the batch queue was full",
+            ["service", "version"], registry=r)
+        self.batch_errors = Counter(
+            "serve_gateway_batch_errors", "Batching failures by kind (per batch, or per request "
+            "for deadline)", ["service", "version", "kind"], registry=r)
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
+        self._shadows: dict[tuple[str, str], ShadowMetrics] = {}
+        self._batches: dict[tuple[str, str], BatchMetrics] = {}
 
     def version(self, service: str, version: str) -> VersionMetrics:
         key = (service, version)
@@ -86,6 +182,26 @@ class Metrics:
         if vm is None:
             vm = self._versions[key] = VersionMetrics(self, service, version)
         return vm
+
+    def reloaded(self, ok: bool, restart_pending: bool = False) -> None:
+        """Count one config reload; a failed one leaves the running config (and its gauges)."""
+        self.config_reloads.labels("success" if ok else "failure").inc()
+        if ok:
+            self.config_restart_pending.set(1 if restart_pending else 0)
+
+    def batch(self, service: str, version: str) -> BatchMetrics:
+        key = (service, version)
+        bm = self._batches.get(key)
+        if bm is None:
+            bm = self._batches[key] = BatchMetrics(self, service, version)
+        return bm
+
+    def shadow(self, service: str, version: str) -> ShadowMetrics:
+        key = (service, version)
+        sm = self._shadows.get(key)
+        if sm is None:
+            sm = self._shadows[key] = ShadowMetrics(self, service, version)
+        return sm
 
     def add_gauges(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Register a collector computed at scrape time (replica states, in-flight counts):

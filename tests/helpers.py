@@ -122,6 +122,7 @@ class GatewayProc:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         self.log_path = tmp_path / "gateway.log"
         self.wait_ready = ready
+        self.up_args: list[str] = []          # extra `serve-gateway up` options (--keep-replicas)
         self.proc: subprocess.Popen[bytes] | None = None
         self.worker_pids: set[int] = set()
         self.expect_exit_code: int | None = 0
@@ -156,7 +157,8 @@ class GatewayProc:
         import sys
 
         exe = str(Path(sys.executable).with_name("serve-gateway"))
-        self.proc = subprocess.Popen([exe, "up", str(self.config_path)], cwd=REPO_ROOT,
+        argv = [exe, "up", str(self.config_path), *self.up_args]
+        self.proc = subprocess.Popen(argv, cwd=REPO_ROOT,
                                      stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         try:
@@ -203,3 +205,33 @@ class GatewayProc:
         for pid in self.worker_pids:
             kill_group(pid)
 
+
+
+async def run_cli(*args: str | Path, env: dict[str, str] | None = None,
+                  timeout: float = 30) -> tuple[int, str, str]:
+    """Run ``serve-gateway ARGS`` without blocking the loop; returns (exit code, stdout, stderr)."""
+    import sys
+
+    exe = str(Path(sys.executable).with_name("serve-gateway"))
+    proc = await asyncio.create_subprocess_exec(
+        exe, *map(str, args), cwd=REPO_ROOT, env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus text output (labels matched exactly), or None."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None

@@ -60,18 +60,6 @@ class ReloadResult:
         return doc
 
 
-def render(doc: dict[str, Any]) -> str:
-    """Readable text of a reload answer (``ReloadResult.as_dict()``), for the CLI."""
-    if not doc.get("ok"):
-        return f"reload failed; still serving config {doc.get('hash')}\n{doc.get('detail', '')}"
-    head = f"reloaded {doc.get('config')}: config {doc.get('previous_hash')} -> {doc.get('hash')}"
-    changes = doc.get("changes") or ["no changes"]
-    lines = [head, *(f"  {c}" for c in changes), *(f"  note: {n}" for n in doc.get("notes", []))]
-    if doc.get("needs_restart"):
-        lines.append("  needs restart: " + ", ".join(doc["needs_restart"]))
-    return "\n".join(lines)
-
-
 async def reload_config(path: Path | None, running: Spec, apply: Apply,
                         metrics: Metrics) -> ReloadResult:
     """Read ``path`` again and apply it over ``running``; see the module docstring."""
@@ -86,7 +74,8 @@ async def reload_config(path: Path | None, running: Spec, apply: Apply,
         return ReloadResult(False, source, old, old, error=exc, seconds=time.monotonic() - began)
 
     if path is None:
-        return failed(ConfigError([ConfigProblem("", "the gateway was started without a config file")]))
+        return failed(ConfigError([ConfigProblem("", "the gateway was started without a "
+                                                     "config file")]))
     try:
         # reading and validating is blocking work; the loop keeps serving meanwhile
         new = await asyncio.to_thread(load_spec, path)
@@ -96,8 +85,8 @@ async def reload_config(path: Path | None, running: Spec, apply: Apply,
     effective = keep_restart_fields(running, new)
     try:
         notes = apply(effective)
-    except ConfigError as exc:
-        return failed(exc)
+    except ConfigError as exc:   # refused before any change (a token file it cannot read ...)
+        return failed(ConfigError(exc.problems, exc.source or source or ""))
     except Exception as exc:   # a bug: put the old config back whole, then report
         log.exception("applying the reloaded config failed; restoring config %s", old)
         try:

@@ -52,6 +52,9 @@ class Managed:
     launched: float = 0.0
     endpoint: Endpoint | None = None
     probe_task: asyncio.Task[None] | None = None
+    watch_task: asyncio.Task[None] | None = None
+    began: float | None = None        # time.time() before runtime.start(); None: adopted
+    cold_start: float | None = None   # seconds from launch to first ready
 
     @property
     def revision(self) -> str:
@@ -74,6 +77,7 @@ class Group:
     crashes: deque[float] = field(default_factory=deque)
     not_before: float = 0.0
     removed: bool = False      # the version left the config: drain everything
+    joined: bool = True        # False for a version added by a reload until a replica is ready
     last_exit: str = ""
 
     @property
@@ -104,6 +108,7 @@ class Supervisor:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._orphans: list[Replica] = []
+        self.on_joined: Callable[[], None] | None = None   # rebuilds routing: a version joined
         metrics.add_gauges(self._gauges)
 
     # -- configuration ------------------------------------------------------------------------
@@ -121,6 +126,8 @@ class Supervisor:
                 if g is None:
                     rs = ReplicaSet(sname, vname, max_waiting=spec.gateway.queue.max_waiting)
                     self.groups[key] = g = Group(sname, vname, ver, rs, ver.replicas, svc.timeouts.connect)
+                    # added while running: routing holds it back until it can serve
+                    g.joined = self._loop_task is None or ver.replicas == 0
                 g.removed = False
                 g.spec, g.desired, g.connect_timeout = ver, ver.replicas, svc.timeouts.connect
                 g.replica_set.on_demand = self.wake
@@ -132,6 +139,10 @@ class Supervisor:
 
     def replica_sets(self) -> dict[tuple[str, str], ReplicaSet]:
         return {k: g.replica_set for k, g in self.groups.items() if not g.removed}
+
+    def joining(self) -> set[tuple[str, str]]:
+        """Versions added by a reload whose replicas have not yet been ready."""
+        return {k for k, g in self.groups.items() if not g.joined and g.desired > 0 and not g.removed}
 
     def set_desired(self, service: str, version: str, replicas: int) -> None:
         """Autoscaler / admin override of one version's replica count."""
@@ -152,12 +163,20 @@ class Supervisor:
                 self._orphans.append(r)
         self._loop_task = tasks.spawn(self._run(), name="supervisor")
 
-    async def shutdown(self) -> None:
-        """Stop every replica this gateway runs (routing first, then the processes)."""
+    async def shutdown(self, keep: bool = False) -> None:
+        """Stop every replica this gateway runs (routing first, then the processes). With
+        ``keep``, release them instead: out of routing and no longer watched, but left running
+        for the next gateway to adopt. Leftovers of stale revisions are stopped either way."""
         self._stopping = True
         await tasks.cancel_and_wait(self._loop_task)
-        await asyncio.gather(*(self._stop(g, m, drain=False) for g in self.groups.values()
-                               for m in list(g.members)),
+        members = [(g, m) for g in self.groups.values() for m in list(g.members)]
+        if keep:
+            for g, m in members:
+                self._forget(g, m)
+                log.info("leaving replica %s of %s/%s running (%s) for the next gateway",
+                         m.replica.id, g.service, g.version, m.replica.address)
+            await tasks.cancel_and_wait(*(t for _, m in members for t in (m.probe_task, m.watch_task)))
+        await asyncio.gather(*(self._stop(g, m, drain=False) for g, m in members if not keep),
                              *(self.runtime.stop(r, self.stop_grace) for r in self._orphans),
                              return_exceptions=True)
         await self.prober.close()
@@ -208,6 +227,7 @@ class Supervisor:
     # -- one replica --------------------------------------------------------------------------
     async def _launch(self, g: Group) -> None:
         spec = replica_spec(g.service, g.version, g.spec)
+        began = time.time()
         try:
             replica = await self.runtime.start(spec)
         except GatewayError as exc:
@@ -219,13 +239,13 @@ class Supervisor:
             await self.runtime.stop(replica, self.stop_grace)
             return
         log.info("started replica %s of %s/%s at %s", replica.id, g.service, g.version, replica.address)
-        self._track(g, replica)
+        self._track(g, replica, began)
 
-    def _track(self, g: Group, replica: Replica) -> None:
-        m = Managed(replica, launched=self.clock())
+    def _track(self, g: Group, replica: Replica, began: float | None = None) -> None:
+        m = Managed(replica, launched=self.clock(), began=began)
         g.members.append(m)
         m.probe_task = tasks.spawn(self._probe(g, m), name=f"probe {replica.id}")
-        tasks.spawn(self._watch(g, m), name=f"watch {replica.id}")
+        m.watch_task = tasks.spawn(self._watch(g, m), name=f"watch {replica.id}")
 
     async def _probe(self, g: Group, m: Managed) -> None:
         h = g.spec.health
@@ -243,8 +263,15 @@ class Supervisor:
         m.state = READY
         m.endpoint = Endpoint(r.id, r.host, r.port, g.connect_timeout)
         g.publish()
-        self.metrics.cold_start.labels(g.service, g.version).observe(time.time() - r.started_at)
+        if m.began is not None:     # an adopted replica started long ago: no cold start
+            m.cold_start = time.time() - m.began
+            self.metrics.cold_start.labels(g.service, g.version).observe(m.cold_start)
         log.info("replica %s of %s/%s is ready", r.id, g.service, g.version)
+        if not g.joined:
+            g.joined = True
+            log.info("%s/%s joins routing", g.service, g.version)
+            if self.on_joined is not None:
+                self.on_joined()
         self.wake()
         failures = 0
         while m.state == READY:
@@ -321,6 +348,7 @@ class Supervisor:
         for (sname, vname), g in self.groups.items():
             out.setdefault(sname, {})[vname] = {
                 "revision": g.revision, "desired": g.desired, "removed": g.removed,
+                "joining": not g.joined,
                 "ready": sum(1 for m in g.members if m.state == READY),
                 "restarts": g.restarts, "crash_loop": len(g.crashes) >= CRASH_LOOP,
                 "last_exit": g.last_exit, "waiting": g.replica_set.waiting,
@@ -328,7 +356,8 @@ class Supervisor:
                     "id": m.replica.id, "address": m.replica.address, "state": m.state,
                     "revision": m.revision, "pid": m.replica.pid,
                     "inflight": m.endpoint.inflight if m.endpoint else 0,
-                    "log": m.replica.log_path,
+                    "log": m.replica.log_path, "adopted": m.began is None,
+                    "cold_start_s": None if m.cold_start is None else round(m.cold_start, 3),
                 } for m in g.members],
             }
         return out

@@ -12,6 +12,7 @@ HOP_BY_HOP = frozenset({
 # recomputed by us on each hop
 _REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for"}
 _RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})   # name no other header: nothing to strip
 
 
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -80,7 +81,7 @@ def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]
     for name, value in headers:
         lname = name.lower()
         if lname in _RESPONSE_DROP:
-            if lname == b"connection":
+            if lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                 tokens = _connection_tokens(headers)
             continue
         out.append((name.decode("latin-1"), value.decode("latin-1")))

@@ -68,8 +68,9 @@ class UpstreamResponse:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; serves one request at a time."""
 
-    def __init__(self, pool: UpstreamPool) -> None:
+    def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
+        self.loop = loop   # kept: get_running_loop() costs a getpid() syscall per call on 3.11
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -183,7 +184,7 @@ class _Conn(asyncio.Protocol):
     async def _wait(self) -> None:
         if self.error is not None:
             raise self.error
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.loop.create_future()
         try:
             await self.waiter
         finally:
@@ -193,7 +194,7 @@ class _Conn(asyncio.Protocol):
 
     async def _drain(self) -> None:
         while self.write_paused and not self.closed:
-            self.write_waiter = asyncio.get_running_loop().create_future()
+            self.write_waiter = self.loop.create_future()
             try:
                 await self.write_waiter
             finally:
@@ -215,8 +216,7 @@ class _Conn(asyncio.Protocol):
                        timeout: float, head_only: bool = False) -> UpstreamResponse:
         assert self.transport is not None
         self.head_only = head_only
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout, self._on_timeout)
+        timer = self.loop.call_later(timeout, self._on_timeout)
         try:
             if self.closed or self.transport.is_closing():
                 raise UpstreamConnectError("pooled connection was closed")
@@ -307,7 +307,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Conn(self), self.host, self.port),
+                loop.create_connection(lambda: _Conn(self, loop), self.host, self.port),
                 self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise UpstreamConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from None

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.spec.types import Duration, Listen, Size
 
@@ -44,6 +44,13 @@ class DockerSpec(Strict):
         "auto", description="GPU ids replicas may use; auto = detect with nvidia-smi -L")
 
 
+class AccessLogSpec(Strict):
+    """Opt-in access log: one line for a random ``sample`` fraction of proxied requests."""
+
+    enabled: bool = False
+    sample: float = Field(0.01, ge=0.0, le=1.0, description="fraction of requests logged")
+
+
 class GatewaySpec(Strict):
     instance: str = Field("default", description="names this gateway in replica labels; two gateways "
                                                  "sharing a Docker daemon need different names")
@@ -56,6 +63,7 @@ class GatewaySpec(Strict):
     queue: QueueSpec = QueueSpec()
     drain_timeout: Duration = Field(30.0, description="how long in-flight requests may finish on shutdown or scale-in")
     stop_grace: Duration = Field(10.0, description="SIGTERM to SIGKILL delay when stopping a replica")
+    access_log: AccessLogSpec = AccessLogSpec()
 
 
 class HealthSpec(Strict):
@@ -109,8 +117,80 @@ class TimeoutsSpec(Strict):
     request: Duration = Field(30.0, description="upstream response deadline; past it the client gets 504")
 
 
+class ValueMatch(Strict):
+    """One condition on a header or cookie value: exactly one of ``exact`` or ``regex``."""
+
+    exact: str | None = None
+    regex: str | None = Field(None, description="Python regex that must match the whole value")
+
+    @model_validator(mode="after")
+    def _one(self) -> ValueMatch:
+        if (self.exact is None) == (self.regex is None):
+            raise ValueError("give exactly one of 'exact' or 'regex'")
+        return self
+
+
+class MatchSpec(Strict):
+    """All conditions must hold. A plain string value means an exact match."""
+
+    header: dict[str, ValueMatch] = {}
+    cookie: dict[str, ValueMatch] = {}
+
+    @field_validator("header", "cookie", mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        if isinstance(value, dict):
+            # YAML reads `x-version: 2` as an int; the header value is the text "2"
+            return {k: {"exact": str(v)} if isinstance(v, (str, int)) and not isinstance(v, bool)
+                    else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> MatchSpec:
+        if not self.header and not self.cookie:
+            raise ValueError("a match needs at least one header or cookie condition")
+        return self
+
+
+class RuleSpec(Strict):
+    match: MatchSpec
+    to: str = Field(description="the version that gets matching requests")
+
+
+class StickySpec(Strict):
+    """Where the sticky key comes from: a cookie (set by the gateway when absent) or a header."""
+
+    cookie: str | None = None
+    header: str | None = None
+    max_age: Duration = Field(30 * 86400.0, description="Max-Age of the cookie the gateway sets")
+
+    @model_validator(mode="after")
+    def _one(self) -> StickySpec:
+        if (self.cookie is None) == (self.header is None):
+            raise ValueError("give exactly one of 'cookie' or 'header'")
+        return self
+
+
+class MirrorSpec(Strict):
+    """Shadow traffic: copies of ``percent``% of requests go to version ``to``; its answers are
+    compared with the primary's and dropped."""
+
+    to: str
+    percent: float = Field(ge=0, le=100)
+    comparator: str = Field("exact", description="built-in name or 'module:attr'")
+    options: dict[str, Any] = Field({}, description="the comparator's keyword arguments")
+    max_body: Size = Field(1 << 20, ge=0, le=1 << 20, description="larger bodies are not mirrored")
+    concurrency: int = Field(16, ge=1, description="mirror requests in flight at once")
+    queue: int = Field(64, ge=0, description="copies waiting for a slot; beyond, copies are dropped")
+    timeout: Duration = Field(5.0, description="a mirror answer later than this counts as an error")
+
+
 class TrafficSpec(Strict):
+    rules: list[RuleSpec] = Field([], description="first match wins, before weights")
     weights: dict[str, int] = Field({}, description="version -> integer weight (any scale)")
+    sticky: StickySpec | None = None
+    mirror: MirrorSpec | None = None
+    served_by_header: bool = Field(True, description="answer with x-served-by: service/version")
 
     @field_validator("weights")
     @classmethod
@@ -121,6 +201,29 @@ class TrafficSpec(Strict):
         return value
 
 
+class BatchingSpec(Strict):
+    """Dynamic micro-batching of the POSTs to a service's route (dataplane/batcher.py): a batch
+    leaves as soon as a replica has a free slot, so an idle service adds no wait."""
+
+    max_batch_size: int = Field(32, ge=1, le=65536, description="instances per batch at most")
+    max_wait_ms: float | Literal["adaptive"] = Field(
+        5.0, description="how long the oldest request may wait for company, and only when the "
+                         "arrival pace could fill the batch; 'adaptive' fits batch time a + c*b "
+                         "and waits only while that pays")
+    max_queue: int = Field(1024, ge=1, description="queued requests; beyond: 503 + Retry-After")
+    slots_per_replica: int = Field(1, ge=1, le=64, description="batches in flight per replica")
+    timeout_ms: float = Field(10000.0, gt=0, description="per request, from arrival")
+    timeout_header: str = Field("x-request-timeout-ms",
+                                description="request header that may shorten timeout_ms")
+
+    @field_validator("max_wait_ms")
+    @classmethod
+    def _wait(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and value < 0:
+            raise ValueError("must be >= 0 or 'adaptive'")
+        return value
+
+
 class ServiceSpec(Strict):
     route: str = Field(description="path prefix, matched on whole segments")
     rewrite: str | None = Field(None, description="replaces the matched prefix upstream")
@@ -128,6 +231,8 @@ class ServiceSpec(Strict):
     traffic: TrafficSpec = TrafficSpec()
     timeouts: TimeoutsSpec = TimeoutsSpec()
     retries: int = Field(1, ge=0, le=3, description="retries on another replica when the worker never saw the request")
+    mirror_post: bool = Field(False, description="POST is safe to mirror (inference without side effects)")
+    batching: BatchingSpec | None = Field(None, description="micro-batch POSTs to the route")
 
     @field_validator("route", "rewrite")
     @classmethod

@@ -1,0 +1,229 @@
+"""A small synchronous client of the admin API, shared by the CLI commands.
+
+``from_args(args)`` finds the admin URL and bearer token from the gateway's config file
+(``-c``; read leniently, so that even a file the gateway would refuse still names its admin
+address) or from ``--admin URL`` (token from ``$SERVE_GATEWAY_ADMIN_TOKEN``), and
+``AdminClient.request(method, path, json=None) -> (status, doc)`` sends one request. It stays
+import-light (no aiohttp, no pydantic): CLI commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+DEFAULT_ADMIN = "127.0.0.1:8081"
+TOKEN_ENV = "SERVE_GATEWAY_ADMIN_TOKEN"
+
+
+class AdminClientError(Exception):
+    """The admin API cannot be located or reached; the message says why, for the user."""
+
+
+class TokenError(Exception):
+    """A token source named in the config is missing or empty. ``key`` is admin.<key>."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def read_token(token_env: str | None, token_file: str | None) -> str | None:
+    """The bearer token: from the environment variable ``token_env``, else from the file
+    ``token_file`` (relative to the working directory); None when neither is named."""
+    if token_env:
+        token = os.environ.get(token_env, "").strip()
+        if not token:
+            raise TokenError("token_env", f"environment variable {token_env} is not set or empty")
+        return token
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise TokenError("token_file", f"cannot read {token_file}: {exc.strerror}") from None
+        if not token:
+            raise TokenError("token_file", f"{token_file} is empty")
+        return token
+    return None
+
+
+class AdminClient:
+    """One admin API endpoint (``url``) and its token."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        # loopback admin APIs must not go through an http_proxy from the environment
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def request(self, method: str, path: str, json: Any = None) -> tuple[int, Any]:
+        """Send one request; returns (HTTP status, JSON document or, if not JSON, the text).
+        Raises AdminClientError when the API cannot be reached."""
+        headers = {"Accept": "application/json"}
+        data = None
+        if json is not None:
+            data = orjson.dumps(json)
+            headers["Content-Type"] = "application/json"
+        elif method.upper() in ("POST", "PUT", "PATCH"):
+            data = b""
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url + path, data=data, method=method.upper(),
+                                     headers=headers)
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                status, body = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise AdminClientError(f"cannot reach the admin API at {self.url}: {reason}") from None
+        try:
+            return status, orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return status, body.decode("utf-8", "replace")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-c CONFIG`` / ``--admin URL``, for every command that talks to a running gateway."""
+    parser.add_argument("-c", "--config", metavar="CONFIG",
+                        help="the gateway's config file: the admin address and token come from it")
+    parser.add_argument("--admin", metavar="URL",
+                        help=f"the admin API, e.g. http://{DEFAULT_ADMIN} (overrides the config's "
+                             f"address; without -c the token comes from ${TOKEN_ENV})")
+
+
+def from_args(args: argparse.Namespace) -> AdminClient:
+    """The client for ``-c CONFIG`` and/or ``--admin URL`` (default http://127.0.0.1:8081)."""
+    config: str | None = getattr(args, "config", None)
+    admin: str | None = getattr(args, "admin", None)
+    token = os.environ.get(TOKEN_ENV) or None
+    url = f"http://{DEFAULT_ADMIN}"
+    if config:
+        url, token = from_config(config)
+    if admin:
+        url = admin if "://" in admin else f"http://{admin}"
+    return AdminClient(url, token)
+
+
+def from_config(path: str | Path) -> tuple[str, str | None]:
+    """(admin URL, token) from a config file, read leniently (only gateway.admin matters)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise AdminClientError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise AdminClientError(f"{path} is not valid YAML, so it does not tell where the admin "
+                               f"API is ({exc.__class__.__name__}); pass --admin URL") from None
+    gateway = data.get("gateway") if isinstance(data, dict) else None
+    admin = gateway.get("admin") if isinstance(gateway, dict) else None
+    admin = admin if isinstance(admin, dict) else {}
+    listen = str(admin.get("listen") or DEFAULT_ADMIN)
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        raise AdminClientError(f"{path}: gateway.admin.listen {listen!r} names no fixed port; "
+                               "pass --admin URL")
+    # a wildcard listener is reached over loopback
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        token = read_token(_str(admin.get("token_env")), _str(admin.get("token_file")))
+    except TokenError as exc:
+        raise AdminClientError(f"{path}: gateway.admin.{exc.key}: {exc}") from None
+    return f"http://{host}:{port}", token
+
+
+def _str(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+# -- presentation ------------------------------------------------------------------------------
+def describe_error(status: int, doc: Any) -> str:
+    """One line for an error answer (``{"error", "service", "detail"}`` or anything else)."""
+    if isinstance(doc, dict) and "error" in doc:
+        svc = f" ({doc['service']})" if doc.get("service") else ""
+        return f"error {status} {doc['error']}{svc}: {doc.get('detail', '')}"
+    return f"error {status}: {str(doc)[:500]}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned columns, two spaces apart; the last column is not padded."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+    return "\n".join(lines)
+
+
+def render_reload(doc: dict[str, Any]) -> str:
+    """Readable text of a ``POST /reload`` answer."""
+    if not doc.get("ok"):
+        return f"reload failed; still serving config {doc.get('hash')}\n{doc.get('detail', '')}"
+    head = f"reloaded {doc.get('config')}: config {doc.get('previous_hash')} -> {doc.get('hash')}"
+    lines = [head]
+    lines += [f"  {c}" for c in doc.get("changes") or ["no changes"]]
+    lines += [f"  note: {n}" for n in doc.get("notes", [])]
+    if doc.get("needs_restart"):
+        lines.append("  needs restart: " + ", ".join(doc["needs_restart"]))
+    return "\n".join(lines)
+
+
+def render_status(doc: dict[str, Any], now: float | None = None) -> str:
+    """Readable text of ``GET /status``: config, one row per version, one row per replica."""
+    now = time.time() if now is None else now
+    cfg = doc.get("config") or {}
+    loaded = cfg.get("loaded_at") or now
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(loaded))
+    out = [(f"config {cfg.get('path')}  hash {cfg.get('hash')}  loaded {stamp} "
+            f"({_ago(now - loaded)} ago)  runtime {doc.get('runtime')}")]
+    last = cfg.get("last_reload")
+    if last:
+        state = "ok" if last.get("ok") else "FAILED (old config kept)"
+        out.append(f"last reload {_ago(now - last.get('at', now))} ago: {state}")
+        if last.get("needs_restart"):
+            out.append("needs restart: " + ", ".join(last["needs_restart"]))
+    versions, replicas = [], []
+    for sname, svc in (doc.get("services") or {}).items():
+        weights = svc.get("weights") or {}
+        total = sum(weights.values()) or 1
+        for vname, v in (svc.get("versions") or {}).items():
+            w = weights.get(vname)
+            weight = "-" if w is None else f"{w} ({100 * w / total:.0f}%)"
+            notes = [n for n, on in (("removed, draining", v.get("removed")),
+                                     ("joining when ready", v.get("joining")),
+                                     ("CRASH LOOP", v.get("crash_loop"))) if on]
+            if v.get("last_exit"):
+                notes.append(f"last exit: {v['last_exit']}")
+            members = v.get("replicas") or []
+            versions.append((sname, svc.get("route", ""), vname, weight, v.get("ready", 0),
+                             v.get("desired", 0), v.get("restarts", 0),
+                             sum(r.get("inflight", 0) for r in members), v.get("waiting", 0),
+                             "; ".join(notes)))
+            replicas += [(r.get("id"), sname, vname, r.get("address"), r.get("state"),
+                          r.get("inflight", 0), r.get("revision", "")) for r in members]
+    out += ["", table(("SERVICE", "ROUTE", "VERSION", "WEIGHT", "READY", "DESIRED", "RESTARTS",
+                       "INFLIGHT", "WAITING", "NOTE"), versions)]
+    if replicas:
+        out += ["", table(("REPLICA", "SERVICE", "VERSION", "ADDRESS", "STATE", "INFLIGHT",
+                           "REVISION"), replicas)]
+    return "\n".join(out)
+
+
+def _ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s < 172800 else f"{s // 86400}d"
