@@ -1,8 +1,10 @@
 """Composition root: builds both planes from a Spec and owns start-up and ordered shutdown.
 
-Start: runtime -> supervisor (adopts survivors, starts replicas) -> routing table -> data
-listener -> admin listener. Stop (SIGTERM / SIGINT): stop accepting and drain in-flight
-requests (bounded) -> stop every replica -> close the admin listener and the runtime.
+Start: runtime (whose ``check`` refuses a plan it cannot run, e.g. too many GPUs) -> supervisor
+(adopts survivors, starts replicas) -> routing table -> data listener -> admin listener. Stop
+(SIGTERM / SIGINT): stop accepting and drain in-flight requests (bounded) -> stop every replica
+(``up --keep-replicas``: leave them running for the next ``up`` to adopt) -> close the admin
+listener and the runtime.
 Signal handlers only enqueue; this loop acts. SIGHUP, ``POST /reload`` and ``serve-gateway
 reload`` reload the config file (``reload()``, see control/reload.py).
 """
@@ -115,7 +117,8 @@ class Gateway:
     async def reload(self) -> ReloadResult:
         """Read the config file again and apply it in full, or keep the running one whole."""
         async with self._reload_lock:     # SIGHUP and POST /reload may overlap
-            result = await reload_config(self.config_path, self.spec, self._apply, self.metrics)
+            result = await reload_config(self.config_path, self.spec, self._apply, self.metrics,
+                                         check=self._check_runtime)
         self.last_reload = {"ok": result.ok, "at": time.time(), "hash": result.digest,
                             "error": result.error.render() if result.error else None,
                             "needs_restart": result.needs_restart}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent Docker setup for serve-gateway (CI on a fresh Debian bookworm machine, and developers).
 #
-#   1. install docker.io when the daemon binary is missing;
+#   1. install docker.io when the daemon binary is missing, and Compose (docker-compose) when
+#      neither `docker compose` nor `docker-compose` works;
 #   2. start dockerd in the background when `docker info` fails (bounded wait);
 #   3. build the base image serve-gateway-base:bookworm with debootstrap when it does not exist
 #      (no registry is reachable here, so `FROM python:3.12-slim` cannot be pulled);
@@ -49,6 +50,17 @@ ensure_docker_installed() {
     fi
     apt_install docker.io
     have_docker || die "docker.io installed but docker/dockerd still missing"
+}
+
+# Compose runs docker-compose.yml (tests/docker/test_compose.py): the v2 plugin when present, else
+# Debian's docker-compose (v1; bookworm ships no docker-compose-plugin).
+ensure_compose_installed() {
+    if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; then
+        log "compose present"
+        return
+    fi
+    apt_install docker-compose
+    command -v docker-compose >/dev/null 2>&1 || die "docker-compose installed but still missing"
 }
 
 ensure_daemon_running() {
@@ -167,6 +179,7 @@ build_image() {
 }
 
 ensure_docker_installed
+ensure_compose_installed
 ensure_daemon_running
 choose_base_image
 build_image serve-gateway-worker:dev examples/Dockerfile

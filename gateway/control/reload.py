@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ log = logging.getLogger("gateway.reload")
 # apply(spec) makes ``spec`` the running config and returns notes for the operator. It raises
 # ConfigError only before changing anything (a token file it cannot read ...).
 Apply = Callable[[Spec], list[str]]
+# check(spec) raises ConfigError for a plan the runtime cannot run (more GPUs than exist ...).
+Check = Callable[[Spec], Awaitable[None]]
 
 
 @dataclass
@@ -61,7 +63,7 @@ class ReloadResult:
 
 
 async def reload_config(path: Path | None, running: Spec, apply: Apply,
-                        metrics: Metrics) -> ReloadResult:
+                        metrics: Metrics, check: Check | None = None) -> ReloadResult:
     """Read ``path`` again and apply it over ``running``; see the module docstring."""
     began = time.monotonic()
     old = running.digest()
@@ -83,6 +85,11 @@ async def reload_config(path: Path | None, running: Spec, apply: Apply,
         return failed(exc)
     diff = diff_specs(running, new)
     effective = keep_restart_fields(running, new)
+    if check is not None:
+        try:
+            await check(effective)
+        except ConfigError as exc:
+            return failed(exc)
     try:
         notes = apply(effective)
     except ConfigError as exc:   # refused before any change (a token file it cannot read ...)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,7 @@ class Supervisor:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._orphans: list[Replica] = []
+        self._runtime_tasks: set[asyncio.Task[None]] = set()   # launches and stops in flight
         self.on_joined: Callable[[], None] | None = None   # rebuilds routing: a version joined
         metrics.add_gauges(self._gauges)
 
@@ -178,8 +179,15 @@ class Supervisor:
             await tasks.cancel_and_wait(*(t for _, m in members for t in (m.probe_task, m.watch_task)))
         await asyncio.gather(*(self._stop(g, m, drain=False) for g, m in members if not keep),
                              *(self.runtime.stop(r, self.stop_grace) for r in self._orphans),
-                             return_exceptions=True)
+                             *self._runtime_tasks, return_exceptions=True)
         await self.prober.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """A task that starts or stops a replica: shutdown waits for it, so the runtime is not
+        closed under it and nothing it started is left behind."""
+        task = tasks.spawn(coro, name=name)
+        self._runtime_tasks.add(task)
+        task.add_done_callback(self._runtime_tasks.discard)
 
     def wake(self) -> None:
         self._wake.set()
@@ -210,17 +218,17 @@ class Supervisor:
             if have < g.desired and now >= g.not_before and not self._stopping:
                 for _ in range(g.desired - have):
                     g.launching += 1
-                    tasks.spawn(self._launch(g), name=f"launch {g.service}/{g.version}")
+                    self._spawn(self._launch(g), f"launch {g.service}/{g.version}")
             elif len(current) > g.desired:
                 # starting ones go first, then the newest ready ones
                 extra = sorted(current, key=lambda m: (m.state == READY, -m.launched))
                 for m in extra[:len(current) - g.desired]:
-                    tasks.spawn(self._stop(g, m), name=f"scale-in {m.replica.id}")
+                    self._spawn(self._stop(g, m), f"scale-in {m.replica.id}")
             ready_now = sum(1 for m in current if m.state == READY)
             for m in g.members:
                 if m.revision != g.revision and m.state in (STARTING, READY) \
                         and (ready_now >= g.desired or g.removed):
-                    tasks.spawn(self._stop(g, m), name=f"replace {m.replica.id}")
+                    self._spawn(self._stop(g, m), f"replace {m.replica.id}")
             if g.removed and not g.members and not g.launching:
                 del self.groups[key]
 
@@ -255,7 +263,7 @@ class Supervisor:
             if self.clock() > deadline:
                 log.error("replica %s of %s/%s not ready after %.0fs: restarting it", r.id,
                           g.service, g.version, h.start_timeout)
-                tasks.spawn(self._stop(g, m, drain=False), name=f"restart {r.id}")
+                self._spawn(self._stop(g, m, drain=False), f"restart {r.id}")
                 return
             await asyncio.sleep(h.interval)
         if m.state != STARTING:
@@ -282,7 +290,7 @@ class Supervisor:
             if failures >= h.failure_threshold:
                 log.error("replica %s of %s/%s failed %d health checks: replacing it", r.id,
                           g.service, g.version, failures)
-                tasks.spawn(self._stop(g, m), name=f"unhealthy {r.id}")
+                self._spawn(self._stop(g, m), f"unhealthy {r.id}")
                 return
 
     async def _watch(self, g: Group, m: Managed) -> None:
@@ -297,6 +305,14 @@ class Supervisor:
         self.metrics.replica_exits.labels(g.service, g.version, reason).inc()
         self._crashed(g, _describe(info))
         self.metrics.replica_restarts.labels(g.service, g.version).inc()
+        # what is left of it (an exited container) goes now, not at the next gateway start
+        self._spawn(self._remove(m.replica), f"remove {m.replica.id}")
+
+    async def _remove(self, replica: Replica) -> None:
+        try:
+            await self.runtime.stop(replica, 0)
+        except GatewayError as exc:
+            log.warning("removing ended replica %s failed: %s", replica.id, exc)
 
     def _crashed(self, g: Group, why: str) -> None:
         now = self.clock()

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.spec.models import ResourcesSpec
+from gateway.spec.models import ResourcesSpec, Spec
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,10 @@ class Runtime(Protocol):
 
     async def adopt(self) -> list[Replica]:
         """Replicas left by an earlier gateway instance that this runtime can still reach."""
+
+    async def check(self, spec: Spec) -> None:
+        """Raise ConfigError when this runtime cannot run ``spec`` at all (a plan needing more
+        GPUs than exist ...). Called before anything starts and before a reload applies."""
 
     async def close(self) -> None:
         """Release runtime resources (not the replicas)."""

@@ -51,7 +51,8 @@ from gateway.runtimes.docker_attrs import (
     volume,
 )
 from gateway.runtimes.docker_events import EventWatcher
-from gateway.runtimes.gpus import GpuAllocator, detect_gpus, owner_name
+from gateway.runtimes.gpus import GpuAllocator, check_spec, detect_gpus, owner_name
+from gateway.spec.models import Spec
 from gateway.tasks import cancel_and_wait, spawn
 
 log = logging.getLogger("gateway.runtimes.docker")
@@ -128,6 +129,10 @@ class DockerRuntime:
             ids = await asyncio.to_thread(detect_gpus) if setting == "auto" else list(setting)
             self._alloc = self._alloc or GpuAllocator(ids)
         return self._alloc
+
+    async def check(self, spec: Spec) -> None:
+        """ConfigError when the plan needs more GPUs than this runtime has (``gpus``)."""
+        check_spec(spec, (await self._allocator()).available)
 
     # -- start ------------------------------------------------------------------------------
 
@@ -247,6 +252,10 @@ class DockerRuntime:
             return None
         code = None
         try:
+            if container.status == "exited":     # it ended by itself: its log goes with it
+                tail = container.logs(tail=20).decode(errors="replace").rstrip()
+                log.warning("removing ended container %s; its last log lines:\n%s",
+                            container.name, tail or "(none)")
             container.stop(timeout=max(0, math.ceil(grace)))
             container.reload()
             code = container.attrs["State"].get("ExitCode")

@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
-from gateway.errors import RuntimeFailure
+from gateway.errors import ConfigError, ConfigProblem, RuntimeFailure
 from gateway.spec.models import Spec
 
 GpuRequest = int | Sequence[int] | Literal["all"] | None
@@ -177,3 +177,27 @@ def spec_demands(spec: Spec) -> Iterator[tuple[str, str, int, GpuRequest]]:
     for service_name, service in spec.services.items():
         for version_name, version in service.versions.items():
             yield service_name, version_name, version.replicas, version.resources.gpus
+
+
+def check_spec(spec: Spec, available: Sequence[int]) -> None:
+    """Refuse a config whose plan needs more GPUs than ``available`` holds, before anything
+    starts: a ConfigError at the first version that does not fit, naming it and the counts.
+
+    Pure; the docker runtime's ``check(spec)`` calls it with its GPU list (gateway start-up and
+    config reload)."""
+    try:
+        check_plan(spec_demands(spec), available)
+    except GpuUnavailable as exc:
+        _, service, _, version = exc.owner.split(".", 3)     # owner_name()'s YAML path
+        plural = "s" if exc.needed != 1 else ""
+        message = f"{service}/{version} needs {exc.needed} GPU{plural} ({exc.detail})"
+        if not exc.total:
+            message += (", but this gateway has no GPU (gateway.docker.gpus is empty, or "
+                        "nvidia-smi -L finds none)")
+        else:
+            ids = ", ".join(map(str, sorted(set(available))))
+            taken = exc.total - len(exc.free)
+            message += f", but this gateway has {exc.total} (ids {ids})"
+            if taken:
+                message += f", {taken} of them taken by the versions above it"
+        raise ConfigError([ConfigProblem(f"{exc.owner}.resources.gpus", message)]) from None

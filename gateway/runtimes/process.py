@@ -33,6 +33,7 @@ import orjson
 
 from gateway.errors import RuntimeFailure
 from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec
+from gateway.spec.models import Spec
 from gateway.tasks import cancel_and_wait, spawn
 
 log = logging.getLogger("gateway.runtimes.process")
@@ -256,6 +257,10 @@ class ProcessRuntime:
                 _kill_stale(rid, entry)
         await self._save()
         return []
+
+    async def check(self, spec: Spec) -> None:
+        """Any config the loader accepts can run as local processes (GPUs are not allocated
+        here: processes see whatever the host shows them)."""
 
     async def close(self) -> None:
         self._closed = True

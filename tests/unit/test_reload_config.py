@@ -139,3 +139,18 @@ async def test_missing_file_is_a_failure(tmp_path: Path) -> None:
     running = parse_spec(GOOD)
     result = await reload_config(tmp_path / "gone.yaml", running, Target(running), Metrics())
     assert not result.ok and "cannot read config" in result.as_dict()["detail"]
+
+
+async def test_a_plan_the_runtime_refuses_changes_nothing(config: Path) -> None:
+    running = parse_spec(GOOD)
+    target, m = Target(running), Metrics()
+    config.write_text(GOOD.replace("replicas: 1", "replicas: 4"))
+
+    async def no_gpus(spec: Spec) -> None:
+        raise ConfigError([ConfigProblem("services.echo.versions.v1.resources.gpus",
+                                         "echo/v1 needs 4 GPUs, but this gateway has 2")])
+
+    result = await reload_config(config, running, target, m, check=no_gpus)
+    assert not result.ok and target.applied == []
+    assert "needs 4 GPUs" in result.error.render()   # type: ignore[union-attr]
+    assert count(m, "failure") == 1
