@@ -21,7 +21,8 @@ from typing import Any
 
 from gateway.admin import AdminServer, reload_endpoint
 from gateway.control.reload import ReloadResult, reload_config
-from gateway.control import traffic
+from gateway.control import scale, traffic
+from gateway.control.autoscaler import Autoscaler
 from gateway.control.supervisor import Supervisor
 from gateway.dataplane.server import DataPlane
 from gateway.dataplane.table import TableHolder, build_table, service_weights
@@ -50,6 +51,9 @@ class Gateway:
         self.admin = AdminServer(self.status, self.metrics)
         self.admin.add_route("POST", "/reload", reload_endpoint(self.reload), mutating=True)
         traffic.install(self)                            # POST /services/{name}/traffic
+        self.autoscaler = Autoscaler(self.supervisor, self.metrics)
+        self.supervisor.on_demand = self.autoscaler.demand   # scale from zero at once
+        scale.install(self)                              # POST /services/{name}/scale
         self.supervisor.on_joined = self.rebuild_table   # a version added by a reload is ready
         self.last_reload: dict[str, Any] | None = None
         self._reload_lock = asyncio.Lock()
@@ -65,10 +69,12 @@ class Gateway:
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.supervisor.apply(spec)
+        self.autoscaler.apply(spec)
         self.rebuild_table()
         self._configure_dataplane()
         self._record_config()
         await self.supervisor.start()
+        self.autoscaler.start()
         self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
         self.ports["admin"] = await self.admin.start(*split_listen(spec.gateway.admin.listen))
         log.info("serving on %s (admin %s), %d services, config %s",
@@ -94,6 +100,7 @@ class Gateway:
             log.warning("--keep-replicas: process replicas die with the gateway; stopping them")
             keep_replicas = False
         log.info("leaving replicas running" if keep_replicas else "stopping replicas")
+        await self.autoscaler.stop()
         await self.supervisor.shutdown(keep=keep_replicas)
         await self.admin.stop()
         await self.runtime.close()
@@ -136,6 +143,7 @@ class Gateway:
         self.loaded_at = time.time()
         self.weight_overrides = {}
         self.supervisor.apply(spec)   # starts added versions, drains removed ones (in its loop)
+        notes += self.autoscaler.apply(spec)   # keeps autoscaled counts the file would reset
         self.rebuild_table()
         self._configure_dataplane()
         self._record_config()
@@ -177,7 +185,8 @@ class Gateway:
                 "weights": {v: weights.get(v, 0) for v in svc.versions},
                 "file_weights": service_weights(svc),
                 "weight_override": self.weight_overrides.get(name),
-                "versions": groups.get(name, {}),
+                "versions": {v: {**doc, "autoscale": self.autoscaler.describe(name, v)}
+                             for v, doc in groups.get(name, {}).items()},
             }
         return {"config": {"path": str(self.config_path) if self.config_path else None,
                            "hash": self.spec.digest(), "loaded_at": self.loaded_at,

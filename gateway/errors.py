@@ -76,6 +76,14 @@ class NoReadyReplica(ProxyError):
     retry_after = 1
 
 
+class ColdStartTimeout(NoReadyReplica):
+    """A replica was starting for this request (scale from zero, a restart) and was not ready
+    before the request's queue deadline: a gateway timeout, not "nothing can serve" (503)."""
+
+    status = 504
+    kind = "cold_start_timeout"
+
+
 class Overloaded(ProxyError):
     status = 503
     kind = "overloaded"
@@ -85,6 +93,26 @@ class Overloaded(ProxyError):
 class UpstreamTimeout(ProxyError):
     status = 504
     kind = "upstream_timeout"
+
+
+class DeadlineExceeded(ProxyError):
+    """The request's own deadline (batching ``timeout_ms`` or its timeout header) passed."""
+
+    status = 504
+    kind = "deadline_exceeded"
+
+
+class ShuttingDown(ProxyError):
+    status = 503
+    kind = "shutting_down"
+    retry_after = 1
+
+
+class ClientGone(ProxyError):
+    """The client disconnected before its answer (nginx's 499): nobody reads this one."""
+
+    status = 499
+    kind = "client_closed_request"
 
 
 class UpstreamError(ProxyError):

@@ -25,7 +25,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class VersionMetrics:
     """The labelled children one version's requests touch, resolved once per table build."""
 
-    __slots__ = ("_m", "service", "version", "latency", "upstream_latency", "_codes")
+    __slots__ = ("_m", "service", "version", "latency", "upstream_latency", "_codes",
+                 "answered", "seconds")
 
     def __init__(self, m: Metrics, service: str, version: str) -> None:
         self._m = m
@@ -34,6 +35,8 @@ class VersionMetrics:
         self.latency = m.request_seconds.labels(service, version)
         self.upstream_latency = m.upstream_seconds.labels(service, version)
         self._codes: dict[int, Counter] = {}
+        self.answered = 0         # plain running totals: the autoscaler samples these
+        self.seconds = 0.0
 
     def observe(self, status: int, seconds: float) -> None:
         c = self._codes.get(status)
@@ -41,6 +44,8 @@ class VersionMetrics:
             c = self._codes[status] = self._m.requests.labels(self.service, self.version, str(status))
         c.inc()
         self.latency.observe(seconds)
+        self.answered += 1
+        self.seconds += seconds
 
     def upstream_error(self, kind: str) -> None:
         self._m.upstream_errors.labels(self.service, self.version, kind).inc()
@@ -50,7 +55,7 @@ class ShadowMetrics:
     """One mirror target's children and its running agreement (kept across table builds)."""
 
     __slots__ = ("_m", "service", "version", "sent", "dropped", "error", "agree", "disagree",
-                 "mismatch", "latency_diff", "agreed", "compared")
+                 "mismatch", "latency_diff", "agreed", "compared", "_ratio")
 
     def __init__(self, m: Metrics, service: str, version: str) -> None:
         self._m = m
@@ -65,6 +70,7 @@ class ShadowMetrics:
         self.latency_diff = m.shadow_latency_diff.labels(service, version)
         self.agreed = 0
         self.compared = 0
+        self._ratio: Gauge | None = None
 
     def compared_one(self, agree: bool) -> None:
         self.compared += 1
@@ -73,8 +79,9 @@ class ShadowMetrics:
             self.agree.inc()
         else:
             self.disagree.inc()
-        # the gauge appears with the first comparison: a 0 before any would read as "disagrees"
-        self._m.shadow_agreement.labels(self.service, self.version).set(self.agreed / self.compared)
+        if self._ratio is None:   # appears with the first comparison: 0 before would mislead
+            self._ratio = self._m.shadow_agreement.labels(self.service, self.version)
+        self._ratio.set(self.agreed / self.compared)
 
     def agreement(self) -> float | None:
         """Share of compared answers that agreed, or None before the first comparison."""
@@ -164,14 +171,22 @@ class Metrics:
             "serve_gateway_batch_size", "Instances per batch sent to a worker",
             ["service", "version"], buckets=BATCH_BUCKETS, registry=r)
         self.batch_queue_wait = Histogram(
-            "serve_gateway_batch_queue_wait_seconds", "Time from arrival until a request's batch left",
+            "serve_gateway_batch_queue_wait_seconds",
+            "Time from arrival until a request's batch left",
             ["service", "version"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_shed = Counter(
-            "serve_gateway_batch_shed", "Requests refused with 503 because the batch queue was full",
+            "serve_gateway_batch_shed",
+            "Requests refused with 503 because the batch queue was full",
             ["service", "version"], registry=r)
         self.batch_errors = Counter(
             "serve_gateway_batch_errors", "Batching failures by kind (per batch, or per request "
             "for deadline)", ["service", "version", "kind"], registry=r)
+        # autoscaling (control/autoscaler.py); desired replicas and smoothed load are
+        # scrape-time gauges the autoscaler reports
+        self.autoscale_decisions = Counter(
+            "serve_gateway_autoscale_decisions", "Replica count changes by direction (out, in) "
+            "and source (policy, demand = scale from zero, manual, reload)",
+            ["service", "version", "direction", "source"], registry=r)
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
         self._shadows: dict[tuple[str, str], ShadowMetrics] = {}
         self._batches: dict[tuple[str, str], BatchMetrics] = {}

@@ -13,9 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from gateway.dataplane.upstream import UpstreamPool
-from gateway.errors import NoReadyReplica, Overloaded
+from gateway.errors import ColdStartTimeout, NoReadyReplica, Overloaded
 
 EJECT_SECONDS = 2.0
+
+
+def _nothing() -> int:
+    return 0
 
 
 class Endpoint:
@@ -72,9 +76,12 @@ class ReplicaSet:
         self.endpoints: tuple[Endpoint, ...] = ()
         self.waiting = 0
         self.on_demand: Callable[[], None] | None = None  # the autoscaler's "someone is waiting"
+        self.starting: Callable[[], int] = _nothing   # replicas on their way (the supervisor's count)
         self._ready: asyncio.Future[None] | None = None
         self._randrange = (rng or random.Random()).randrange
         self._clock = clock
+        # a batcher queueing for this version: told of every publish, adds its backlog
+        self._watchers: list[tuple[Callable[[], None], Callable[[], int] | None]] = []
 
     # -- control plane ----------------------------------------------------------------------
     def publish(self, endpoints: Sequence[Endpoint]) -> None:
@@ -83,10 +90,38 @@ class ReplicaSet:
             if not self._ready.done():
                 self._ready.set_result(None)
             self._ready = None
+        for on_publish, _ in self._watchers:
+            on_publish()
+
+    def watch(self, on_publish: Callable[[], None],
+              backlog: Callable[[], int] | None = None) -> None:
+        """Call ``on_publish`` after every publish (queued work may go to a new replica);
+        ``backlog`` (requests queued or in flight there) counts in ``pending``."""
+        self._watchers.append((on_publish, backlog))
+
+    def unwatch(self, on_publish: Callable[[], None]) -> None:
+        self._watchers = [w for w in self._watchers if w[0] != on_publish]
 
     @property
     def inflight(self) -> int:
         return sum(e.inflight for e in self.endpoints)
+
+    @property
+    def pending(self) -> int:
+        """Requests of this version not answered yet, for the autoscaler. A batcher's backlog
+        replaces ``inflight``, which counts its batches, not its requests."""
+        backlogs = [b for _, b in self._watchers if b is not None]
+        if backlogs:
+            return self.waiting + sum(b() for b in backlogs)
+        return self.waiting + self.inflight
+
+    def unavailable(self) -> NoReadyReplica:
+        """The error for a request whose wait for a replica ran out: 504 while one is starting
+        (a cold start too slow for the deadline), 503 + Retry-After when none is coming."""
+        if self.starting() > 0:
+            return ColdStartTimeout(f"a replica of {self.service}/{self.version} is starting "
+                                    "but was not ready in time")
+        return NoReadyReplica(f"no ready replica of {self.service}/{self.version}")
 
     # -- data plane -------------------------------------------------------------------------
     def pick(self, exclude: Endpoint | None = None) -> Endpoint | None:
@@ -110,14 +145,13 @@ class ReplicaSet:
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise NoReadyReplica(f"no ready replica of {self.service}/{self.version}")
+                    raise self.unavailable()
                 if self._ready is None:
                     self._ready = loop.create_future()
                 try:
                     await asyncio.wait_for(asyncio.shield(self._ready), remaining)
                 except TimeoutError:
-                    raise NoReadyReplica(
-                        f"no ready replica of {self.service}/{self.version}") from None
+                    raise self.unavailable() from None
                 ep = self.pick(exclude)
                 if ep is not None:
                     return ep

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
 from aiohttp.streams import StreamReader
 
+from gateway import tasks
 from gateway.dataplane.balance import Endpoint
+from gateway.dataplane.batchers import Batchers
 from gateway.dataplane.paths import normalise
 from gateway.dataplane.proxy import chunked, request_head, response_headers
-from gateway.dataplane.table import ServiceRoute, TableHolder, VersionRoute
+from gateway.dataplane.mirror import Primary
+from gateway.dataplane.table import Headers, ServiceRoute, TableHolder, VersionRoute
 from gateway.dataplane.upstream import UpstreamResponse
 from gateway.errors import (BodyTooLarge, NotFound, NoReadyReplica, ProxyError,
                             UpstreamConnectError, UpstreamError, UpstreamReset, UpstreamTimeout)
 from gateway.metrics import Metrics
 
 log = logging.getLogger("gateway.dataplane")
+access_log = logging.getLogger("gateway.access")
 
 STREAM_THRESHOLD = 1 << 20          # request bodies above this are streamed, not buffered
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -46,6 +51,9 @@ class DataPlane:
         self._web = web.Server(self.handle, access_log=None, keepalive_timeout=75.0,
                                auto_decompress=False, handler_cancellation=False)
         self._server: asyncio.Server | None = None
+        self.access_sample = 0.0     # fraction of requests in the access log (0: off)
+        self._random = random.random
+        self.batchers = Batchers(metrics)   # one per batching version, kept across tables
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
@@ -55,10 +63,13 @@ class DataPlane:
 
     async def stop(self, drain_timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (bounded), close connections."""
+        # batchers finish or answer 503 a little before the handlers' drain runs out
+        closing = tasks.spawn(self.batchers.shutdown(drain_timeout * 0.8), name="batchers stop")
         if self._server is not None:
             self._server.close()
             await self._web.shutdown(drain_timeout)
             await self._server.wait_closed()
+        await closing
 
     # -- the hot path -------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -66,6 +77,7 @@ class DataPlane:
         start = loop.time()
         svc: ServiceRoute | None = None
         version: VersionRoute | None = None
+        extra: Headers = ()
         try:
             raw = request.raw_path
             path, _, query = raw.partition("?")
@@ -76,23 +88,57 @@ class DataPlane:
             length = request.content_length
             if length is not None and length > svc.max_body:
                 raise BodyTooLarge(f"body of {length} bytes is over the limit of {svc.max_body}")
-            version = svc.choose()
+            version, cookie = svc.choose(request)
             if version is None:
                 raise NoReadyReplica("every version of this service has weight 0")
+            extra = version.served_by if cookie is None else \
+                (*version.served_by, ("Set-Cookie", cookie))
             target = svc.upstream_path(path)
             if query:
                 target = f"{target}?{query}"
-            response = await self._forward(request, svc, version, target, length, start)
+            response = await self._forward(request, svc, version, target, length, start, extra)
+            mirror = svc.mirror
+            if mirror is not None and mirror.wants(version.name, request.method,
+                                                   request.body_exists, length):
+                await self._shadow(request, svc, target, response, loop.time() - start)
         except ProxyError as exc:
             response = error_response(exc, svc.name if svc else None)
+            if extra:
+                response.headers.extend(extra)
             self.metrics.errors.labels(exc.kind).inc()
         if version is not None:
             version.metrics.observe(response.status, loop.time() - start)
+        if self.access_sample and self._random() < self.access_sample:
+            access_log.info("%s %s %d %.1fms service=%s version=%s peer=%s", request.method,
+                            request.raw_path.partition("?")[0], response.status,
+                            (loop.time() - start) * 1000, svc.name if svc else "-",
+                            version.name if version else "-", request.remote)
         return response
 
+    async def _shadow(self, request: web.BaseRequest, svc: ServiceRoute, target: str,
+                      response: web.StreamResponse, seconds: float) -> None:
+        """Hand a copy to the mirror once the primary's answer exists; nothing here may fail or
+        hold up the primary (the body was read already, so ``read`` returns at once)."""
+        try:
+            body = await request.read() if request.body_exists else None
+            primary = Primary(response.status, response.body if isinstance(response, web.Response)
+                              and isinstance(response.body, bytes) else None, seconds)
+            assert svc.mirror is not None
+            svc.mirror.submit(request.method, target, request.raw_headers,
+                              (request.remote or "").encode(), body, primary)
+        except Exception:  # noqa: BLE001 - the primary is answered whatever the mirror does
+            log.exception("could not start a mirror copy for %s", svc.name)
+
     async def _forward(self, request: web.BaseRequest, svc: ServiceRoute, version: VersionRoute,
-                       target: str, length: int | None, start: float) -> web.StreamResponse:
+                       target: str, length: int | None, start: float,
+                       extra: Headers = ()) -> web.StreamResponse:
         method = request.method
+        batcher = version.batcher
+        if batcher is not None and method == "POST" and target == batcher.target:
+            body_all = await _whole_body(request, length, svc.max_body)
+            response = await batcher.submit(body_all, request.headers, _connected(request), start)
+            response.headers.extend(extra)
+            return response
         body: bytes | AsyncIterator[bytes] | None
         body_len: int | None
         if not request.body_exists:
@@ -142,12 +188,14 @@ class DataPlane:
             version.metrics.upstream_latency.observe(loop.time() - sent)
             if resp.status >= 500:
                 version.metrics.upstream_error("5xx")
-            return await self._relay(request, resp, ep)
+            return await self._relay(request, resp, ep, extra)
         raise AssertionError("unreachable")
 
     async def _relay(self, request: web.BaseRequest, resp: UpstreamResponse,
-                     ep: Endpoint) -> web.StreamResponse:
+                     ep: Endpoint, extra: Headers = ()) -> web.StreamResponse:
         headers = response_headers(resp.headers)
+        if extra:
+            headers += extra     # x-served-by, Set-Cookie: before prepare() sends the head
         if resp.body is not None:
             ep.inflight -= 1
             return web.Response(status=resp.status, body=resp.body, headers=headers)
@@ -161,6 +209,20 @@ class DataPlane:
         finally:
             resp.discard()
             ep.inflight -= 1
+
+
+async def _whole_body(request: web.BaseRequest, length: int | None, limit: int) -> bytes:
+    if length is not None and length <= STREAM_THRESHOLD:
+        return await request.read()
+    return b"".join([chunk async for chunk in _limited(request.content, limit)])
+
+
+def _connected(request: web.BaseRequest) -> Callable[[], bool]:
+    """Whether the client is still there (handlers are not cancelled when it leaves)."""
+    def alive() -> bool:
+        transport = request.transport
+        return transport is not None and not transport.is_closing()
+    return alive
 
 
 async def _limited(content: StreamReader, limit: int) -> AsyncIterator[bytes]:

@@ -10,10 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway import plugins
 from gateway.dataplane.balance import ReplicaSet
-from gateway.dataplane.split import WeightedSplit
+from gateway.dataplane.batcher import Batcher
+from gateway.dataplane.batchers import Batchers
+from gateway.dataplane.match import RequestView, Rules
+from gateway.dataplane.mirror import Mirror, mirror_methods
+from gateway.dataplane.split import TrafficPolicy
 from gateway.metrics import Metrics, VersionMetrics
 from gateway.spec.models import ServiceSpec, Spec
+
+Headers = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +28,8 @@ class VersionRoute:
     name: str
     replicas: ReplicaSet
     metrics: VersionMetrics
+    served_by: Headers = ()      # (("x-served-by", "service/version"),) unless turned off
+    batcher: Batcher | None = None   # set when the service has `batching:`
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +38,11 @@ class ServiceRoute:
     prefix: str
     rewrite: str | None
     versions: Mapping[str, VersionRoute]
-    split: WeightedSplit
+    weights: Mapping[str, int]          # effective (file or live override), for status
+    policy: TrafficPolicy
+    # the single live version when there are no rules and no sticky key: choosing is free
+    fixed: tuple[VersionRoute, None] | None
+    mirror: Mirror | None
     connect_timeout: float
     request_timeout: float
     queue_timeout: float
@@ -37,15 +50,15 @@ class ServiceRoute:
     max_body: int
 
     def upstream_path(self, path: str) -> str:
-        """The worker's path: the matched prefix replaced by ``rewrite`` when set."""
-        if self.rewrite is None:
-            return path
-        rest = path if self.prefix == "/" else path[len(self.prefix):]   # "" or "/..."
-        return (self.rewrite.rstrip("/") + rest) or "/"
+        return upstream_path(self.prefix, self.rewrite, path)
 
-    def choose(self) -> VersionRoute | None:
-        name = self.split.next()
-        return self.versions[name] if name is not None else None
+    def choose(self, request: RequestView) -> tuple[VersionRoute | None, str | None]:
+        """The version for this request, and a Set-Cookie value when the gateway just gave the
+        client its sticky key. None as the version: every weight is 0."""
+        if self.fixed is not None:
+            return self.fixed
+        name, cookie = self.policy.choose(request)
+        return (self.versions[name] if name is not None else None), cookie
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,14 @@ class TableHolder:
         return old
 
 
+def upstream_path(prefix: str, rewrite: str | None, path: str) -> str:
+    """The worker's path: the matched prefix replaced by ``rewrite`` when set."""
+    if rewrite is None:
+        return path
+    rest = path if prefix == "/" else path[len(prefix):]   # "" or "/..."
+    return (rewrite.rstrip("/") + rest) or "/"
+
+
 def service_weights(svc: ServiceSpec) -> dict[str, int]:
     if svc.traffic.weights:
         return dict(svc.traffic.weights)
@@ -84,19 +105,55 @@ def service_weights(svc: ServiceSpec) -> dict[str, int]:
 
 
 def build_table(spec: Spec, replica_sets: Mapping[tuple[str, str], ReplicaSet], metrics: Metrics,
-                weights: Mapping[str, Mapping[str, int]] | None = None) -> RoutingTable:
+                weights: Mapping[str, Mapping[str, int]] | None = None,
+                batchers: Batchers | None = None) -> RoutingTable:
     """Compile ``spec`` into a table. ``weights`` overrides a service's file weights (live
-    traffic changes and rollouts)."""
+    traffic changes and rollouts). ``batchers`` (the data plane's) keeps one batcher per
+    version across builds, so a reload never drops a queued request."""
     services = []
     for name, svc in spec.services.items():
-        versions = {v: VersionRoute(v, replica_sets[(name, v)], metrics.version(name, v))
+        versions = {v: VersionRoute(v, replica_sets[(name, v)], metrics.version(name, v),
+                                    (("x-served-by", f"{name}/{v}"),)
+                                    if svc.traffic.served_by_header else (),
+                                    _batcher(name, v, svc, replica_sets[(name, v)], batchers))
                     for v in svc.versions}
         w = (weights or {}).get(name) or service_weights(svc)
+        t = svc.traffic
+        policy = TrafficPolicy(list(svc.versions), w, Rules(t.rules), t.sticky)
+        live = [v for v, n in w.items() if n > 0]
+        fixed = (versions[live[0]], None) if len(live) == 1 and not t.rules and not t.sticky \
+            else None
         services.append(ServiceRoute(
             name=name, prefix=svc.route, rewrite=svc.rewrite, versions=versions,
-            split=WeightedSplit(w),
+            weights=dict(w), policy=policy, fixed=fixed,
+            mirror=_mirror(name, svc, replica_sets, metrics),
             connect_timeout=svc.timeouts.connect, request_timeout=svc.timeouts.request,
             queue_timeout=spec.gateway.queue.timeout, retries=svc.retries,
             max_body=spec.gateway.max_body_bytes))
     services.sort(key=lambda s: len(s.prefix), reverse=True)
+    if batchers is not None:
+        batchers.retain((s.name, v) for s in services for v, r in s.versions.items() if r.batcher)
     return RoutingTable(tuple(services), spec.digest(), {s.name: s for s in services})
+
+
+def _batcher(service: str, version: str, svc: ServiceSpec, replicas: ReplicaSet,
+             batchers: Batchers | None) -> Batcher | None:
+    if svc.batching is None:
+        return None
+    if batchers is None:
+        raise ValueError(f"service {service} batches: build_table needs the data plane's Batchers")
+    return batchers.get(service, version, svc.batching, replicas,
+                        target=upstream_path(svc.route, svc.rewrite, svc.route), host=service,
+                        request_timeout=svc.timeouts.request, retries=svc.retries)
+
+
+def _mirror(name: str, svc: ServiceSpec, replica_sets: Mapping[tuple[str, str], ReplicaSet],
+            metrics: Metrics) -> Mirror | None:
+    m = svc.traffic.mirror
+    if m is None or m.percent == 0:
+        return None
+    return Mirror(name, m.to, replica_sets[(name, m.to)], percent=m.percent,
+                  methods=mirror_methods(svc.mirror_post), max_body=m.max_body,
+                  concurrency=m.concurrency, queue=m.queue, timeout=m.timeout,
+                  compare=plugins.create("comparator", m.comparator, m.options),
+                  metrics=metrics.shadow(name, m.to))

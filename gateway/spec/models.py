@@ -82,6 +82,22 @@ class ResourcesSpec(Strict):
     gpus: int | list[int] | Literal["all"] | None = None
 
 
+class AutoscaleSpec(Strict):
+    """Replicas follow pending requests (control/autoscale.py). On a service, or on a version
+    (its keys override the service's); a version's ``replicas`` is then its starting count."""
+
+    enabled: bool = Field(True, description="false on a version turns the service's block off")
+    min_replicas: int = Field(1, ge=0, description="0 allows scale to zero after idle_to_zero")
+    max_replicas: int = Field(4, ge=1)
+    target_pending: int | None = Field(
+        None, ge=1, description="pending requests per replica; default: batching.max_batch_size, else 1")
+    scale_out_interval: Duration = Field(10.0, description="minimum time between two scale-outs")
+    scale_in_interval: Duration = Field(60.0, description="low load this long scales in by one")
+    idle_to_zero: Duration = Field(300.0, description="with min_replicas 0: idle this long -> 0")
+    policy: str = Field("default", description="'default', a plugin name or 'module:function'")
+    options: dict[str, Any] = Field({}, description="the policy plugin's keyword arguments")
+
+
 class VersionSpec(Strict):
     command: list[str] | None = Field(
         None, description="argv of the worker; {port} is replaced by the replica's port")
@@ -93,6 +109,7 @@ class VersionSpec(Strict):
     replicas: int = Field(1, ge=0)
     health: HealthSpec = HealthSpec()
     resources: ResourcesSpec = ResourcesSpec()
+    autoscale: AutoscaleSpec | None = None
 
     @field_validator("command", mode="before")
     @classmethod
@@ -233,6 +250,7 @@ class ServiceSpec(Strict):
     retries: int = Field(1, ge=0, le=3, description="retries on another replica when the worker never saw the request")
     mirror_post: bool = Field(False, description="POST is safe to mirror (inference without side effects)")
     batching: BatchingSpec | None = Field(None, description="micro-batch POSTs to the route")
+    autoscale: AutoscaleSpec | None = Field(None, description="scale every version on its load")
 
     @field_validator("route", "rewrite")
     @classmethod
