@@ -145,4 +145,56 @@ SPINE = Scenario(
     ),
 )
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SPINE,)}
+
+
+# -- traffic policies: 10 rules + a 3-way weight split + 20% mirroring, against plain routing --
+RULE_HEADERS = tuple(f"x-rule-{i}: on-{i}" for i in range(10))
+
+
+def traffic_services(backend: list[str]) -> dict[str, Any]:
+    """``/plain``: the bare path. ``/``: ten rules that all evaluate (each header regex matches,
+    each rule's cookie is absent, so none wins), then v1/v2/v3 at 60/30/10, and 20% of requests
+    copied to a shadow version and compared. Both in one gateway, so one run compares them."""
+    def version() -> dict[str, Any]:
+        return {"command": backend, "replicas": 1, "health": {"path": "/ready"}}
+
+    rules = [{"match": {"header": {f"x-rule-{i}": {"regex": "on-[0-9]+"}},
+                        "cookie": {f"group-{i}": "beta"}}, "to": f"v{i % 3 + 1}"}
+             for i in range(10)]
+    return {
+        "plain": {"route": "/plain", "versions": {"v1": version()}},
+        "policies": {"route": "/", "versions": {v: version() for v in ("v1", "v2", "v3", "shadow")},
+                     "traffic": {"rules": rules, "weights": {"v1": 60, "v2": 30, "v3": 10},
+                                 "mirror": {"to": "shadow", "percent": 20}}},
+    }
+
+
+def _relative(load: str, base: str, at_least: float) -> Check:
+    def measure(r: Results) -> tuple[str, bool] | None:
+        gw, plain = r.rps(load, "gateway"), r.rps(base, "gateway")
+        if not gw or not plain:
+            return None
+        cpu = r.cpu.get(load, {}).get("gateway"), r.cpu.get(base, {}).get("gateway")
+        extra = f", CPU/req {cpu[0]['us_per_req'] / cpu[1]['us_per_req']:.2f}x" \
+            if cpu[0] and cpu[1] else ""
+        return _unless_errors(f"{gw / plain:.0%}{extra}", gw / plain >= at_least,
+                              r.errors(load, "gateway") + r.errors(base, "gateway"))
+
+    return Check(f"gateway {load} / {base} throughput", f">= {at_least:.0%}", measure)
+
+
+PLAIN_GET = Load("plain GET", path="/plain/x")
+POLICY_GET = Load("policies GET", path="/x", headers=RULE_HEADERS)
+
+TRAFFIC = Scenario(
+    name="traffic",
+    title="Traffic policies: 10 rules + 3-way weights + 20% mirroring vs plain routing",
+    services=traffic_services,
+    loads=(PLAIN_GET, POLICY_GET),
+    baselines=("direct",),
+    fixed_rate=False,
+    idle_conns=0,
+    checks=(_relative("policies GET", "plain GET", 0.85),),
+)
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SPINE, TRAFFIC)}

@@ -121,6 +121,33 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scale(args: argparse.Namespace) -> int:
+    from gateway import adminclient
+
+    service, _, version = args.target.partition("/")
+    if (args.replicas is None) == (not args.auto):
+        print("serve-gateway scale: give a replica count N or --auto", file=sys.stderr)
+        return 2
+    body: dict[str, object] = {"auto": True} if args.auto else {"replicas": args.replicas}
+    if version:
+        body["version"] = version
+    try:
+        status, doc = adminclient.from_args(args).request(
+            "POST", f"/services/{service}/scale", json=body)
+    except adminclient.AdminClientError as exc:
+        print(f"serve-gateway: {exc}", file=sys.stderr)
+        return 1
+    if status != 200 or not isinstance(doc, dict):
+        print(adminclient.describe_error(status, doc), file=sys.stderr)
+        return 1
+    for vname, v in doc["versions"].items():
+        auto = v.get("autoscale") or {}
+        mode = "pinned until the next reload or --auto" if auto.get("pinned") is not None \
+            else ("autoscaling" if auto.get("enabled") else "the config file's count")
+        print(f"{doc['service']}/{vname}: desired {v['desired']}, ready {v['ready']}  [{mode}]")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from gateway.spec import load_spec
 
@@ -203,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--reset", action="store_true", help="go back to the config file's weights")
     adminclient.add_arguments(tr)
     tr.set_defaults(func=cmd_traffic)
+
+    sc = sub.add_parser("scale", help="pin a version's replica count, or hand it back to autoscaling",
+                        description="Set a running gateway's replica count for SERVICE (or "
+                                    "SERVICE/VERSION) to N; the autoscaler leaves it there until "
+                                    "the next config reload or --auto.")
+    sc.add_argument("target", metavar="SERVICE[/VERSION]")
+    sc.add_argument("replicas", nargs="?", type=int, metavar="N")
+    sc.add_argument("--auto", action="store_true",
+                    help="drop the pin: back to the autoscaler (or to the file's count)")
+    adminclient.add_arguments(sc)
+    sc.set_defaults(func=cmd_scale)
 
     from gateway import worker
 

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from gateway import tasks
@@ -84,6 +85,10 @@ class Group:
     def revision(self) -> str:
         return self.spec.revision()
 
+    def starting(self) -> int:
+        """Replicas on their way: launching, or started and not ready yet."""
+        return self.launching + sum(1 for m in self.current() if m.state == STARTING)
+
     def current(self) -> list[Managed]:
         return [m for m in self.members if m.state in (STARTING, READY) and m.revision == self.revision]
 
@@ -110,6 +115,8 @@ class Supervisor:
         self._orphans: list[Replica] = []
         self._runtime_tasks: set[asyncio.Task[None]] = set()   # launches and stops in flight
         self.on_joined: Callable[[], None] | None = None   # rebuilds routing: a version joined
+        # a request waits for a replica of (service, version): the autoscaler may start one
+        self.on_demand: Callable[[str, str], None] | None = None
         metrics.add_gauges(self._gauges)
 
     # -- configuration ------------------------------------------------------------------------
@@ -131,7 +138,7 @@ class Supervisor:
                     g.joined = self._loop_task is None or ver.replicas == 0
                 g.removed = False
                 g.spec, g.desired, g.connect_timeout = ver, ver.replicas, svc.timeouts.connect
-                g.replica_set.on_demand = self.wake
+                g.replica_set.on_demand = partial(self._demand, g)
                 g.replica_set.max_waiting = spec.gateway.queue.max_waiting
         for key, g in self.groups.items():
             if key not in wanted:
@@ -191,6 +198,11 @@ class Supervisor:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _demand(self, g: Group) -> None:
+        if self.on_demand is not None:
+            self.on_demand(g.service, g.version)
+        self.wake()
 
     async def _run(self) -> None:
         for r in self._orphans:

@@ -76,7 +76,9 @@ class ReplicaSet:
         self.endpoints: tuple[Endpoint, ...] = ()
         self.waiting = 0
         self.on_demand: Callable[[], None] | None = None  # the autoscaler's "someone is waiting"
-        self.starting: Callable[[], int] = _nothing   # replicas on their way (the supervisor's count)
+        # replicas starting for the waiting requests: set by the autoscaler on versions it
+        # scales (a cold start); a fixed-size version's starting replicas do not count
+        self.starting: Callable[[], int] = _nothing
         self._ready: asyncio.Future[None] | None = None
         self._randrange = (rng or random.Random()).randrange
         self._clock = clock
@@ -116,8 +118,8 @@ class ReplicaSet:
         return self.waiting + self.inflight
 
     def unavailable(self) -> NoReadyReplica:
-        """The error for a request whose wait for a replica ran out: 504 while one is starting
-        (a cold start too slow for the deadline), 503 + Retry-After when none is coming."""
+        """The error for a request whose wait for a replica ran out: 504 while a cold start
+        (see ``starting``) is under way but too slow for the deadline, else 503 + Retry-After."""
         if self.starting() > 0:
             return ColdStartTimeout(f"a replica of {self.service}/{self.version} is starting "
                                     "but was not ready in time")

@@ -23,7 +23,7 @@ import random
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 
-from gateway.dataplane.match import RequestView, Rules
+from gateway.dataplane.match import NO_COOKIES, RequestView, Rules, parse_cookies
 from gateway.spec.models import StickySpec
 
 BUCKETS = 10_000
@@ -98,7 +98,8 @@ class TrafficPolicy:
     means every weight is 0.
     """
 
-    __slots__ = ("rules", "split", "buckets", "cookie", "header", "_cookie_attrs", "_new_key")
+    __slots__ = ("rules", "split", "buckets", "cookie", "header", "_cookies", "_cookie_attrs",
+                 "_new_key")
 
     def __init__(self, order: Sequence[str], weights: Mapping[str, int], rules: Rules,
                  sticky: StickySpec | None = None,
@@ -108,6 +109,7 @@ class TrafficPolicy:
         self.buckets = BucketMap(order, weights)
         self.cookie = sticky.cookie if sticky else None
         self.header = sticky.header.lower() if sticky and sticky.header else None
+        self._cookies = rules.cookies or self.cookie is not None
         max_age = int(sticky.max_age) if sticky else 0
         self._cookie_attrs = f"; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax"
         self._new_key = new_key or random_key(random.Random())
@@ -117,19 +119,21 @@ class TrafficPolicy:
         return self.cookie is not None or self.header is not None
 
     def choose(self, request: RequestView) -> tuple[str | None, str | None]:
+        headers = request.headers
+        cookies = parse_cookies(headers.get("cookie")) if self._cookies else NO_COOKIES
         if self.rules:
-            to = self.rules.first(request)
+            to = self.rules.first(headers, cookies)
             if to is not None:
                 return to, None
         cookie = self.cookie
         if cookie is not None:
-            key = request.cookies.get(cookie)
+            key = cookies.get(cookie)
             if not key:
                 key = self._new_key()
                 return self.buckets.version(bucket_of(key)), f"{cookie}={key}{self._cookie_attrs}"
             return self.buckets.version(bucket_of(key)), None
         if self.header is not None:
-            key = request.headers.get(self.header)
+            key = headers.get(self.header)
             if key:
                 return self.buckets.version(bucket_of(key)), None
         return self.split.next(), None   # no sticky key: the deterministic counter

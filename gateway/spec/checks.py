@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
+from gateway import plugins
 from gateway.spec.models import Spec
 
 Finding = tuple[tuple[str | int, ...], str]
@@ -61,4 +62,53 @@ def weights(spec: Spec) -> Iterator[Finding]:
             yield at, "at least one weight must be above 0"
 
 
-CHECKS: list[Check] = [names, routes, launch, weights]
+def traffic(spec: Spec) -> Iterator[Finding]:
+    """Rules and the mirror name real versions; regexes compile; the comparator loads."""
+    for sname, svc in spec.services.items():
+        at = ("services", sname, "traffic")
+        known = ", ".join(svc.versions)
+        for i, rule in enumerate(svc.traffic.rules):
+            if rule.to not in svc.versions:
+                yield at + ("rules", i, "to"), f"no version named {rule.to} (versions: {known})"
+            for kind, conds in (("header", rule.match.header), ("cookie", rule.match.cookie)):
+                for name, cond in conds.items():
+                    if cond.regex is None:
+                        continue
+                    try:
+                        re.compile(cond.regex)
+                    except re.error as exc:
+                        yield at + ("rules", i, "match", kind, name, "regex"), f"bad regex: {exc}"
+        mirror = svc.traffic.mirror
+        if mirror is None:
+            continue
+        if mirror.to not in svc.versions:
+            yield at + ("mirror", "to"), f"no version named {mirror.to} (versions: {known})"
+        try:
+            plugins.create("comparator", mirror.comparator, mirror.options)
+        except plugins.PluginError as exc:
+            yield at + ("mirror", "comparator"), str(exc)
+
+
+def autoscale(spec: Spec) -> Iterator[Finding]:
+    """min <= max on each version's effective block; the policy loads with its options."""
+    from gateway.control.autoscale import effective, load_policy  # control imports the models
+
+    seen: set[tuple[str | int, ...]] = set()     # a service's block, once for all versions
+    for sname, svc in spec.services.items():
+        for vname, ver in svc.versions.items():
+            eff = effective(svc, ver)
+            at: tuple[str | int, ...] = ("services", sname, "versions", vname, "autoscale") \
+                if ver.autoscale is not None else ("services", sname, "autoscale")
+            if eff is None or at in seen:
+                continue
+            seen.add(at)
+            if eff.min_replicas > eff.max_replicas:
+                yield at + ("min_replicas",), \
+                    f"min_replicas {eff.min_replicas} is above max_replicas {eff.max_replicas}"
+            try:
+                load_policy(eff.policy, eff.options)
+            except plugins.PluginError as exc:
+                yield at + ("policy",), str(exc)
+
+
+CHECKS: list[Check] = [names, routes, launch, weights, traffic, autoscale]

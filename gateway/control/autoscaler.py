@@ -1,0 +1,300 @@
+"""The autoscaler loop: samples each version's load, smooths it, runs its policy, and sets the
+supervisor's desired replica count.
+
+Per version and sample (every ``tick``): pending requests (``ReplicaSet.pending``: waiting for
+a replica + queued in the batcher + in flight; a batcher counts instances), ready and starting
+replicas, arrivals (answers since the last sample plus the change in pending), answers per
+second and mean latency. Load figures are smoothed with an exponential moving average whose
+time constant is a quarter of the version's ``scale_out_interval`` (0.1 s to 5 s), so one
+sample's spike neither scales out nor cancels a scale-in.
+
+- **Scale from zero** does not wait for a sample: the supervisor calls ``demand`` as soon as a
+  request finds no ready replica (Knative's activator) and one replica is wanted at once.
+  Requests wait in the bounded queue meanwhile (``gateway.queue``): a full queue answers 503
+  ``overloaded`` at once; a wait that ends while the replica still starts answers 504
+  ``cold_start_timeout``; one that ends with no replica coming (pinned at 0, a failed start,
+  a version not autoscaled) keeps the 503 ``no_ready_replica``, both with Retry-After.
+- **Reload** (``apply``, right after ``Supervisor.apply`` reset counts to the file's): an
+  autoscaled version keeps its current count, clamped into the new [min, max]; a new one
+  starts at its ``replicas`` clamped the same way. Manual pins end with a reload.
+- **Manual override** (``pin``): a fixed count, until ``pin(..., None)`` (``--auto``) or a
+  reload.
+- **Rollouts**: ``floor(service, version)`` is consulted on every decision; the autoscaler never
+  goes below it (default 0). A rollout controller sets it to what its current step needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gateway import tasks
+from gateway.control.autoscale import (
+    Bounds,
+    Context,
+    Policy,
+    State,
+    bounds,
+    default_policy,
+    effective,
+    load_policy,
+)
+from gateway.control.supervisor import READY, Supervisor
+from gateway.metrics import Metrics, gauge
+from gateway.plugins import PluginError
+from gateway.spec.models import Spec
+
+log = logging.getLogger("gateway.autoscale")
+
+Key = tuple[str, str]
+TICK = 0.25
+
+
+@dataclass
+class Smoothed:
+    """Exponential moving average over time (not over samples)."""
+
+    value: float = 0.0
+
+    def add(self, x: float, dt: float, tau: float) -> float:
+        self.value += (1.0 - math.exp(-dt / tau)) * (x - self.value)
+        return self.value
+
+
+@dataclass
+class Scaled:
+    """One version as the autoscaler sees it: its settings, policy state and samples."""
+
+    service: str
+    version: str
+    file_replicas: int = 1
+    bounds: Bounds | None = None          # None: not autoscaled (a pin may still apply)
+    policy: Policy = default_policy
+    policy_ref: tuple[str, Any] = ("default", None)
+    state: State = field(default_factory=State)
+    pin: int | None = None
+    desired: int = 0                      # the count this autoscaler last set or saw
+    pending: Smoothed = field(default_factory=Smoothed)
+    rate: Smoothed = field(default_factory=Smoothed)
+    throughput: Smoothed = field(default_factory=Smoothed)
+    latency: Smoothed = field(default_factory=Smoothed)
+    pending_now: int = 0
+    sampled_at: float | None = None
+    answered: int = 0
+    seconds: float = 0.0
+    last: dict[str, Any] | None = None    # the last decision, for /status
+    failing: bool = False                 # the policy raised at the last sample
+
+    def tau(self) -> float:
+        interval = self.bounds.scale_out_interval if self.bounds else 10.0
+        return min(5.0, max(0.1, interval / 4))
+
+
+def _nothing() -> int:
+    return 0
+
+
+class Autoscaler:
+    """Runs every autoscaled version's policy and owns manual pins; see the module docstring."""
+
+    def __init__(self, supervisor: Supervisor, metrics: Metrics, *,
+                 clock: Callable[[], float] = time.monotonic, tick: float = TICK) -> None:
+        self.supervisor = supervisor
+        self.metrics = metrics
+        self.clock = clock
+        self.tick = tick
+        self.versions: dict[Key, Scaled] = {}
+        # what a running rollout step needs of a version: never scaled below it
+        self.floor: Callable[[str, str], int] = lambda service, version: 0
+        self._task: asyncio.Task[None] | None = None
+        metrics.add_gauges(self._gauges)
+
+    # -- configuration ------------------------------------------------------------------------
+    def apply(self, spec: Spec) -> list[str]:
+        """Take ``spec``'s settings; call right after ``Supervisor.apply(spec)``."""
+        notes = []
+        pinned = sorted(f"{s}/{v}" for (s, v), sc in self.versions.items() if sc.pin is not None)
+        if pinned:
+            notes.append("manual replica counts for " + ", ".join(pinned) + " replaced")
+        new: dict[Key, Scaled] = {}
+        for sname, svc in spec.services.items():
+            for vname, ver in svc.versions.items():
+                key = (sname, vname)
+                sc = self.versions.get(key) or Scaled(sname, vname, desired=ver.replicas)
+                was_scaled = sc.bounds is not None or sc.pin is not None
+                sc.pin, sc.file_replicas = None, ver.replicas
+                eff = effective(svc, ver)
+                g = self.supervisor.groups.get(key)
+                if g is not None:   # a queue wait that outlasts a cold start: 504, not 503
+                    g.replica_set.starting = g.starting if eff is not None else _nothing
+                if eff is None:
+                    sc.bounds = None
+                    sc.desired = ver.replicas        # Supervisor.apply set the file's count
+                else:
+                    sc.bounds = bounds(svc, eff)
+                    self._load_policy(sc)
+                    # Supervisor.apply just reset the count to the file's: put back the running one
+                    start = sc.desired if was_scaled else ver.replicas
+                    self._set(sc, self._clamp(sc, start), "reload",
+                              "reload: count clamped into [min, max]", before=start)
+                new[key] = sc
+        self.versions = new
+        return notes
+
+    def _load_policy(self, sc: Scaled) -> None:
+        assert sc.bounds is not None
+        ref = (sc.bounds.policy, dict(sc.bounds.options or {}))
+        if ref == sc.policy_ref:
+            return                               # keep a stateful plugin object across reloads
+        try:
+            sc.policy = load_policy(ref[0], ref[1])
+        except PluginError as exc:               # the config checks make this rare
+            log.error("%s/%s: autoscale policy: %s; using the default", sc.service, sc.version, exc)
+            sc.policy = default_policy
+        sc.policy_ref = ref
+
+    def _clamp(self, sc: Scaled, n: int) -> int:
+        assert sc.bounds is not None
+        low = max(sc.bounds.min_replicas, self.floor(sc.service, sc.version))
+        return max(min(low, sc.bounds.max_replicas), min(sc.bounds.max_replicas, n))
+
+    # -- overrides ----------------------------------------------------------------------------
+    def demand(self, service: str, version: str) -> None:
+        """A request waits and no replica is ready: start one now if none is wanted."""
+        sc = self.versions.get((service, version))
+        g = self.supervisor.groups.get((service, version))
+        if sc is None or sc.bounds is None or sc.pin is not None or g is None or g.desired > 0:
+            return
+        now = self.clock()
+        sc.state = replace(sc.state, last_out=now, low_since=None, idle_since=None)
+        self._set(sc, self._clamp(sc, 1), "demand", "a request is waiting: scale from zero")
+
+    def pin(self, service: str, version: str, replicas: int | None) -> None:
+        """Hold ``replicas`` until a reload or ``pin(..., None)``, which hands the version back
+        to its policy (or to the file's count when it is not autoscaled)."""
+        sc = self.versions[(service, version)]
+        sc.pin = replicas
+        if replicas is not None:
+            self._set(sc, replicas, "manual", f"pinned to {replicas} by the admin API")
+        elif sc.bounds is not None:
+            self._set(sc, self._clamp(sc, sc.desired), "manual", "back to autoscaling")
+        else:
+            self._set(sc, sc.file_replicas, "manual", "back to the config file's count")
+
+    def _set(self, sc: Scaled, n: int, source: str, reason: str, before: int | None = None) -> None:
+        """Make ``n`` the desired count; a change from ``before`` (default: the supervisor's
+        count) is a decision, logged, counted and kept for /status."""
+        g = self.supervisor.groups.get((sc.service, sc.version))
+        if before is None:
+            before = g.desired if g is not None else sc.desired
+        sc.desired = n
+        if g is None:
+            return
+        if g.desired != n:
+            self.supervisor.set_desired(sc.service, sc.version, n)
+        if n == before:
+            return
+        direction = "out" if n > before else "in"
+        sc.last = {"at": time.time(), "from": before, "to": n, "direction": direction,
+                   "source": source, "reason": reason}
+        self.metrics.autoscale_decisions.labels(sc.service, sc.version, direction, source).inc()
+        log.info("%s/%s: scale %s %d -> %d (%s: %s)", sc.service, sc.version, direction, before,
+                 n, source, reason)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = tasks.spawn(self._run(), name="autoscaler")
+
+    async def stop(self) -> None:
+        await tasks.cancel_and_wait(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.step()
+            except Exception:       # a bug here must not stop scaling for good
+                log.exception("autoscaler step failed")
+            await asyncio.sleep(self.tick)
+
+    def step(self) -> None:
+        """One sample of every version, and a decision for each autoscaled, unpinned one."""
+        now = self.clock()
+        for key, sc in self.versions.items():
+            g = self.supervisor.groups.get(key)
+            if g is None or g.removed:
+                continue
+            ctx = self._sample(sc, now, g.desired, g.replica_set.pending,
+                               sum(1 for m in g.members if m.state == READY), g.starting())
+            if sc.bounds is None or sc.pin is not None or ctx is None:
+                continue
+            try:
+                n, sc.state = sc.policy(ctx, sc.state)
+            except Exception as exc:   # a plugin's bug keeps the current count
+                if not sc.failing:
+                    log.exception("%s/%s: autoscale policy failed", sc.service, sc.version)
+                sc.failing = True
+                sc.state = replace(sc.state, reason=f"policy failed: {exc!r}")
+                continue
+            sc.failing = False
+            self._set(sc, n, "policy", sc.state.reason)
+
+    def _sample(self, sc: Scaled, now: float, desired: int, pending: int, ready: int,
+                starting: int) -> Context | None:
+        vm = self.metrics.version(sc.service, sc.version)
+        sc.desired = desired
+        prev_at, prev_pending = sc.sampled_at, sc.pending_now
+        answered, seconds = vm.answered - sc.answered, vm.seconds - sc.seconds
+        sc.answered, sc.seconds, sc.sampled_at, sc.pending_now = vm.answered, vm.seconds, now, pending
+        if prev_at is None:
+            sc.pending.value = float(pending)
+            return None
+        dt = max(now - prev_at, 1e-3)
+        tau = sc.tau()
+        arrivals = max(0, answered + pending - prev_pending)
+        sc.pending.add(pending, dt, tau)
+        sc.rate.add(arrivals / dt, dt, tau)
+        sc.throughput.add(answered / dt, dt, tau)
+        if answered:
+            sc.latency.add(seconds / answered, dt, tau)
+        if sc.bounds is None:
+            return None
+        return Context(now=now, replicas=desired, ready=ready, starting=starting,
+                       pending=sc.pending.value, pending_now=pending, arrivals=arrivals,
+                       arrival_rate=sc.rate.value, throughput=sc.throughput.value,
+                       latency=sc.latency.value, bounds=sc.bounds,
+                       floor=self.floor(sc.service, sc.version))
+
+    # -- observation --------------------------------------------------------------------------
+    def describe(self, service: str, version: str) -> dict[str, Any] | None:
+        """The autoscale part of a version's /status entry (None: neither scaled nor pinned)."""
+        sc = self.versions.get((service, version))
+        if sc is None or (sc.bounds is None and sc.pin is None):
+            return None
+        b = sc.bounds
+        return {
+            "enabled": b is not None, "pinned": sc.pin,
+            "min_replicas": b.min_replicas if b else None,
+            "max_replicas": b.max_replicas if b else None,
+            "target_pending": b.target_pending if b else None,
+            "policy": b.policy if b else None,
+            "floor": self.floor(service, version),
+            "pending": round(sc.pending.value, 2), "pending_now": sc.pending_now,
+            "arrival_rate": round(sc.rate.value, 2), "throughput": round(sc.throughput.value, 2),
+            "latency_s": round(sc.latency.value, 4),
+            "reason": sc.state.reason if b and sc.pin is None else "pinned",
+            "last_decision": sc.last,
+        }
+
+    def _gauges(self) -> Iterable[Any]:
+        scaled = [sc for sc in self.versions.values() if sc.bounds is not None or sc.pin is not None]
+        yield gauge("serve_gateway_autoscale_desired_replicas",
+                    "Replicas the autoscaler (or a manual pin) wants", ["service", "version"],
+                    (((sc.service, sc.version), sc.desired) for sc in scaled))
+        yield gauge("serve_gateway_autoscale_pending", "Smoothed pending requests, the "
+                    "autoscaler's load signal", ["service", "version"],
+                    (((sc.service, sc.version), sc.pending.value) for sc in scaled))
