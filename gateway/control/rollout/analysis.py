@@ -9,27 +9,15 @@ sample count, so the log line and metric of an automatic rollback can say exactl
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
 
-from gateway.control.rollout.model import AnalysisSpec, ArmComparison, RolloutState, VersionObs
-
-Verdict = Literal["pass", "fail", "inconclusive"]
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check of one interval."""
-
-    name: str                 # error_rate, p99, agreement, error_rate_delta, p99_ratio
-    verdict: Verdict
-    value: float | None
-    threshold: float
-    samples: int
-
-    def __str__(self) -> str:
-        value = "n/a" if self.value is None else f"{self.value:.4g}"
-        return f"{self.name}={value} (threshold {self.threshold:.4g}, n={self.samples}): " \
-               f"{self.verdict}"
+from gateway.control.rollout.model import (
+    AnalysisSpec,
+    ArmComparison,
+    CheckResult,
+    RolloutState,
+    Verdict,
+    VersionObs,
+)
 
 
 @dataclass(frozen=True)

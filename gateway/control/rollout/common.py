@@ -9,12 +9,23 @@ from dataclasses import replace
 
 from gateway.control.rollout.analysis import AnalysisResult, failure_reason, record
 from gateway.control.rollout.model import (
-    ENDED, Command, Decision, Mirror, Phase, PlanBase, RolloutState, RouteRule)
+    ENDED,
+    CheckResult,
+    Command,
+    Decision,
+    Mirror,
+    Phase,
+    PlanBase,
+    RolloutState,
+    RouteRule,
+)
 
 
 def end(state: RolloutState, phase: Phase, now: float, reason: str) -> RolloutState:
+    """End the rollout; a rollback also puts the target's weight back to 0."""
+    weight = state.weight if phase == Phase.DONE else 0
     return replace(state, phase=phase, ended_at=now, reason=reason, paused_from=None,
-                   paused_at=None, approved=False)
+                   paused_at=None, approved=False, weight=weight)
 
 
 def effective(state: RolloutState) -> Phase:
@@ -108,16 +119,18 @@ def weights(plan: PlanBase, target_weight: int) -> dict[str, int]:
 
 def decide(state: RolloutState, replicas: dict[str, int], weights_: dict[str, int],
            reasons: list[str], *, next_step_at: float | None = None, mirror: Mirror | None = None,
-           rules: tuple[RouteRule, ...] = (), final: bool | None = None) -> Decision:
+           rules: tuple[RouteRule, ...] = (), checks: tuple[CheckResult, ...] = (),
+           final: bool | None = None) -> Decision:
     return Decision(replicas=replicas, weights=weights_, phase=state.phase, step=state.step,
                     mirror=mirror, rules=rules, next_step_at=next_step_at,
-                    reasons=tuple(reasons), analysis=state.last_checks,
+                    reasons=tuple(reasons), analysis=state.last_checks, checks=checks,
                     final=state.phase in ENDED if final is None else final)
 
 
-def finish(plan: PlanBase, state: RolloutState, reasons: list[str]) -> Decision:
+def finish(plan: PlanBase, state: RolloutState, reasons: list[str],
+           checks: tuple[CheckResult, ...] = ()) -> Decision:
     """The decision of a rollout at or after the switch, or rolled back."""
     replicas, w = ended_view(plan, state)
     nxt = state.promoted_at + plan.scale_down_delay \
         if state.phase == Phase.PROMOTED and state.promoted_at is not None else None
-    return decide(state, replicas, w, reasons, next_step_at=nxt)
+    return decide(state, replicas, w, reasons, next_step_at=nxt, checks=checks)

@@ -193,6 +193,25 @@ class Observations:
 
 
 # -- outputs ----------------------------------------------------------------------------------
+Verdict = Literal["pass", "fail", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check of one analysis interval."""
+
+    name: str                 # error_rate, p99, agreement, error_rate_delta, p99_ratio
+    verdict: Verdict
+    value: float | None
+    threshold: float
+    samples: int
+
+    def __str__(self) -> str:
+        value = "n/a" if self.value is None else f"{self.value:.4g}"
+        return f"{self.name}={value} (threshold {self.threshold:.4g}, n={self.samples}): " \
+               f"{self.verdict}"
+
+
 @dataclass(frozen=True)
 class Mirror:
     to: str
@@ -203,7 +222,9 @@ class Mirror:
 class Decision:
     """What the controller applies this tick: replica counts and weights per version, an optional
     mirror, route rules (a blue/green preview or an A/B rule), and what to show and log.
-    ``final`` says nothing will change without a command, so the controller may stop ticking."""
+    ``checks`` is the analysis run at this tick, if one ran (for the per-check metric);
+    ``analysis`` the latest one's display lines. ``final`` says nothing will change without a
+    command, so the controller may stop ticking."""
 
     replicas: dict[str, int]
     weights: dict[str, int]
@@ -214,6 +235,7 @@ class Decision:
     next_step_at: float | None = None
     reasons: tuple[str, ...] = ()
     analysis: tuple[str, ...] = ()
+    checks: tuple[CheckResult, ...] = ()
     final: bool = False
 
 
@@ -257,5 +279,4 @@ STRATEGIES: dict[type, str] = {
 def start_state(plan: Plan, now: float) -> RolloutState:
     """A fresh rollout of ``plan`` beginning at ``now``."""
     return RolloutState(service=plan.service, strategy=STRATEGIES[type(plan)], stable=plan.stable,
-                        target=plan.target, started_at=now, step_started_at=now,
-                        old_replicas=plan.replicas)
+                        target=plan.target, started_at=now, old_replicas=plan.replicas)

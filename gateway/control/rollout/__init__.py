@@ -1,0 +1,91 @@
+"""Pure rollout planners: (plan, state, observations, now, command) -> (decision, state).
+
+One module per strategy, all with the same signature, looked up by the plan's type rather than by
+an if-chain. Nothing here does I/O, reads a clock or draws a random number: the controller passes
+``now`` and measurements in and applies the ``Decision`` it gets back, and the tests drive every
+phase with a fake clock. ``journal`` (the one module with I/O) persists ``RolloutState``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gateway.control.rollout import ab, bluegreen, canary, ramped, recreate, shadow
+from gateway.control.rollout.common import end
+from gateway.control.rollout.model import (
+    ENDED,
+    STRATEGIES,
+    Command,
+    Decision,
+    Observations,
+    Phase,
+    Plan,
+    RolloutState,
+    start_state,
+)
+
+Planner = Callable[[Any, RolloutState, Observations, float, "Command | None"],
+                   tuple[Decision, RolloutState]]
+
+PLANNERS: dict[str, Planner] = {
+    "recreate": recreate.plan, "ramped": ramped.plan, "blue_green": bluegreen.plan,
+    "canary": canary.plan, "ab": ab.plan, "shadow": shadow.plan,
+}
+
+
+def plan(rollout: Plan, state: RolloutState, obs: Observations, now: float,
+         command: Command | None = None) -> tuple[Decision, RolloutState]:
+    """Run the planner of ``rollout``'s strategy once."""
+    strategy = STRATEGIES[type(rollout)]
+    if state.strategy != strategy or state.target != rollout.target:
+        raise ValueError(f"state of a {state.strategy} rollout to {state.target} given to a "
+                         f"{strategy} plan to {rollout.target}; use retarget()")
+    return PLANNERS[strategy](rollout, state, obs, now, command)
+
+
+def current_stable(state: RolloutState) -> str:
+    """The version that serves when this rollout is left where it is: the target once the switch
+    has happened, the old stable otherwise."""
+    return state.target if state.phase in (Phase.PROMOTED, Phase.DONE) else state.stable
+
+
+@dataclass(frozen=True)
+class Retarget:
+    """A new rollout replacing a running one. ``ended`` is the old rollout's final state (write it
+    to the journal history), ``drain`` the versions whose replicas go to 0, ``log`` the line that
+    says so."""
+
+    plan: Plan
+    state: RolloutState
+    ended: RolloutState | None
+    drain: tuple[str, ...]
+    log: str
+
+
+def retarget(running: RolloutState | None, new: Plan, now: float) -> Retarget:
+    """End the running rollout (if any) and start ``new`` from the version serving now, whatever
+    ``new.stable`` said: a canary at 50% of v2 retargeted to v3 goes v1 -> v3, and v2's replicas
+    are drained."""
+    stable = new.stable if running is None else current_stable(running)
+    fresh = replace(new, stable=stable)
+    ended = None
+    drain: tuple[str, ...] = ()
+    log = f"{new.service}: rollout {stable} -> {new.target} started"
+    if running is not None and running.phase not in ENDED:
+        # past the switch the old rollout did its job; before it, it is abandoned
+        outcome = Phase.DONE if running.phase == Phase.PROMOTED else Phase.ABORTED
+        ended = end(running, outcome, now, f"superseded by a rollout to {new.target}")
+        drain = tuple(sorted({running.stable, running.target} - {stable, new.target}))
+        log = (f"{new.service}: rollout {running.stable} -> {running.target} ended "
+               f"({running.phase.value}) by a new target {new.target}; starting from {stable}"
+               + (f"; draining {', '.join(drain)}" if drain else ""))
+    state = start_state(fresh, now)
+    if stable == new.target:
+        state = end(replace(state, weight=100), Phase.DONE, now, f"{stable} already serves")
+        log = f"{new.service}: {stable} already serves; nothing to roll out"
+    return Retarget(fresh, state, ended, drain, log)
+
+
+__all__ = ["PLANNERS", "Planner", "Retarget", "current_stable", "plan", "retarget"]
