@@ -183,7 +183,7 @@ def _relative(load: str, base: str, at_least: float) -> Check:
     return Check(f"gateway {load} / {base} throughput", f">= {at_least:.0%}", measure)
 
 
-PLAIN_GET = Load("plain GET", path="/plain/x")
+PLAIN_GET = Load("plain GET", path="/plain/x", headers=RULE_HEADERS)   # same bytes to parse
 POLICY_GET = Load("policies GET", path="/x", headers=RULE_HEADERS)
 
 TRAFFIC = Scenario(

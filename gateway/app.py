@@ -12,6 +12,7 @@ reload`` reload the config file (``reload()``, see control/reload.py).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -115,6 +116,7 @@ class Gateway:
             loop.add_signal_handler(sig, self._commands.put_nowait, cmd)
         try:
             await self.start()
+            _settle_gc()
             while (cmd := await self._commands.get()) != "stop":
                 if cmd == "reload":
                     await self.reload()
@@ -209,3 +211,12 @@ def _runtime_options(spec: Spec) -> dict[str, Any]:
 def _addr(listen: str, port: int) -> str:
     host, _ = split_listen(listen)
     return f"{host}:{port}"
+
+
+def _settle_gc() -> None:
+    """Start-up objects (modules, config, tables) live as long as the process: move them out of
+    the collector's sight, and collect the young generation less often, so that the per-request
+    garbage is all the collector scans (fewer, shorter pauses on the hot path)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)

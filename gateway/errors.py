@@ -48,6 +48,7 @@ class ProxyError(GatewayError):
 
     status = 502
     kind = "upstream_error"
+    metric = "protocol"   # the serve_gateway_upstream_errors_total{kind} label
     retry_after: int | None = None
 
     def __init__(self, detail: str = "") -> None:
@@ -93,6 +94,7 @@ class Overloaded(ProxyError):
 class UpstreamTimeout(ProxyError):
     status = 504
     kind = "upstream_timeout"
+    metric = "timeout"
 
 
 class DeadlineExceeded(ProxyError):
@@ -127,6 +129,7 @@ class UpstreamConnectError(UpstreamError):
     already closed before anything was written): safe to retry on another replica."""
 
     kind = "upstream_connect"
+    metric = "connect"
 
 
 class UpstreamReset(UpstreamError):
@@ -135,3 +138,4 @@ class UpstreamReset(UpstreamError):
     Retried only for idempotent methods."""
 
     kind = "upstream_reset"
+    metric = "reset"

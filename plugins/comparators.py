@@ -2,7 +2,8 @@
 
 Both arguments are the decoded JSON bodies (the raw bytes when a body is not JSON). A config
 names one with ``mirror: {comparator: NAME, options: {...}}``; the options are the factory's
-keyword arguments.
+keyword arguments. Byte-identical bodies agree without a call: a comparator must say that a
+document agrees with itself.
 
 - ``exact``: JSON equality (``true`` is not ``1``; ``1`` equals ``1.0``; key order is ignored).
 - ``numeric``: the same structure, numbers within ``tolerance`` (absolute) or ``relative``.

@@ -95,7 +95,7 @@ class Match:
 class Rules:
     """Ordered rules; ``first`` returns the target version of the first that matches."""
 
-    __slots__ = ("rules", "cookies")
+    __slots__ = ("cookies", "rules")
 
     def __init__(self, specs: Sequence[RuleSpec]) -> None:
         self.rules = tuple((_conditions(r.match), r.to) for r in specs)

@@ -19,9 +19,9 @@ from aiohttp.streams import StreamReader
 from gateway import tasks
 from gateway.dataplane.balance import Endpoint
 from gateway.dataplane.batchers import Batchers
+from gateway.dataplane.mirror import Primary
 from gateway.dataplane.paths import normalise
 from gateway.dataplane.proxy import chunked, request_head, response_headers
-from gateway.dataplane.mirror import Primary
 from gateway.dataplane.table import Headers, ServiceRoute, TableHolder, VersionRoute
 from gateway.dataplane.upstream import UpstreamResponse
 from gateway.errors import (BodyTooLarge, NotFound, NoReadyReplica, ProxyError,
@@ -126,7 +126,7 @@ class DataPlane:
             assert svc.mirror is not None
             svc.mirror.submit(request.method, target, request.raw_headers,
                               (request.remote or "").encode(), body, primary)
-        except Exception:  # noqa: BLE001 - the primary is answered whatever the mirror does
+        except Exception:  # the primary is answered whatever the mirror does
             log.exception("could not start a mirror copy for %s", svc.name)
 
     async def _forward(self, request: web.BaseRequest, svc: ServiceRoute, version: VersionRoute,
@@ -169,7 +169,7 @@ class DataPlane:
                 resp = await ep.pool.request(head, body, svc.request_timeout, method == "HEAD")
             except (UpstreamConnectError, UpstreamReset) as exc:
                 ep.inflight -= 1
-                version.metrics.upstream_error(exc.kind)
+                version.metrics.upstream_error(exc.metric)
                 can_retry = isinstance(exc, UpstreamConnectError) or (idempotent and replayable)
                 if isinstance(exc, UpstreamConnectError):
                     ep.eject(loop.time())
@@ -180,7 +180,7 @@ class DataPlane:
                 continue
             except (UpstreamError, UpstreamTimeout) as exc:
                 ep.inflight -= 1
-                version.metrics.upstream_error(exc.kind)
+                version.metrics.upstream_error(exc.metric)
                 raise
             except BaseException:
                 ep.inflight -= 1

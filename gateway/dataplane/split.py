@@ -32,7 +32,7 @@ BUCKETS = 10_000
 class WeightedSplit:
     """Smooth weighted round-robin over version names; versions with weight 0 get nothing."""
 
-    __slots__ = ("names", "weights", "total", "current", "only")
+    __slots__ = ("current", "names", "only", "total", "weights")
 
     def __init__(self, weights: Mapping[str, int]) -> None:
         live = [(n, w) for n, w in weights.items() if w > 0]
@@ -66,7 +66,7 @@ def bucket_of(key: str) -> int:
 class BucketMap:
     """Buckets ``[0, BUCKETS)`` -> versions, by cumulative weight in a fixed version order."""
 
-    __slots__ = ("names", "bounds")
+    __slots__ = ("bounds", "names")
 
     def __init__(self, order: Sequence[str], weights: Mapping[str, int]) -> None:
         live = [(n, weights.get(n, 0)) for n in order if weights.get(n, 0) > 0]
@@ -98,8 +98,16 @@ class TrafficPolicy:
     means every weight is 0.
     """
 
-    __slots__ = ("rules", "split", "buckets", "cookie", "header", "_cookies", "_cookie_attrs",
-                 "_new_key")
+    __slots__ = (
+        "_cookie_attrs",
+        "_cookies",
+        "_new_key",
+        "buckets",
+        "cookie",
+        "header",
+        "rules",
+        "split",
+    )
 
     def __init__(self, order: Sequence[str], weights: Mapping[str, int], rules: Rules,
                  sticky: StickySpec | None = None,

@@ -147,8 +147,18 @@ class ValueMatch(Strict):
         return self
 
 
+def _shorthand_schema(schema: dict[str, Any]) -> None:
+    """Editors should accept the shorthand ``x-model-version: v2`` as well as ``{regex: ...}``."""
+    for key in ("header", "cookie"):
+        prop = schema["properties"][key]
+        prop["additionalProperties"] = {"anyOf": [{"type": "string"}, {"type": "integer"},
+                                                  prop["additionalProperties"]]}
+
+
 class MatchSpec(Strict):
     """All conditions must hold. A plain string value means an exact match."""
+
+    model_config = ConfigDict(json_schema_extra=_shorthand_schema)
 
     header: dict[str, ValueMatch] = {}
     cookie: dict[str, ValueMatch] = {}

@@ -12,7 +12,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.helpers import ECHO, REPO_ROOT, GatewayProc, alive, echo_service, wait_until
+from tests.helpers import (ECHO, REPO_ROOT, GatewayProc, alive, echo_service, metric_value,
+                           wait_until)
 
 STUBBORN = f"{{python}} {REPO_ROOT}/tests/workers/stubborn.py {{port}}"
 
@@ -104,6 +105,10 @@ async def test_upstream_timeout_gives_504(tmp_path: Path) -> None:
             assert r.status == 504
             assert await r.json() == {"error": "upstream_timeout", "service": "echo",
                                       "detail": "worker did not answer in time"}
+        async with s.get(gw.admin("/metrics")) as r:
+            text = await r.text()
+        assert metric_value(text, "serve_gateway_upstream_errors_total", service="echo",
+                            version="v1", kind="timeout") == 1
 
 
 async def test_no_ready_replica_waits_then_503_with_retry_after(tmp_path: Path) -> None:

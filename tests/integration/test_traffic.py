@@ -192,7 +192,7 @@ async def test_live_override_via_cli(gw: GatewayProc, http: aiohttp.ClientSessio
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([exe, "traffic", "ab", *args, "-c", str(gw.config_path)],
-                              capture_output=True, text=True, timeout=30,
+                              capture_output=True, text=True, timeout=30, check=False,
                               env={**os.environ, "NO_PROXY": "*"})
 
     try:

@@ -45,4 +45,5 @@ def test_verdict_needs_same_status_and_comparator_approval() -> None:
     def broken(a: object, b: object) -> bool:
         raise RuntimeError("bug in a plugin")
 
-    assert not agrees(200, body, 200, body, broken)
+    assert not agrees(200, body, 200, b'{"predictions": [1] }', broken)
+    assert agrees(200, body, 200, body, broken)     # identical bytes: the comparator is not asked

@@ -11,8 +11,14 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from gateway.dataplane.match import Rules
-from gateway.dataplane.split import (BUCKETS, BucketMap, TrafficPolicy, WeightedSplit, bucket_of,
-                                     random_key)
+from gateway.dataplane.split import (
+    BUCKETS,
+    BucketMap,
+    TrafficPolicy,
+    WeightedSplit,
+    bucket_of,
+    random_key,
+)
 from gateway.spec.models import RuleSpec, StickySpec
 
 

@@ -16,6 +16,12 @@ import sys
 LOG = os.environ.get("BLACKHOLE_LOG")
 
 
+def record(line: str) -> None:
+    if LOG:
+        with open(LOG, "a") as f:   # a short local write: fine for a test worker
+            f.write(line + "\n")
+
+
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -26,9 +32,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             if lines[0].split(" ")[1] in ("/ready", "/health"):
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 continue
-            if LOG:
-                with open(LOG, "a") as f:
-                    f.write(f"{lines[0]} x-shadow={headers.get('x-shadow')}\n")
+            record(f"{lines[0]} x-shadow={headers.get('x-shadow')}")
             if b"huge" in body:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
                 for _ in range(100_000):
