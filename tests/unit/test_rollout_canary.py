@@ -192,4 +192,5 @@ def test_weight_never_drops_until_abort_and_abort_zeroes(weights: list[int],
             return
         assert d.weights["v2"] >= seen and d.weights["v1"] + d.weights["v2"] == 100
         seen = d.weights["v2"]
-        assert d.replicas["v1"] == 4
+        if d.phase != Phase.DONE:           # the stable set is only scaled down once it is over
+            assert d.replicas["v1"] == 4
