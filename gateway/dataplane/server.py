@@ -51,12 +51,14 @@ class DataPlane:
         self._web = web.Server(self.handle, access_log=None, keepalive_timeout=75.0,
                                auto_decompress=False, handler_cancellation=False)
         self._server: asyncio.Server | None = None
+        # kept: asyncio.get_running_loop() costs a getpid() syscall per call on Python 3.11
+        self._loop = asyncio.get_running_loop()
         self.access_sample = 0.0     # fraction of requests in the access log (0: off)
         self._random = random.random
         self.batchers = Batchers(metrics)   # one per batching version, kept across tables
 
     async def start(self, host: str, port: int) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._server = await loop.create_server(self._web, host, port, reuse_address=True,
                                                 backlog=4096)
         return int(self._server.sockets[0].getsockname()[1])
@@ -73,7 +75,7 @@ class DataPlane:
 
     # -- the hot path -------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         start = loop.time()
         svc: ServiceRoute | None = None
         version: VersionRoute | None = None
@@ -155,7 +157,7 @@ class DataPlane:
                             b"http", body_len, svc.name.encode())
         replayable = not isinstance(body, AsyncIterator)
         idempotent = method in IDEMPOTENT
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         deadline = start + svc.queue_timeout
         exclude: Endpoint | None = None
         for attempt in range(svc.retries + 1):
