@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -86,7 +87,6 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_traffic(args: argparse.Namespace) -> int:
-    from gateway import adminclient
 
     body: dict[str, object] = {"reset": True}
     if not args.reset:
@@ -102,14 +102,8 @@ def cmd_traffic(args: argparse.Namespace) -> int:
             print("serve-gateway traffic: give VERSION=WEIGHT pairs or --reset", file=sys.stderr)
             return 2
         body = {"weights": weights}
-    try:
-        status, doc = adminclient.from_args(args).request(
-            "POST", f"/services/{args.service}/traffic", json=body)
-    except adminclient.AdminClientError as exc:
-        print(f"serve-gateway: {exc}", file=sys.stderr)
-        return 1
-    if status != 200 or not isinstance(doc, dict):
-        print(adminclient.describe_error(status, doc), file=sys.stderr)
+    doc = _admin_post(args, f"/services/{args.service}/traffic", body)
+    if doc is None:
         return 1
 
     def show(w: dict[str, int]) -> str:
@@ -121,8 +115,22 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_scale(args: argparse.Namespace) -> int:
+def _admin_post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """POST to the admin API; on any failure print why and return None."""
     from gateway import adminclient
+
+    try:
+        status, doc = adminclient.from_args(args).request("POST", path, json=body)
+    except adminclient.AdminClientError as exc:
+        print(f"serve-gateway: {exc}", file=sys.stderr)
+        return None
+    if status != 200 or not isinstance(doc, dict):
+        print(adminclient.describe_error(status, doc), file=sys.stderr)
+        return None
+    return doc
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
 
     service, _, version = args.target.partition("/")
     if (args.replicas is None) == (not args.auto):
@@ -131,14 +139,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
     body: dict[str, object] = {"auto": True} if args.auto else {"replicas": args.replicas}
     if version:
         body["version"] = version
-    try:
-        status, doc = adminclient.from_args(args).request(
-            "POST", f"/services/{service}/scale", json=body)
-    except adminclient.AdminClientError as exc:
-        print(f"serve-gateway: {exc}", file=sys.stderr)
-        return 1
-    if status != 200 or not isinstance(doc, dict):
-        print(adminclient.describe_error(status, doc), file=sys.stderr)
+    doc = _admin_post(args, f"/services/{service}/scale", body)
+    if doc is None:
         return 1
     for vname, v in doc["versions"].items():
         auto = v.get("autoscale") or {}
