@@ -18,8 +18,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -35,6 +35,8 @@ from gateway.spec.types import split_listen
 if TYPE_CHECKING:
     from gateway.control.reload import ReloadResult
 
+S = TypeVar("S")
+T = TypeVar("T")
 log = logging.getLogger("gateway.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,6 +79,20 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise AdminError(400, "bad_request", "body must be a JSON object")
     return doc
+
+
+async def service_body(request: web.Request, services: Mapping[str, S],
+                       parse: Callable[[dict[str, Any], S], T]) -> tuple[str, S, T]:
+    """For ``/services/{name}/...`` endpoints: the named service (404 when there is none) and its
+    JSON body as ``parse`` reads it (400 with the parser's ValueError message)."""
+    name = request.match_info["name"]
+    svc = services.get(name)
+    if svc is None:
+        raise AdminError(404, "not_found", f"no service named {name}", name)
+    try:
+        return name, svc, parse(await read_json(request), svc)
+    except ValueError as exc:
+        raise AdminError(400, "bad_request", str(exc), name) from None
 
 
 def is_loopback(host: str) -> bool:

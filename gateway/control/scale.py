@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.admin import AdminError, json_response, read_json
+from gateway.admin import json_response, service_body
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -56,14 +56,8 @@ def install(gateway: Gateway) -> None:
     """Register the endpoint on the gateway's admin API."""
 
     async def handler(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        svc = gateway.spec.services.get(name)
-        if svc is None:
-            raise AdminError(404, "not_found", f"no service named {name}", name)
-        try:
-            targets, replicas = parse_scale(await read_json(request), list(svc.versions))
-        except ValueError as exc:
-            raise AdminError(400, "bad_request", str(exc), name) from None
+        name, _, (targets, replicas) = await service_body(
+            request, gateway.spec.services, lambda doc, svc: parse_scale(doc, list(svc.versions)))
         for version in targets:
             gateway.autoscaler.pin(name, version, replicas)
         groups = gateway.supervisor.status().get(name, {})

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.admin import AdminError, json_response, read_json
+from gateway.admin import json_response, service_body
 from gateway.dataplane.table import service_weights
 
 if TYPE_CHECKING:
@@ -61,14 +61,8 @@ def install(gateway: Gateway) -> None:
     """Register the endpoint on the gateway's admin API."""
 
     async def handler(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        svc = gateway.spec.services.get(name)
-        if svc is None:
-            raise AdminError(404, "not_found", f"no service named {name}", name)
-        try:
-            weights = parse_weights(await read_json(request), svc.versions)
-        except ValueError as exc:
-            raise AdminError(400, "bad_request", str(exc), name) from None
+        name, svc, weights = await service_body(
+            request, gateway.spec.services, lambda doc, svc: parse_weights(doc, svc.versions))
         if weights is None:
             gateway.weight_overrides.pop(name, None)
             log.info("traffic for %s: live override removed, file weights %s", name,

@@ -14,21 +14,17 @@ from typing import Any
 import orjson
 
 from gateway.errors import BadRequest
+from gateway.wire import parse_request
 
 
 def split_instances(body: bytes) -> list[bytes]:
     """A caller's body -> its instances as JSON texts. A single document is kept byte for byte
     (it parsed, so it is valid JSON); ``{"instances": [...]}`` is split."""
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if isinstance(doc, dict) and "instances" in doc:
-        items = doc["instances"]
-        if not isinstance(items, list):
-            raise BadRequest(f'"instances" must be a list, got {type(items).__name__}')
-        return [orjson.dumps(item) for item in items]
-    return [body]
+        _, items = parse_request(body)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return [body] if items is None else [orjson.dumps(item) for item in items]
 
 
 def timeout_from_header(value: str | None, default: float) -> float:

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from gateway.wire import parse_request
 from gateway.worker import BadInput
 
 log = logging.getLogger("gateway.worker")
@@ -77,15 +78,10 @@ def load_target(target: str) -> Model:
 def parse_instances(body: bytes) -> list[Any]:
     """Request body -> the list of items for ``predict``. A single document is a batch of one."""
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadInput(f"body is not valid JSON: {exc}") from None
-    if isinstance(doc, dict) and "instances" in doc:
-        items = doc["instances"]
-        if not isinstance(items, list):
-            raise BadInput(f'"instances" must be a list, got {type(items).__name__}')
-        return items
-    return [doc]
+        doc, items = parse_request(body)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    return [doc] if items is None else items
 
 
 def encode_predictions(predictions: Any, expected: int) -> bytes:
