@@ -22,8 +22,9 @@ from typing import Any
 
 from gateway.admin import AdminServer, reload_endpoint
 from gateway.control.reload import ReloadResult, reload_config
-from gateway.control import scale, traffic
+from gateway.control import rolloutapi, scale, traffic
 from gateway.control.autoscaler import Autoscaler
+from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
 from gateway.dataplane.server import DataPlane
 from gateway.dataplane.table import TableHolder, build_table, service_weights
@@ -56,6 +57,9 @@ class Gateway:
         self.supervisor.on_demand = self.autoscaler.demand   # scale from zero at once
         scale.install(self)                              # POST /services/{name}/scale
         self.supervisor.on_joined = self.rebuild_table   # a version added by a reload is ready
+        self.rollouts = Rollouts(self.supervisor, self.metrics, self.rebuild_table)
+        self.autoscaler.held = self.rollouts.held        # a rollout sizes its versions
+        rolloutapi.install(self)                         # /rollouts endpoints
         self.last_reload: dict[str, Any] | None = None
         self._reload_lock = asyncio.Lock()
         self.ports: dict[str, int] = {}
@@ -69,13 +73,13 @@ class Gateway:
         self.admin.configure(spec.gateway.admin)   # refuses an open admin listener before any start
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
-        self.supervisor.apply(spec)
-        self.autoscaler.apply(spec)
-        self.rebuild_table()
+        self.rollouts.restore(spec)                # resumes journaled rollouts
+        self._apply_overlay()
         self._configure_dataplane()
         self._record_config()
         await self.supervisor.start()
         self.autoscaler.start()
+        self.rollouts.start()
         self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
         self.ports["admin"] = await self.admin.start(*split_listen(spec.gateway.admin.listen))
         log.info("serving on %s (admin %s), %d services, config %s",
@@ -101,6 +105,7 @@ class Gateway:
             log.warning("--keep-replicas: process replicas die with the gateway; stopping them")
             keep_replicas = False
         log.info("leaving replicas running" if keep_replicas else "stopping replicas")
+        await self.rollouts.stop()
         await self.autoscaler.stop()
         await self.supervisor.shutdown(keep=keep_replicas)
         await self.admin.stop()
@@ -144,11 +149,18 @@ class Gateway:
         self.spec = spec
         self.loaded_at = time.time()
         self.weight_overrides = {}
-        self.supervisor.apply(spec)   # starts added versions, drains removed ones (in its loop)
-        notes += self.autoscaler.apply(spec)   # keeps autoscaled counts the file would reset
-        self.rebuild_table()
+        notes += self.rollouts.apply(spec)     # keeps, retargets, starts or drops rollouts
+        notes += self._apply_overlay()
         self._configure_dataplane()
         self._record_config()
+        return notes
+
+    def _apply_overlay(self) -> list[str]:
+        """Replicas and routing of the running spec as the rollouts want it run."""
+        effective = self.rollouts.overlay(self.spec)
+        self.supervisor.apply(effective)   # starts added versions, drains removed ones
+        notes = self.autoscaler.apply(effective)   # keeps autoscaled counts the file would reset
+        self.rebuild_table()
         return notes
 
     def _configure_dataplane(self) -> None:
@@ -158,17 +170,18 @@ class Gateway:
     def rebuild_table(self) -> None:
         """Compile the running spec plus live overrides into a new table and swap it in: the
         one way routing changes."""
-        self.holder.swap(build_table(self.spec, self.supervisor.replica_sets(), self.metrics,
-                                     self._routable_weights(), self.dataplane.batchers))
+        spec = self.rollouts.overlay(self.spec)
+        self.holder.swap(build_table(spec, self.supervisor.replica_sets(), self.metrics,
+                                     self._routable_weights(spec), self.dataplane.batchers))
 
-    def _routable_weights(self) -> Mapping[str, Mapping[str, int]]:
+    def _routable_weights(self, spec: Spec) -> Mapping[str, Mapping[str, int]]:
         """The live overrides, plus weight 0 for versions not yet ready for the first time while
         another version of their service can serve: an added version joins once ready."""
         joining = self.supervisor.joining()
         if not joining:
             return self.weight_overrides
         out: dict[str, Mapping[str, int]] = dict(self.weight_overrides)
-        for name, svc in self.spec.services.items():
+        for name, svc in spec.services.items():
             weights = self.weight_overrides.get(name) or service_weights(svc)
             held = {v for v, w in weights.items() if w > 0 and (name, v) in joining}
             if held and any(w > 0 for v, w in weights.items() if v not in held):
@@ -187,13 +200,16 @@ class Gateway:
                 "weights": {v: weights.get(v, 0) for v in svc.versions},
                 "file_weights": service_weights(svc),
                 "weight_override": self.weight_overrides.get(name),
+                "rollout": self.rollouts.describe(name),
+                "answered": sum(self.metrics.version(name, v).answered for v in svc.versions),
                 "versions": {v: {**doc, "autoscale": self.autoscaler.describe(name, v)}
                              for v, doc in groups.get(name, {}).items()},
             }
         return {"config": {"path": str(self.config_path) if self.config_path else None,
                            "hash": self.spec.digest(), "loaded_at": self.loaded_at,
                            "last_reload": self.last_reload},
-                "runtime": self.runtime.name, "listen": self.ports, "services": services}
+                "runtime": self.runtime.name, "listen": self.ports, "services": services,
+                "corrupt_journals": list(self.rollouts.corrupt)}
 
     def _record_config(self) -> None:
         self.metrics.config_info.info({"hash": self.spec.digest()})

@@ -244,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     adminclient.add_arguments(sc)
     sc.set_defaults(func=cmd_scale)
 
-    from gateway import worker
+    from gateway import rolloutcli, worker
+
+    rolloutcli.add_commands(sub)
 
     w = sub.add_parser("worker", help="serve a model class over HTTP (the worker SDK)",
                        description="Serve module:Class (load() once, then predict(items) -> list) "

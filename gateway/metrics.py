@@ -26,7 +26,7 @@ class VersionMetrics:
     """The labelled children one version's requests touch, resolved once per table build."""
 
     __slots__ = ("_m", "service", "version", "latency", "upstream_latency", "_codes",
-                 "answered", "seconds")
+                 "answered", "seconds", "failed")
 
     def __init__(self, m: Metrics, service: str, version: str) -> None:
         self._m = m
@@ -35,8 +35,9 @@ class VersionMetrics:
         self.latency = m.request_seconds.labels(service, version)
         self.upstream_latency = m.upstream_seconds.labels(service, version)
         self._codes: dict[int, Counter] = {}
-        self.answered = 0         # plain running totals: the autoscaler samples these
+        self.answered = 0         # plain running totals: the autoscaler and rollouts sample
         self.seconds = 0.0
+        self.failed = 0           # answers with a 5xx status
 
     def observe(self, status: int, seconds: float) -> None:
         c = self._codes.get(status)
@@ -46,6 +47,18 @@ class VersionMetrics:
         self.latency.observe(seconds)
         self.answered += 1
         self.seconds += seconds
+        if status >= 500:
+            self.failed += 1
+
+    def buckets(self) -> tuple[float, ...]:
+        """Cumulative latency counts per bucket of ``LATENCY_BUCKETS`` (+Inf last): a rollout
+        analysis takes the difference of two to get one window's p99."""
+        total = 0.0
+        out = []
+        for b in self.latency._buckets:   # noqa: SLF001 - prometheus_client keeps them private
+            total += b.get()
+            out.append(total)
+        return tuple(out)
 
     def upstream_error(self, kind: str) -> None:
         self._m.upstream_errors.labels(self.service, self.version, kind).inc()
@@ -82,6 +95,12 @@ class ShadowMetrics:
         if self._ratio is None:   # appears with the first comparison: 0 before would mislead
             self._ratio = self._m.shadow_agreement.labels(self.service, self.version)
         self._ratio.set(self.agreed / self.compared)
+
+    def totals(self) -> tuple[int, int, int, int]:
+        """(answered, failed, agreed, compared) so far: failed counts copies that got no answer
+        or an answer whose status differs from the primary's."""
+        failed = _count(self.error) + _count(self.mismatch)
+        return _count(self.sent) + _count(self.error), failed, self.agreed, self.compared
 
     def agreement(self) -> float | None:
         """Share of compared answers that agreed, or None before the first comparison."""
@@ -187,6 +206,28 @@ class Metrics:
             "serve_gateway_autoscale_decisions", "Replica count changes by direction (out, in) "
             "and source (policy, demand = scale from zero, manual, reload)",
             ["service", "version", "direction", "source"], registry=r)
+        # rollouts (control/rollouts.py), per service
+        self.rollout_phase = Gauge(
+            "serve_gateway_rollout_phase", "1 for the phase each service's rollout is in",
+            ["service", "phase"], registry=r)
+        self.rollout_step = Gauge("serve_gateway_rollout_step", "Current step (0-based)",
+                                  ["service"], registry=r)
+        self.rollout_weight = Gauge("serve_gateway_rollout_weight",
+                                    "Traffic percent per version set by the rollout",
+                                    ["service", "version"], registry=r)
+        self.rollout_checks = Counter(
+            "serve_gateway_rollout_analysis", "Rollout analysis checks by result",
+            ["service", "check", "result"], registry=r)
+        self.rollout_check_value = Gauge(
+            "serve_gateway_rollout_analysis_value", "The last value of each analysis check",
+            ["service", "check"], registry=r)
+        self.rollouts = Counter(
+            "serve_gateway_rollouts", "Ended rollouts by strategy and outcome (done, aborted = "
+            "by an operator or a new target, degraded = rolled back by analysis)",
+            ["service", "strategy", "outcome"], registry=r)
+        self.rollout_journal_errors = Counter(
+            "serve_gateway_rollout_journal_errors",
+            "Unreadable rollout journals moved aside at start-up", registry=r)
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
         self._shadows: dict[tuple[str, str], ShadowMetrics] = {}
         self._batches: dict[tuple[str, str], BatchMetrics] = {}
@@ -236,6 +277,10 @@ class _Callback(Collector):
 
     def describe(self) -> Iterable[Metric]:
         return []
+
+
+def _count(counter: Counter) -> int:
+    return int(counter._value.get())   # noqa: SLF001 - a child's value has no public getter
 
 
 def gauge(name: str, doc: str, labels: list[str],

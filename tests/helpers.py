@@ -235,3 +235,57 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return None
+
+
+class Load:
+    """Bounded closed-loop load for rollout and scale tests: ``clients`` tasks POST ``body`` to
+    each URL in turn until ``stop()`` (or ``limit_s``), counting answers by URL, status and
+    ``x-served-by``. ``failures`` keeps every non-2xx answer (and connection error) for the
+    assertion message."""
+
+    def __init__(self, urls: list[str], clients: int = 4, body: bytes = b'{"x": 1}',
+                 limit_s: float = 120.0, pause: float = 0.005) -> None:
+        from collections import Counter
+
+        self.urls, self.clients, self.body = urls, clients, body
+        self.limit_s, self.pause = limit_s, pause
+        self.answers: Counter[tuple[str, int, str]] = Counter()
+        self.failures: list[tuple[str, int, str, str]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def count(self, url: str | None = None, served_by: str | None = None) -> int:
+        return sum(n for (u, _, s), n in self.answers.items()
+                   if (url is None or u == url) and (served_by is None or s == served_by))
+
+    async def __aenter__(self) -> "Load":
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        self._tasks = [asyncio.create_task(self._client(i)) for i in range(self.clients)]
+        return self
+
+    async def _client(self, i: int) -> None:
+        end = time.monotonic() + self.limit_s
+        n = i
+        while not self._stopping and time.monotonic() < end:
+            url = self.urls[n % len(self.urls)]
+            n += 1
+            try:
+                async with self._session.post(url, data=self.body) as r:
+                    text = await r.text()
+                    served = r.headers.get("x-served-by", "")
+                    self.answers[(url, r.status, served)] += 1
+                    if not 200 <= r.status < 300:
+                        self.failures.append((url, r.status, served, text[:200]))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.answers[(url, 0, "")] += 1
+                self.failures.append((url, 0, "", repr(exc)))
+            await asyncio.sleep(self.pause)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await asyncio.gather(*self._tasks)
+        await self._session.close()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self._stopping:
+            await self.stop()

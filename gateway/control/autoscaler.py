@@ -19,8 +19,10 @@ sample's spike neither scales out nor cancels a scale-in.
   starts at its ``replicas`` clamped the same way. Manual pins end with a reload.
 - **Manual override** (``pin``): a fixed count, until ``pin(..., None)`` (``--auto``) or a
   reload.
-- **Rollouts**: ``floor(service, version)`` is consulted on every decision; the autoscaler never
-  goes below it (default 0). A rollout controller sets it to what its current step needs.
+- **Rollouts**: a version whose count a rollout holds (``held(service, version)``, set by
+  control/rollouts.py) is left alone: sampled, never scaled, until the rollout lets it go; the
+  rollout sizes it. ``floor(service, version)`` (default 0) is a lower bound a policy plugin
+  sees in its context.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class Autoscaler:
         self.versions: dict[Key, Scaled] = {}
         # what a running rollout step needs of a version: never scaled below it
         self.floor: Callable[[str, str], int] = lambda service, version: 0
+        # a rollout sizes this version now: no decisions for it (control/rollouts.py)
+        self.held: Callable[[str, str], bool] = lambda service, version: False
         self._task: asyncio.Task[None] | None = None
         metrics.add_gauges(self._gauges)
 
@@ -140,8 +144,9 @@ class Autoscaler:
                     self._load_policy(sc)
                     # Supervisor.apply just reset the count to the file's: put back the running one
                     start = sc.desired if was_scaled else ver.replicas
-                    self._set(sc, self._clamp(sc, start), "reload",
-                              "reload: count clamped into [min, max]", before=start)
+                    if not self.held(sname, vname):
+                        self._set(sc, self._clamp(sc, start), "reload",
+                                  "reload: count clamped into [min, max]", before=start)
                 new[key] = sc
         self.versions = new
         return notes
@@ -168,7 +173,8 @@ class Autoscaler:
         """A request waits and no replica is ready: start one now if none is wanted."""
         sc = self.versions.get((service, version))
         g = self.supervisor.groups.get((service, version))
-        if sc is None or sc.bounds is None or sc.pin is not None or g is None or g.desired > 0:
+        if sc is None or sc.bounds is None or sc.pin is not None or g is None or g.desired > 0 \
+                or self.held(service, version):
             return
         now = self.clock()
         sc.state = replace(sc.state, last_out=now, low_since=None, idle_since=None)
@@ -230,7 +236,8 @@ class Autoscaler:
                 continue
             ctx = self._sample(sc, now, g.desired, g.replica_set.pending,
                                sum(1 for m in g.members if m.state == READY), g.starting())
-            if sc.bounds is None or sc.pin is not None or ctx is None:
+            if sc.bounds is None or sc.pin is not None or ctx is None \
+                    or self.held(sc.service, sc.version):
                 continue
             try:
                 n, sc.state = sc.policy(ctx, sc.state)
@@ -286,7 +293,8 @@ class Autoscaler:
             "pending": round(sc.pending.value, 2), "pending_now": sc.pending_now,
             "arrival_rate": round(sc.rate.value, 2), "throughput": round(sc.throughput.value, 2),
             "latency_s": round(sc.latency.value, 4),
-            "reason": sc.state.reason if b and sc.pin is None else "pinned",
+            "reason": "held by the rollout" if self.held(service, version) else
+            sc.state.reason if b and sc.pin is None else "pinned",
             "last_decision": sc.last,
         }
 

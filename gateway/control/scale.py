@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.admin import json_response, service_body
+from gateway.admin import AdminError, json_response, service_body
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -58,6 +58,11 @@ def install(gateway: Gateway) -> None:
     async def handler(request: web.Request) -> web.Response:
         name, _, (targets, replicas) = await service_body(
             request, gateway.spec.services, lambda doc, svc: parse_scale(doc, list(svc.versions)))
+        held = [v for v in targets if gateway.rollouts.held(name, v)]
+        if held:
+            raise AdminError(409, "rollout_in_progress",
+                             f"the rollout of {name} sizes {', '.join(held)}: use "
+                             "'serve-gateway rollout' (promote, abort ...)", name)
         for version in targets:
             gateway.autoscaler.pin(name, version, replicas)
         groups = gateway.supervisor.status().get(name, {})

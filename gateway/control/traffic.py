@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.admin import json_response, service_body
+from gateway.admin import AdminError, json_response, service_body
 from gateway.dataplane.table import service_weights
 
 if TYPE_CHECKING:
@@ -63,6 +63,10 @@ def install(gateway: Gateway) -> None:
     async def handler(request: web.Request) -> web.Response:
         name, svc, weights = await service_body(
             request, gateway.spec.services, lambda doc, svc: parse_weights(doc, svc.versions))
+        if gateway.rollouts.governs(name):
+            raise AdminError(409, "rollout_in_progress",
+                             f"a rollout sets the weights of {name}: use 'serve-gateway rollout' "
+                             "(promote, abort ...) or remove its rollout section", name)
         if weights is None:
             gateway.weight_overrides.pop(name, None)
             log.info("traffic for %s: live override removed, file weights %s", name,

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.spec.checks import CHECKS
 from gateway.spec.loader import dotted, line_of, load_yaml
-from gateway.spec.models import ServiceSpec, Spec, VersionSpec
+from gateway.spec.models import ROLLOUT_STRATEGIES, ServiceSpec, Spec, VersionSpec
 
 __all__ = ["Spec", "ServiceSpec", "VersionSpec", "load_spec", "parse_spec", "json_schema"]
 
@@ -48,7 +48,13 @@ def json_schema() -> dict[str, Any]:
 
 def _problem(err: Any, lines: dict[Any, int]) -> ConfigProblem:
     # pydantic adds union-member and validator names to loc; keep only real YAML keys/indexes
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
+    raw = err["loc"]
+    loc = tuple(p for i, p in enumerate(raw)
+                if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS
+                                                or (i and raw[i - 1] == "rollout"
+                                                    and p in ROLLOUT_STRATEGIES))))
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc += (err["ctx"]["discriminator"].strip("'"),)
     return ConfigProblem(dotted(loc), _message(err), line_of(lines, loc))
 
 
@@ -65,6 +71,10 @@ def _message(err: Any) -> str:
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()))
         return f"must be {op} {bound}"
+    if kind == "union_tag_invalid":
+        return f"must be one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return "required"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}"
     if kind == "too_short":

@@ -56,8 +56,9 @@ def weights(spec: Spec) -> Iterator[Finding]:
         for vname in svc.traffic.weights:
             if vname not in svc.versions:
                 yield at + (vname,), f"no version named {vname} (versions: {', '.join(svc.versions)})"
-        if len(svc.versions) > 1 and not svc.traffic.weights:
-            yield ("services", sname, "traffic"), "a service with several versions needs traffic.weights"
+        if len(svc.versions) > 1 and not svc.traffic.weights and svc.rollout is None:
+            yield ("services", sname, "traffic"), \
+                "a service with several versions needs traffic.weights (or a rollout)"
         elif svc.traffic.weights and sum(svc.traffic.weights.values()) == 0:
             yield at, "at least one weight must be above 0"
 
@@ -111,4 +112,22 @@ def autoscale(spec: Spec) -> Iterator[Finding]:
                 yield at + ("policy",), str(exc)
 
 
-CHECKS: list[Check] = [names, routes, launch, weights, traffic, autoscale]
+def rollout(spec: Spec) -> Iterator[Finding]:
+    """``to`` and ``from`` name versions of the service, and differ; with more than two
+    versions ``from`` says which one serves now."""
+    for sname, svc in spec.services.items():
+        r = svc.rollout
+        if r is None:
+            continue
+        at = ("services", sname, "rollout")
+        known = ", ".join(svc.versions)
+        for key, name in (("to", r.to), ("from", r.from_)):
+            if name is not None and name not in svc.versions:
+                yield at + (key,), f"no version named {name} (versions: {known})"
+        if r.from_ == r.to:
+            yield at + ("from",), "must differ from 'to'"
+        if r.from_ is None and len(svc.versions) != 2:
+            yield at, f"with {len(svc.versions)} versions, say which one serves now: 'from'"
+
+
+CHECKS: list[Check] = [names, routes, launch, weights, traffic, autoscale, rollout]

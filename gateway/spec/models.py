@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -251,6 +251,122 @@ class BatchingSpec(Strict):
         return value
 
 
+class RouteRuleSpec(Strict):
+    """Requests whose header (or cookie) ``name`` equals ``value`` (a blue/green preview, an A/B
+    arm)."""
+
+    header: str | None = None
+    cookie: str | None = None
+    value: str
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one(self) -> RouteRuleSpec:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("give exactly one of 'header' or 'cookie'")
+        return self
+
+
+class AnalysisSpec(Strict):
+    """Checked once per ``interval`` over the new version's window of live metrics. Under
+    ``min_requests`` samples a check is inconclusive: it holds, never promotes. ``failure_limit``
+    failed intervals in a row roll the new version back. A threshold left out is not checked."""
+
+    interval: Duration = 30.0
+    min_requests: int = Field(50, ge=1)
+    failure_limit: int = Field(3, ge=1)
+    max_error_rate: float | None = Field(0.01, ge=0, le=1, description="5xx share of answers")
+    max_p99: Duration | None = Field(None, description="p99 latency of the new version")
+    min_agreement: float | None = Field(None, ge=0, le=1,
+                                        description="shadow agreement ratio (needs mirroring)")
+
+
+class ArmComparisonSpec(Strict):
+    """A/B analysis: the candidate arm against the baseline arm."""
+
+    interval: Duration = 60.0
+    min_requests: int = Field(100, ge=1)
+    failure_limit: int = Field(3, ge=1)
+    max_error_rate_delta: float | None = Field(0.01, description="candidate minus baseline")
+    max_p99_ratio: float | None = Field(1.2, gt=0, description="candidate p99 / baseline p99")
+    promote_after_passes: int | None = Field(None, ge=1, description="unset: a person promotes")
+
+
+class CanaryStepSpec(Strict):
+    weight: int = Field(ge=0, le=100, description="percent of traffic to the new version")
+    pause: Duration | None = Field(60.0, description="soak before the next step; null: until promoted")
+
+
+class RolloutCommon(Strict):
+    """What every strategy shares. ``to`` moves the service to that version (``from``: the one
+    serving now, default the other version)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    to: str = Field(description="the version to move to")
+    from_: str | None = Field(None, alias="from", description="the version serving now")
+    scale_down_delay: Duration = Field(30.0, description="the old set stays warm this long for undo")
+
+
+class RecreateRollout(RolloutCommon):
+    strategy: Literal["recreate"]
+
+
+class RampedRollout(RolloutCommon):
+    strategy: Literal["ramped"]
+    max_surge: int = Field(1, ge=0)
+    max_unavailable: int = Field(0, ge=0)
+
+
+class BlueGreenRollout(RolloutCommon):
+    strategy: Literal["blue_green"]
+    preview: RouteRuleSpec | None = Field(None, description="reach the new set before the switch")
+    auto_promote_after: Duration | None = Field(
+        0.0, description="switch this long after every new replica is ready; null: on promote")
+
+
+class CanaryRollout(RolloutCommon):
+    strategy: Literal["canary"]
+    steps: list[CanaryStepSpec] = Field(
+        [CanaryStepSpec(weight=10), CanaryStepSpec(weight=50)], min_length=1)
+    analysis: AnalysisSpec | None = AnalysisSpec()
+    canary_replicas: int | Literal["auto"] = Field(
+        "auto", description="replicas of the new version; auto: follow its weight")
+    mirror_percent: float = Field(0.0, ge=0, le=100,
+                                  description="also mirror stable traffic (agreement check)")
+
+
+class ABRollout(RolloutCommon):
+    strategy: Literal["ab"]
+    rule: RouteRuleSpec | None = None
+    weight: int = Field(0, ge=0, le=100)
+    candidate_replicas: int = Field(1, ge=1)
+    analysis: ArmComparisonSpec | None = None
+
+    @model_validator(mode="after")
+    def _arm(self) -> ABRollout:
+        if self.rule is None and self.weight == 0:
+            raise ValueError("an A/B rollout needs a 'rule', a 'weight' or both")
+        return self
+
+
+class ShadowRollout(RolloutCommon):
+    strategy: Literal["shadow"]
+    percent: float = Field(10.0, gt=0, le=100)
+    duration: Duration = 300.0
+    analysis: AnalysisSpec = AnalysisSpec()
+    auto_promote: bool = True
+
+
+RolloutSpec = Annotated[RecreateRollout | RampedRollout | BlueGreenRollout | CanaryRollout
+                        | ABRollout | ShadowRollout, Field(discriminator="strategy")]
+ROLLOUT_STRATEGIES = ("recreate", "ramped", "blue_green", "canary", "ab", "shadow")
+
+
 class ServiceSpec(Strict):
     route: str = Field(description="path prefix, matched on whole segments")
     rewrite: str | None = Field(None, description="replaces the matched prefix upstream")
@@ -261,6 +377,7 @@ class ServiceSpec(Strict):
     mirror_post: bool = Field(False, description="POST is safe to mirror (inference without side effects)")
     batching: BatchingSpec | None = Field(None, description="micro-batch POSTs to the route")
     autoscale: AutoscaleSpec | None = Field(None, description="scale every version on its load")
+    rollout: RolloutSpec | None = Field(None, description="move to another version by a strategy")
 
     @field_validator("route", "rewrite")
     @classmethod

@@ -61,7 +61,7 @@ def test_cross_field_checks() -> None:
 
 def test_several_versions_need_weights() -> None:
     text = GOOD.replace("replicas: 3", "replicas: 3\n      v2:\n        command: x {port}")
-    assert problems(text) == ["services.mlp.traffic: a service with several versions needs traffic.weights (line 6)"]
+    assert problems(text) == ["services.mlp.traffic: a service with several versions needs traffic.weights (or a rollout) (line 6)"]
 
 
 def test_command_needs_port_and_names_are_checked() -> None:

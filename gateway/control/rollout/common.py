@@ -80,10 +80,14 @@ def fold(state: RolloutState, result: AnalysisResult, now: float,
          failure_limit: int) -> tuple[RolloutState, list[str]]:
     """Record one analysis; at the failure limit, end the rollout as degraded with a reason that
     names each failed check and its value."""
+    previous = state.last_verdict
     state, exceeded = record(state, result, now, failure_limit)
     if not exceeded:
+        # a failure is news every time; a run of inconclusive intervals only when it begins
+        news = result.verdict == "fail" or (result.verdict == "inconclusive"
+                                            and previous != "inconclusive")
         return state, ([f"analysis {result.verdict}: " + "; ".join(result.lines())]
-                       if result.verdict != "pass" else [])
+                       if news else [])
     reason = failure_reason(result, state.failures)
     return end(state, Phase.DEGRADED, now, reason), [reason + "; rolled back"]
 

@@ -131,14 +131,28 @@ def _fsync_dir(directory: Path) -> None:
 
 def move_aside(path: Path, now: float) -> Path:
     """Rename ``path`` to ``<name>.corrupt-<UTC timestamp>`` (never over an earlier one)."""
+    return _rename(path, now, "corrupt")
+
+
+def _rename(path: Path, now: float, why: str) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    target = path.with_name(f"{path.name}.{why}-{stamp}")
     n = 1
     while target.exists():
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        target = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
         n += 1
     os.replace(path, target)
     return target
+
+
+def archive(state_dir: str | Path, service: str, now: float) -> Path | None:
+    """Move the service's journal out of the way (``<name>.archived-<UTC timestamp>``): its
+    rollout no longer applies, and a later rollout to the same version starts afresh. Returns
+    where it went, None when there was none."""
+    path = path_for(state_dir, service)
+    if not path.exists():
+        return None
+    return _rename(path, now, "archived")
 
 
 def load(state_dir: str | Path, service: str, now: float | None = None) -> RolloutState | None:

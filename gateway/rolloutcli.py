@@ -1,0 +1,227 @@
+"""``serve-gateway rollout ...`` and ``serve-gateway plan``: the command-line front of the rollout
+endpoints (control/rolloutapi.py) and the dry run of a config's rollouts (rollout/timeline.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from gateway import adminclient
+from gateway.errors import ConfigError
+
+ACTIONS = ("promote", "pause", "resume", "abort", "undo")
+
+
+def add_commands(sub: Any) -> None:
+    ro = sub.add_parser(
+        "rollout", help="show or steer a running gateway's rollouts",
+        description="status [SERVICE] [--watch]: phase, step, weights, analysis and time to the "
+                    "next step. promote SERVICE [--full]: go to the next step (--full: switch "
+                    "now). pause / resume / abort / undo SERVICE. Exit 1 when the gateway "
+                    "refused the command (the reason is printed).")
+    ro.add_argument("action", choices=("status", *ACTIONS))
+    ro.add_argument("service", nargs="?")
+    ro.add_argument("--full", action="store_true", help="promote: skip every remaining step")
+    ro.add_argument("--watch", action="store_true", help="status: refresh every second")
+    ro.add_argument("--json", action="store_true", help="print the raw answer")
+    adminclient.add_arguments(ro)
+    ro.set_defaults(func=cmd_rollout)
+
+    pl = sub.add_parser(
+        "plan", help="dry-run a config's rollouts (changes nothing)",
+        description="For each service of CONFIG with a rollout: the versions to start and stop, "
+                    "the timeline with the minimum time to full promotion and the time to "
+                    "rollback, and warnings. With --admin (or -c pointing at the running "
+                    "gateway's config) it compares with the running gateway and uses its "
+                    "request rate and cold-start times.")
+    pl.add_argument("plan_config", metavar="CONFIG")
+    pl.add_argument("--rps", type=float, help="expected requests per second per service")
+    pl.add_argument("--start-s", type=float, help="seconds a replica takes to become ready")
+    adminclient.add_arguments(pl)
+    pl.set_defaults(func=cmd_plan)
+
+
+# -- rollout ----------------------------------------------------------------------------------
+def cmd_rollout(args: argparse.Namespace) -> int:
+    try:
+        client = adminclient.from_args(args)
+        if args.action == "status":
+            return _status(client, args)
+        if not args.service:
+            print(f"serve-gateway rollout {args.action}: give the SERVICE", file=sys.stderr)
+            return 2
+        path = f"/rollouts/{args.service}/{args.action}" + ("?full=1" if args.full else "")
+        status, doc = client.request("POST", path)
+    except adminclient.AdminClientError as exc:
+        print(f"serve-gateway: {exc}", file=sys.stderr)
+        return 1
+    if status != 200 or not isinstance(doc, dict):
+        print(adminclient.describe_error(status, doc), file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(doc))
+    last = (doc.get("log") or [{}])[-1].get("line", "")
+    if not doc.get("accepted"):
+        print(f"serve-gateway rollout {args.action}: not applied: {last}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _status(client: adminclient.AdminClient, args: argparse.Namespace) -> int:
+    path = f"/rollouts/{args.service}" if args.service else "/rollouts"
+    while True:
+        status, doc = client.request("GET", path)
+        if status != 200 or not isinstance(doc, dict):
+            print(adminclient.describe_error(status, doc), file=sys.stderr)
+            return 1
+        docs = [doc] if args.service else list((doc.get("rollouts") or {}).values())
+        if args.json:
+            text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+        else:
+            text = "\n\n".join(render(d) for d in docs) or "no rollouts"
+            if not args.service and doc.get("corrupt_journals"):
+                text += "\n\nunreadable journals (moved aside):\n  " + \
+                    "\n  ".join(doc["corrupt_journals"])
+        if not args.watch:
+            print(text)
+            return 0
+        sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S  ") + text + "\n")
+        sys.stdout.flush()
+        if docs and all(d["phase"] in ("done", "aborted", "degraded") for d in docs):
+            return 0
+        time.sleep(1.0)
+
+
+def render(doc: dict[str, Any], width: int = 30) -> str:
+    """A rollout's status as text, with a progress bar of the target's weight."""
+    w = doc.get("weights") or {}
+    target_w = w.get(doc["target"], 0)
+    filled = round(width * target_w / 100)
+    step = f"step {doc['step'] + 1}/{doc['steps']}" if doc.get("steps") else ""
+    lines = [f"{doc['service']}: {doc['strategy']} {doc['stable']} -> {doc['target']}  "
+             f"{doc['phase'].upper()}  {step}".rstrip(),
+             f"  [{'#' * filled}{'.' * (width - filled)}] {doc['target']} {target_w}%   "
+             + ", ".join(f"{v}={n}%" for v, n in w.items())]
+    replicas = doc.get("replicas") or {}
+    if replicas:
+        lines.append("  replicas: " + ", ".join(f"{v}={n}" for v, n in replicas.items()))
+    if doc.get("mirror"):
+        lines.append(f"  mirroring {doc['mirror']['percent']:g}% to {doc['mirror']['to']}")
+    for rule in doc.get("rules") or []:
+        lines.append(f"  rule: {rule}")
+    for check in doc.get("analysis") or []:
+        lines.append(f"  analysis: {check}")
+    if doc.get("next_step_in") is not None:
+        lines.append(f"  next step in {doc['next_step_in']:.0f}s")
+    if doc.get("reason"):
+        lines.append(f"  {doc['reason']}")
+    for entry in (doc.get("log") or [])[-3:]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(entry["at"]))
+        lines.append(f"  {stamp} {entry['line']}")
+    return "\n".join(lines)
+
+
+# -- plan -------------------------------------------------------------------------------------
+def cmd_plan(args: argparse.Namespace) -> int:
+    from gateway.control.rollout.fromspec import stable_of, to_plan
+    from gateway.control.rollout.timeline import timeline
+    from gateway.spec import load_spec
+
+    try:
+        spec = load_spec(args.plan_config)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 1
+    running: dict[str, Any] | None = None
+    rollouts: dict[str, Any] = {}
+    rates: dict[str, float] = {}
+    if args.admin or args.config:
+        try:
+            client = adminclient.from_args(args)
+            running, rollouts, rates = _observe(client)
+        except adminclient.AdminClientError as exc:
+            print(f"serve-gateway: {exc}", file=sys.stderr)
+            return 1
+    out: list[str] = []
+    for name, svc in spec.services.items():
+        have = (running or {}).get("services", {}).get(name, {}).get("versions", {})
+        if running is not None:
+            out += _version_changes(name, svc, have)
+        if svc.rollout is None:
+            continue
+        live = rollouts.get(name)
+        stable = stable_of(svc)
+        if live is not None and live["phase"] in ("promoted", "done"):
+            stable = live["target"]
+        elif live is not None:
+            stable = live["stable"]
+        if live is not None and live["target"] == svc.rollout.to \
+                and live["strategy"] == svc.rollout.strategy:
+            out.append(f"{name}: the running {live['strategy']} rollout to {live['target']} "
+                       f"({live['phase']}) goes on; nothing starts")
+            continue
+        if stable == svc.rollout.to:
+            out.append(f"{name}: {stable} already serves; nothing to roll out")
+            continue
+        plan = to_plan(name, svc, stable)
+        rps = args.rps if args.rps is not None else rates.get(name)
+        start_s = args.start_s if args.start_s is not None else _cold_start(have) or 0.0
+        tl = timeline(plan, rps=rps, start_s=start_s)
+        out.append(f"{name}: {tl.strategy} {stable} -> {plan.target}, {plan.replicas} replicas"
+                   + (f"; at {rps:g} req/s" if rps is not None else "")
+                   + f"; replica start {start_s:g}s")
+        for step in tl.steps:
+            out.append(f"  +{step.at:6.0f}s  {step.label:<38} "
+                       + ", ".join(f"{v}={w}%" for v, w in step.weights.items())
+                       + "  replicas " + ", ".join(f"{v}={n}" for v, n in step.replicas.items())
+                       + ("  (waits for promote)" if step.manual else ""))
+        full = "needs a promote" if tl.to_full is None else f"{tl.to_full:.0f}s at the earliest"
+        out.append(f"  to full promotion: {full}; to rollback: {tl.to_rollback:.0f}s; "
+                   f"peak replicas {tl.peak_replicas}")
+        out += [f"  warning: {w}" for w in tl.warnings]
+    print("\n".join(out) or "no rollouts and no changes")
+    return 0
+
+
+def _observe(client: adminclient.AdminClient) -> tuple[dict[str, Any], dict[str, Any],
+                                                       dict[str, float]]:
+    """The running gateway's status, its rollouts, and each service's request rate over 1 s."""
+    def get(path: str) -> Any:
+        status, doc = client.request("GET", path)
+        if status != 200:
+            raise adminclient.AdminClientError(adminclient.describe_error(status, doc))
+        return doc
+    first, began = _answered(get("/status")), time.monotonic()
+    time.sleep(1.0)
+    status = get("/status")
+    second, dt = _answered(status), time.monotonic() - began
+    rates = {s: max(0.0, (second.get(s, 0) - first.get(s, 0)) / dt) for s in second}
+    return status, (get("/rollouts").get("rollouts") or {}), rates
+
+
+def _answered(status: dict[str, Any]) -> dict[str, int]:
+    return {name: int(svc.get("answered", 0)) for name, svc in status["services"].items()}
+
+
+def _version_changes(name: str, svc: Any, have: dict[str, Any]) -> list[str]:
+    out = [f"{name}/{v}: start {ver.replicas} replicas" for v, ver in svc.versions.items()
+           if v not in have]
+    out += [f"{name}/{v}: stop (not in the file)" for v in have if v not in svc.versions]
+    out += [f"{name}/{v}: new revision {ver.revision()} (running {have[v]['revision']})"
+            for v, ver in svc.versions.items()
+            if v in have and have[v].get("revision") != ver.revision()]
+    return out
+
+
+def _cold_start(have: dict[str, Any]) -> float | None:
+    seen = [r["cold_start_s"] for v in have.values() for r in v.get("replicas", [])
+            if r.get("cold_start_s") is not None]
+    return statistics.median(seen) if seen else None

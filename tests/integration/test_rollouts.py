@@ -1,0 +1,256 @@
+"""Rollouts for real: the shipped config/rollout-*.yaml examples (with shorter pauses) on a real
+gateway with real echo workers, under bounded loopback load.
+
+Each strategy must move traffic from v1 to v2 without a single failed request; a canary whose
+new version answers 5% 500s must roll itself back, with clients seeing errors only from the
+canary's share; a gateway killed mid-canary must resume at the same step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.helpers import REPO_ROOT, GatewayProc, Load, metric_value, run_cli, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+
+def example(name: str, service: str = "echo", route: str | None = None,
+            **rollout: Any) -> dict[str, Any]:
+    """The services of ``config/rollout-<name>.yaml``, renamed to ``service`` on ``route``,
+    with ``rollout`` keys replaced (shorter pauses for a test)."""
+    doc = yaml.safe_load((REPO_ROOT / "config" / f"rollout-{name}.yaml").read_text())
+    svc = copy.deepcopy(doc["services"]["echo"])
+    svc["rollout"].update(rollout)
+    if route is not None:
+        svc["route"] = route
+    return {service: svc}
+
+
+async def rollout_of(gw: GatewayProc, service: str = "echo") -> dict[str, Any]:
+    async with aiohttp.ClientSession() as s, s.get(gw.admin(f"/rollouts/{service}")) as r:
+        assert r.status == 200, await r.text()
+        doc: dict[str, Any] = await r.json()
+        return doc
+
+
+async def phase_is(gw: GatewayProc, phase: str, service: str = "echo",
+                   deadline: float = 60.0) -> dict[str, Any]:
+    async def check() -> bool:
+        doc = await rollout_of(gw, service)
+        if doc["phase"] in ("aborted", "degraded", "done") and doc["phase"] != phase:
+            raise AssertionError(f"{service} ended {doc['phase']}, not {phase}: {doc}")
+        return bool(doc["phase"] == phase)
+    await wait_until(check, deadline, what=f"{service} rollout {phase}", interval=0.2)
+    return await rollout_of(gw, service)
+
+
+async def metrics(gw: GatewayProc) -> str:
+    async with aiohttp.ClientSession() as s, s.get(gw.admin("/metrics")) as r:
+        return await r.text()
+
+
+async def test_canary_promotes_under_load_then_a_reload_does_not_restart_it(
+        tmp_path: Path) -> None:
+    services = example("canary", scale_down_delay="1s",
+                       steps=[{"weight": 25, "pause": "1s"}, {"weight": 50, "pause": "1s"}],
+                       analysis={"interval": "1s", "min_requests": 5})
+    async with GatewayProc(tmp_path, services, ready=False) as gw:
+        async with Load([gw.url("/v1/echo")]) as load:
+            done = await phase_is(gw, "done", deadline=60)
+            await load.stop()
+        assert not load.failures, load.failures[:5]
+        assert load.count(served_by="echo/v1") > 0 and load.count(served_by="echo/v2") > 0
+        assert done["weights"] == {"v1": 0, "v2": 100}
+        assert done["replicas"] == {"v1": 0, "v2": 2}
+        text = await metrics(gw)
+        assert metric_value(text, "serve_gateway_rollouts_total", service="echo",
+                            strategy="canary", outcome="done") == 1
+        assert metric_value(text, "serve_gateway_rollout_phase", service="echo",
+                            phase="done") == 1
+        await wait_until(lambda: _versions(gw, lambda v: v["v1"]["ready"] == 0), 20,
+                         what="v1 stopped")
+        journal = json.loads((gw.state_dir / "rollouts" / "echo.json").read_text())
+        assert journal["state"]["phase"] == "done"
+        # the same file again: recorded as done, nothing starts
+        code, _, err = await run_cli("reload", "--admin", gw.admin(""))
+        assert code == 0, err
+        again = await rollout_of(gw)
+        assert (again["phase"], again["started_at"]) == ("done", done["started_at"])
+        _, shown, _ = await run_cli("rollout", "status", "echo", "--admin", gw.admin(""))
+        assert "DONE" in shown and "v2 100%" in shown
+
+
+async def _versions(gw: GatewayProc, predicate: Any, service: str = "echo") -> bool:
+    doc = await gw.status()
+    return bool(predicate(doc["services"][service]["versions"]))
+
+
+async def test_canary_with_5pct_errors_rolls_back_by_itself(tmp_path: Path) -> None:
+    services = example("canary", steps=[{"weight": 50, "pause": "60s"}],
+                       analysis={"interval": "1s", "min_requests": 20, "failure_limit": 2,
+                                 "max_error_rate": 0.01})
+    services["echo"]["versions"]["v2"]["env"]["ECHO_FAIL_EVERY"] = "20"
+    async with GatewayProc(tmp_path, services, ready=False) as gw:
+        async with Load([gw.url("/v1/echo")]) as load:
+            degraded = await phase_is(gw, "degraded", deadline=60)
+            canary_share = load.count(served_by="echo/v2")
+            await asyncio.sleep(1.0)            # after the rollback: v1 only, no errors
+            tail_start = len(load.failures)
+            await asyncio.sleep(1.0)
+            await load.stop()
+        errors = [f for f in load.failures]
+        assert errors, "the bad canary never answered 500"
+        assert {served for _, _, served, _ in errors} == {"echo/v2"}, errors[:5]
+        assert len(errors) < 0.15 * canary_share
+        assert load.failures[tail_start:] == []
+        assert "error_rate" in degraded["reason"] and "analysis failed 2" in degraded["reason"]
+        assert degraded["weights"] == {"v1": 100, "v2": 0}
+        text = await metrics(gw)
+        failed = metric_value(text, "serve_gateway_rollout_analysis_total", service="echo",
+                              check="error_rate", result="fail")
+        assert failed is not None and failed >= 2
+        assert metric_value(text, "serve_gateway_rollouts_total", service="echo", strategy="canary",
+                             outcome="degraded") == 1
+        assert "rolled back" in gw.log()
+
+
+async def test_ramped_recreate_shadow_and_bluegreen_drop_nothing(tmp_path: Path) -> None:
+    services = {
+        **example("ramped", "ramped", "/ramped"),
+        **example("recreate", "recreate", "/recreate"),
+        **example("shadow", "shadow", "/shadow", percent=50, duration="2s",
+                  analysis={"interval": "1s", "min_requests": 5, "max_error_rate": 0.01,
+                            "min_agreement": 0.99}, scale_down_delay="1s"),
+        **example("bluegreen", "bluegreen", "/bluegreen"),
+    }
+    for svc in services.values():
+        for v in svc["versions"].values():
+            v["replicas"] = 1 if svc is services["bluegreen"] else v["replicas"]
+    urls = [gw_url for gw_url in ("/ramped", "/recreate", "/shadow", "/bluegreen")]
+    async with GatewayProc(tmp_path, services, ready=False, queue={"timeout": "20s"}) as gw:
+        async with Load([gw.url(u) for u in urls], clients=6) as load:
+            for name in ("ramped", "recreate", "shadow"):
+                await phase_is(gw, "done", name, deadline=90)
+            # blue/green waits for a person: the preview header reaches v2 before the switch
+            await phase_is(gw, "progressing", "bluegreen")
+            await wait_until(lambda: _versions(gw, lambda v: v["v2"]["ready"] == 1, "bluegreen"),
+                             30, what="green ready")
+            await wait_until(lambda: _served(gw, "/bluegreen", {"x-preview": "green"},
+                                             "bluegreen/v2"), 10, what="preview routes to v2")
+            assert await _served(gw, "/bluegreen", {}, "bluegreen/v1")
+            code, _, err = await run_cli("rollout", "promote", "bluegreen", "--admin",
+                                         gw.admin(""))
+            assert code == 0, err
+            await phase_is(gw, "promoted", "bluegreen")
+            assert await _served(gw, "/bluegreen", {}, "bluegreen/v2")
+            code, _, err = await run_cli("rollout", "undo", "bluegreen", "--admin", gw.admin(""))
+            assert code == 0, err
+            assert await _served(gw, "/bluegreen", {}, "bluegreen/v1")   # instant: v1 was warm
+            await load.stop()
+        assert not load.failures, load.failures[:5]
+        for name in ("ramped", "recreate", "shadow"):
+            assert load.count(gw.url(f"/{name}"), f"{name}/v2") > 0, name
+        text = await metrics(gw)
+        assert metric_value(text, "serve_gateway_shadow_agreement_ratio", service="shadow",
+                            version="v2") == 1.0
+        code, _, err = await run_cli("rollout", "undo", "ramped", "--admin", gw.admin(""))
+        assert code == 1 and "refused" in err, err
+
+
+async def _served(gw: GatewayProc, path: str, headers: dict[str, str], by: str) -> bool:
+    async with aiohttp.ClientSession() as s, \
+            s.post(gw.url(path), data=b'{"x": 1}', headers=headers) as r:
+        return r.status == 200 and r.headers.get("x-served-by") == by
+
+
+async def test_killed_mid_canary_resumes_the_same_step_then_a_new_target_supersedes_it(
+        tmp_path: Path) -> None:
+    services = example("canary", steps=[{"weight": 30, "pause": "0s"},
+                                        {"weight": 60, "pause": None}], analysis=None)
+    services["echo"]["versions"]["v3"] = copy.deepcopy(services["echo"]["versions"]["v2"])
+    services["echo"]["versions"]["v3"]["env"]["ECHO_TAG"] = "v3"
+    services["echo"]["rollout"]["from"] = "v1"
+    gw = GatewayProc(tmp_path, services, ready=False)
+    async with gw:
+        held = await _at_step(gw, 1)
+        assert held["weights"] == {"v1": 40, "v2": 60}
+        gw.expect_exit_code = None
+        assert await gw.stop(signal.SIGKILL) == -signal.SIGKILL
+    again = GatewayProc(tmp_path, services, ready=False)
+    async with again:
+        resumed = await rollout_of(again)
+        assert (resumed["phase"], resumed["step"], resumed["weights"]) == \
+            ("progressing", 1, {"v1": 40, "v2": 60})
+        assert resumed["started_at"] == held["started_at"]
+        assert "resumed" in again.log()
+        async with Load([again.url("/v1/echo")], clients=2) as load:
+            await wait_until(lambda: load.count(served_by="echo/v2") > 10, 30,
+                             what="the resumed canary serving")
+            # a new target: the canary to v2 ends, v3 starts from v1, v2 drains
+            config = copy.deepcopy(again.config)
+            config["services"]["echo"]["rollout"]["to"] = "v3"
+            again.rewrite(config)
+            code, _, err = await run_cli("reload", "--admin", again.admin(""))
+            assert code == 0, err
+            moved = await rollout_of(again)
+            assert (moved["stable"], moved["target"], moved["draining"]) == ("v1", "v3", ["v2"])
+            await _at_step(again, 1)
+            await wait_until(lambda: _versions(again, lambda v: v["v2"]["ready"] == 0), 20,
+                             what="v2 drained")
+            await load.stop()
+        assert not load.failures, load.failures[:5]
+        assert "by a new target v3" in again.log()
+        # corrupt journal: reported and moved aside on the next start, never silently reset
+    journal = tmp_path / "state" / "rollouts" / "echo.json"
+    journal.write_text("{not json")
+    third = GatewayProc(tmp_path, services, ready=False)
+    async with third:
+        doc = await third.status()
+        assert len(doc["corrupt_journals"]) == 1 and "moved to" in doc["corrupt_journals"][0]
+        assert list(journal.parent.glob("echo.json.corrupt-*"))
+        assert "unreadable" in third.log()
+
+
+async def _at_step(gw: GatewayProc, step: int) -> dict[str, Any]:
+    async def there() -> bool:
+        doc = await rollout_of(gw)
+        return bool(doc["step"] == step and doc["weights"].get(doc["target"], 0) > 0
+                    and doc["log"] and "at" in doc["log"][-1]["line"])
+    await wait_until(there, 40, what=f"step {step + 1}", interval=0.2)
+    return await rollout_of(gw)
+
+
+async def test_rollout_and_autoscaler_share_a_service(tmp_path: Path) -> None:
+    services = example("canary", steps=[{"weight": 50, "pause": None}], analysis=None,
+                       scale_down_delay="0s")
+    services["echo"]["autoscale"] = {"min_replicas": 1, "max_replicas": 3,
+                                     "scale_in_interval": "1s"}
+    async with GatewayProc(tmp_path, services, ready=False) as gw:
+        await _at_step(gw, 0)
+        doc = await gw.status()
+        versions = doc["services"]["echo"]["versions"]
+        assert versions["v1"]["autoscale"]["reason"] == "held by the rollout"
+        await asyncio.sleep(2.5)    # idle: the autoscaler would scale v1 in, the rollout holds it
+        assert (await gw.status())["services"]["echo"]["versions"]["v1"]["desired"] == 2
+        code, _, err = await run_cli("scale", "echo/v1", "3", "--admin", gw.admin(""))
+        assert code == 1 and "rollout" in err, err
+        code, _, err = await run_cli("traffic", "echo", "v1=1", "--admin", gw.admin(""))
+        assert code == 1 and "rollout" in err, err
+        code, _, err = await run_cli("rollout", "promote", "echo", "--full", "--admin",
+                                     gw.admin(""))
+        assert code == 0, err
+        await phase_is(gw, "done")
+        # the rollout let v2 go: the idle autoscaler scales it in to its minimum
+        await wait_until(lambda: _versions(gw, lambda v: v["v2"]["desired"] == 1
+                                           and v["v1"]["desired"] == 0), 20,
+                         what="v2 autoscaled after the rollout")
