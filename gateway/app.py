@@ -146,10 +146,10 @@ class Gateway:
             notes.append("live weight changes for " + ", ".join(sorted(self.weight_overrides))
                          + " replaced by the file's weights")
             log.info("reload: %s", notes[-1])
-        self.spec = spec
+        previous, self.spec = self.spec, spec
         self.loaded_at = time.time()
         self.weight_overrides = {}
-        notes += self.rollouts.apply(spec)     # keeps, retargets, starts or drops rollouts
+        notes += self.rollouts.apply(spec, previous)   # keeps, starts, supersedes or drops
         notes += self._apply_overlay()
         self._configure_dataplane()
         self._record_config()

@@ -29,20 +29,22 @@ from gateway import tasks
 from gateway.control import rollout, rolloutobs
 from gateway.control.rollout import journal
 from gateway.control.rollout.common import end
-from gateway.control.rollout.fromspec import stable_of, to_plan
+from gateway.control.rollout.fromspec import serving_of, stable_of, to_plan
 from gateway.control.rollout.model import (
     ENDED,
+    STRATEGIES,
     Command,
     Decision,
     Observations,
     Phase,
     Plan,
     RolloutState,
+    start_state,
 )
 from gateway.control.rolloutobs import Counts
 from gateway.control.supervisor import READY, Supervisor
 from gateway.metrics import Metrics
-from gateway.spec.models import MatchSpec, MirrorSpec, RuleSpec, ServiceSpec, Spec
+from gateway.spec.models import MatchSpec, MirrorSpec, RuleSpec, ServiceSpec, Spec, VersionSpec
 
 log = logging.getLogger("gateway.rollout")
 TICK = 0.5
@@ -60,6 +62,13 @@ class Run:
     routed: Any = None                     # the routing part of the last applied decision
     saved: RolloutState | None = None      # what the journal holds
     history: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    _old: VersionSpec | None = None
+
+    def old_revision(self) -> VersionSpec:
+        """A revision rollout's stable: the version as the config defined it before."""
+        if self._old is None:
+            self._old = VersionSpec.model_validate_json(self.state.stable_spec)
+        return self._old
 
 
 def window_start(state: RolloutState) -> float:
@@ -100,9 +109,10 @@ class Rollouts:
         self._journals = dict(result.states)
         return self.apply(spec)
 
-    def apply(self, spec: Spec) -> list[str]:
-        """Take a (re)loaded config; see the module docstring. Changes no replica or route by
-        itself: the caller applies ``overlay(spec)`` to the supervisor and the table."""
+    def apply(self, spec: Spec, previous: Spec | None = None) -> list[str]:
+        """Take a (re)loaded config (``previous``: the one it replaces, to see new revisions);
+        see the module docstring. Changes no replica or route by itself: the caller applies
+        ``overlay(spec)`` to the supervisor and the table."""
         now = self.clock()
         journals, self._journals = self._journals, {}
         notes = [self._forget(name, now) for name in list(self.runs)
@@ -113,22 +123,26 @@ class Rollouts:
                 notes.append(self._archive(name, state, now, "the config has no rollout for it"))
         for name, svc in spec.services.items():
             if svc.rollout is not None:
-                line = self._configure(name, svc, journals.get(name), now)
-                if line:
-                    notes.append(line)
+                before = previous.services.get(name) if previous is not None else None
+                notes.append(self._configure(name, svc, before, journals.get(name), now))
         for name, run in self.runs.items():
             if run.decision is None:
                 self._step(name, run, now)
         return [n for n in notes if n]
 
-    def _configure(self, name: str, svc: ServiceSpec, journaled: RolloutState | None,
-                   now: float) -> str:
+    def _configure(self, name: str, svc: ServiceSpec, before: ServiceSpec | None,
+                   journaled: RolloutState | None, now: float) -> str:
+        """Keep, resume, start or supersede the service's rollout; returns the log line."""
         r = svc.rollout
         assert r is not None
+        serving = serving_of(svc)
         run = self.runs.get(name)
         state = run.state if run is not None else journaled
-        if state is not None and state.target == r.to and state.strategy == r.strategy \
-                and state.stable in svc.versions:
+        old = before.versions.get(serving) if before is not None else None
+        revised = old is not None and old.revision() != svc.versions[serving].revision()
+        if not revised and state is not None and state.target == serving \
+                and state.strategy == r.strategy \
+                and (state.stable in svc.versions or state.stable_spec):
             plan = to_plan(name, svc, state.stable)
             if run is not None:
                 run.plan = plan          # same rollout: new thresholds apply from the next tick
@@ -138,6 +152,11 @@ class Rollouts:
                    f"({state.phase.value}, step {state.step + 1}, {state.target} at {state.weight}%)"
             log.info(line)
             return line
+        if revised and old is not None and (r.to is None or state is not None
+                                            and rollout.current_stable(state) == serving):
+            return self._revision(name, svc, serving, old, state, now)
+        if r.to is None:
+            return ""                    # nothing to roll out until the version changes
         running = state if state is not None \
             and rollout.current_stable(state) in svc.versions else None
         rt = rollout.retarget(running, to_plan(name, svc, stable_of(svc)), now)
@@ -147,6 +166,31 @@ class Rollouts:
         self.runs[name] = Run(rt.plan, rt.state,
                               drain=tuple(v for v in rt.drain if v in svc.versions))
         return rt.log
+
+    def _revision(self, name: str, svc: ServiceSpec, serving: str, old: VersionSpec,
+                  state: RolloutState | None, now: float) -> str:
+        """The serving version's definition changed: roll it out from the old revision, which
+        keeps running (and serving) as ``<version>.<old revision>`` until the strategy is done.
+        A revision rollout that had not switched yet keeps its old revision as the stable."""
+        if state is not None and state.phase not in (*ENDED, Phase.PROMOTED) \
+                and state.target == serving and state.stable_spec:
+            stable, spec_json = state.stable, state.stable_spec
+        else:
+            stable, spec_json = f"{serving}.{old.revision()}", old.model_dump_json()
+        plan = to_plan(name, svc, stable, serving)
+        drain: tuple[str, ...] = ()
+        if state is not None and state.phase not in ENDED:
+            outcome = Phase.DONE if state.phase == Phase.PROMOTED else Phase.ABORTED
+            self._count_end(name, end(state, outcome, now, f"superseded by a new revision of "
+                                                           f"{serving}"))
+            drain = tuple(v for v in (state.stable, state.target)
+                          if v not in (stable, serving) and v in svc.versions)
+        self.runs[name] = Run(plan, replace(start_state(plan, now), stable_spec=spec_json),
+                              drain=drain)
+        line = f"{name}: {serving} has a new revision {svc.versions[serving].revision()}: " \
+               f"rollout {stable} -> {serving} ({STRATEGIES[type(plan)]}) started"
+        log.info(line)
+        return line
 
     def _forget(self, name: str, now: float) -> str:
         run = self.runs.pop(name)
@@ -174,8 +218,11 @@ class Rollouts:
             if svc is None or d is None:
                 continue
             counts = {**d.replicas, **{v: 0 for v in run.drain}}
+            versions = dict(svc.versions)
+            if run.state.stable not in versions and run.state.stable_spec:
+                versions[run.state.stable] = run.old_revision()   # a revision rollout's old
             versions = {v: ver.model_copy(update={"replicas": counts[v]}) if v in counts else ver
-                        for v, ver in svc.versions.items()}
+                        for v, ver in versions.items()}
             rules = [RuleSpec(match=MatchSpec.model_validate({r.kind: {r.name: r.value}}),
                               to=r.to) for r in d.rules]
             mirror = svc.traffic.mirror
@@ -184,7 +231,7 @@ class Rollouts:
                     else mirror.model_copy(update={"to": d.mirror.to,
                                                    "percent": d.mirror.percent})
             traffic = svc.traffic.model_copy(update={
-                "weights": {v: d.weights.get(v, 0) for v in svc.versions},
+                "weights": {v: d.weights.get(v, 0) for v in versions},
                 "rules": rules + list(svc.traffic.rules), "mirror": mirror})
             services[name] = svc.model_copy(update={"versions": versions, "traffic": traffic})
         return spec.model_copy(update={"services": services})

@@ -49,6 +49,7 @@ def replica_spec(service: str, version: str, v: VersionSpec) -> ReplicaSpec:
 @dataclass
 class Managed:
     replica: Replica
+    group: Group                      # may change: a rollout moves an old revision's replicas
     state: str = STARTING
     launched: float = 0.0
     endpoint: Endpoint | None = None
@@ -126,6 +127,7 @@ class Supervisor:
         self.stop_grace = spec.gateway.stop_grace
         self.drain_timeout = spec.gateway.drain_timeout
         wanted = set()
+        added: list[Group] = []
         for sname, svc in spec.services.items():
             for vname, ver in svc.versions.items():
                 key = (sname, vname)
@@ -136,6 +138,7 @@ class Supervisor:
                     self.groups[key] = g = Group(sname, vname, ver, rs, ver.replicas, svc.timeouts.connect)
                     # added while running: routing holds it back until it can serve
                     g.joined = self._loop_task is None or ver.replicas == 0
+                    added.append(g)
                 g.removed = False
                 g.spec, g.desired, g.connect_timeout = ver, ver.replicas, svc.timeouts.connect
                 g.replica_set.on_demand = partial(self._demand, g)
@@ -143,7 +146,30 @@ class Supervisor:
         for key, g in self.groups.items():
             if key not in wanted:
                 g.removed, g.desired = True, 0
+        for g in added:      # once every group has its new spec, so revisions compare right
+            self._claim(g)
         self.wake()
+
+    def _claim(self, g: Group) -> None:
+        """A new group whose revision another group of the service still runs as a stale
+        revision takes those replicas over, ready and serving, instead of starting new ones: a
+        revision rollout keeps the old revision under its own version key (control/rollouts.py)
+        while the version's own group gets the new one."""
+        for other in self.groups.values():
+            if other is g or other.service != g.service:
+                continue
+            moved = [m for m in other.members if m.revision == g.revision != other.revision
+                     and m.state in (STARTING, READY)]
+            for m in moved:
+                other.members.remove(m)
+                g.members.append(m)
+                m.group = g
+                log.info("replica %s of %s/%s (revision %s) now serves as %s/%s", m.replica.id,
+                         other.service, other.version, m.revision, g.service, g.version)
+            if moved:
+                other.publish()
+                g.publish()
+                g.joined = g.joined or any(m.state == READY for m in moved)
 
     def replica_sets(self) -> dict[tuple[str, str], ReplicaSet]:
         return {k: g.replica_set for k, g in self.groups.items() if not g.removed}
@@ -162,9 +188,12 @@ class Supervisor:
         """Adopt replicas an earlier instance left (those of a current revision are kept after a
         readiness probe, the rest are stopped), then start the reconcile loop."""
         for r in await self.runtime.adopt():
-            g = self.groups.get((r.spec.service, r.spec.version))
-            if g is not None and not g.removed and r.spec.revision == g.revision \
-                    and len(g.current()) < g.desired:
+            # by revision: a revision rollout may run the version's old revision under its own
+            # key (e.g. v1.3f2a1b9c0d2e for v1)
+            g = next((g for g in self.groups.values() if g.service == r.spec.service
+                      and g.revision == r.spec.revision and not g.removed
+                      and g.version.split(".")[0] == r.spec.version.split(".")[0]), None)
+            if g is not None and len(g.current()) < g.desired:
                 log.info("adopted replica %s of %s/%s", r.id, g.service, g.version)
                 self._track(g, r)
             else:
@@ -180,11 +209,11 @@ class Supervisor:
         members = [(g, m) for g in self.groups.values() for m in list(g.members)]
         if keep:
             for g, m in members:
-                self._forget(g, m)
+                self._forget(m)
                 log.info("leaving replica %s of %s/%s running (%s) for the next gateway",
                          m.replica.id, g.service, g.version, m.replica.address)
             await tasks.cancel_and_wait(*(t for _, m in members for t in (m.probe_task, m.watch_task)))
-        await asyncio.gather(*(self._stop(g, m, drain=False) for g, m in members if not keep),
+        await asyncio.gather(*(self._stop(m, drain=False) for g, m in members if not keep),
                              *(self.runtime.stop(r, self.stop_grace) for r in self._orphans),
                              *self._runtime_tasks, return_exceptions=True)
         await self.prober.close()
@@ -235,12 +264,12 @@ class Supervisor:
                 # starting ones go first, then the newest ready ones
                 extra = sorted(current, key=lambda m: (m.state == READY, -m.launched))
                 for m in extra[:len(current) - g.desired]:
-                    self._spawn(self._stop(g, m), f"scale-in {m.replica.id}")
+                    self._spawn(self._stop(m), f"scale-in {m.replica.id}")
             ready_now = sum(1 for m in current if m.state == READY)
             for m in g.members:
                 if m.revision != g.revision and m.state in (STARTING, READY) \
                         and (ready_now >= g.desired or g.removed):
-                    self._spawn(self._stop(g, m), f"replace {m.replica.id}")
+                    self._spawn(self._stop(m), f"replace {m.replica.id}")
             if g.removed and not g.members and not g.launching:
                 del self.groups[key]
 
@@ -262,34 +291,34 @@ class Supervisor:
         self._track(g, replica, began)
 
     def _track(self, g: Group, replica: Replica, began: float | None = None) -> None:
-        m = Managed(replica, launched=self.clock(), began=began)
+        m = Managed(replica, g, launched=self.clock(), began=began)
         g.members.append(m)
-        m.probe_task = tasks.spawn(self._probe(g, m), name=f"probe {replica.id}")
-        m.watch_task = tasks.spawn(self._watch(g, m), name=f"watch {replica.id}")
+        m.probe_task = tasks.spawn(self._probe(m), name=f"probe {replica.id}")
+        m.watch_task = tasks.spawn(self._watch(m), name=f"watch {replica.id}")
 
-    async def _probe(self, g: Group, m: Managed) -> None:
-        h = g.spec.health
+    async def _probe(self, m: Managed) -> None:
+        h = m.group.spec.health
         r = m.replica
         deadline = self.clock() + h.start_timeout
         while not await self.prober.probe(r.host, r.port, h.path, h.timeout):
             if self.clock() > deadline:
                 log.error("replica %s of %s/%s not ready after %.0fs: restarting it", r.id,
-                          g.service, g.version, h.start_timeout)
-                self._spawn(self._stop(g, m, drain=False), f"restart {r.id}")
+                          m.group.service, m.group.version, h.start_timeout)
+                self._spawn(self._stop(m, drain=False), f"restart {r.id}")
                 return
             await asyncio.sleep(h.interval)
         if m.state != STARTING:
             return
         m.state = READY
-        m.endpoint = Endpoint(r.id, r.host, r.port, g.connect_timeout)
-        g.publish()
+        m.endpoint = Endpoint(r.id, r.host, r.port, m.group.connect_timeout)
+        m.group.publish()
         if m.began is not None:     # an adopted replica started long ago: no cold start
             m.cold_start = time.time() - m.began
-            self.metrics.cold_start.labels(g.service, g.version).observe(m.cold_start)
-        log.info("replica %s of %s/%s is ready", r.id, g.service, g.version)
-        if not g.joined:
-            g.joined = True
-            log.info("%s/%s joins routing", g.service, g.version)
+            self.metrics.cold_start.labels(m.group.service, m.group.version).observe(m.cold_start)
+        log.info("replica %s of %s/%s is ready", r.id, m.group.service, m.group.version)
+        if not m.group.joined:
+            m.group.joined = True
+            log.info("%s/%s joins routing", m.group.service, m.group.version)
             if self.on_joined is not None:
                 self.on_joined()
         self.wake()
@@ -301,22 +330,22 @@ class Supervisor:
             failures = 0 if await self.prober.probe(r.host, r.port, h.path, h.timeout) else failures + 1
             if failures >= h.failure_threshold:
                 log.error("replica %s of %s/%s failed %d health checks: replacing it", r.id,
-                          g.service, g.version, failures)
-                self._spawn(self._stop(g, m), f"unhealthy {r.id}")
+                          m.group.service, m.group.version, failures)
+                self._spawn(self._stop(m), f"unhealthy {r.id}")
                 return
 
-    async def _watch(self, g: Group, m: Managed) -> None:
+    async def _watch(self, m: Managed) -> None:
         info = await self.runtime.wait(m.replica)
         if m.state in (DRAINING, STOPPING):
             return
-        self._forget(g, m)
+        self._forget(m)
         if info.kind == ExitKind.OOM:
             reason = "oom_killed"
         else:
             reason = info.kind.value
-        self.metrics.replica_exits.labels(g.service, g.version, reason).inc()
-        self._crashed(g, _describe(info))
-        self.metrics.replica_restarts.labels(g.service, g.version).inc()
+        self.metrics.replica_exits.labels(m.group.service, m.group.version, reason).inc()
+        self._crashed(m.group, _describe(info))
+        self.metrics.replica_restarts.labels(m.group.service, m.group.version).inc()
         # what is left of it (an exited container) goes now, not at the next gateway start
         self._spawn(self._remove(m.replica), f"remove {m.replica.id}")
 
@@ -343,27 +372,27 @@ class Supervisor:
         if delay:
             asyncio.get_running_loop().call_later(delay, self.wake)
 
-    def _forget(self, g: Group, m: Managed) -> None:
+    def _forget(self, m: Managed) -> None:
         """Out of routing at once, and out of the group."""
         m.state = STOPPING
-        if m in g.members:
-            g.members.remove(m)
-        g.publish()
+        if m in m.group.members:
+            m.group.members.remove(m)
+        m.group.publish()
         if m.endpoint is not None:
             m.endpoint.pool.close()
         if m.probe_task is not None and m.probe_task is not asyncio.current_task():
             m.probe_task.cancel()
 
-    async def _stop(self, g: Group, m: Managed, drain: bool = True) -> None:
+    async def _stop(self, m: Managed, drain: bool = True) -> None:
         if m.state in (DRAINING, STOPPING):
             return
         m.state = DRAINING
-        g.publish()
+        m.group.publish()
         if drain and m.endpoint is not None:
             deadline = self.clock() + self.drain_timeout
             while m.endpoint.inflight > 0 and self.clock() < deadline:
                 await asyncio.sleep(0.02)
-        self._forget(g, m)
+        self._forget(m)
         try:
             await self.runtime.stop(m.replica, self.stop_grace)
         except GatewayError as exc:

@@ -124,6 +124,13 @@ def rollout(spec: Spec) -> Iterator[Finding]:
         for key, name in (("to", r.to), ("from", r.from_)):
             if name is not None and name not in svc.versions:
                 yield at + (key,), f"no version named {name} (versions: {known})"
+        if r.to is None:
+            if r.from_ is not None:
+                yield at + ("from",), "'from' needs a 'to'"
+            if len(svc.versions) != 1:
+                yield at, "a rollout without 'to' rolls out new revisions of a service's only " \
+                          "version: name the version to move to in 'to'"
+            continue
         if r.from_ == r.to:
             yield at + ("from",), "must differ from 'to'"
         if r.from_ is None and len(svc.versions) != 2:

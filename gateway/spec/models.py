@@ -303,11 +303,13 @@ class CanaryStepSpec(Strict):
 
 class RolloutCommon(Strict):
     """What every strategy shares. ``to`` moves the service to that version (``from``: the one
-    serving now, default the other version)."""
+    serving now, default the other version). A change to the serving version's definition
+    (command, image, env ...) rolls out by the same strategy, from the old revision to the new;
+    without ``to`` that is all the section does (for a service with one version)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    to: str = Field(description="the version to move to")
+    to: str | None = Field(None, description="the version to move to")
     from_: str | None = Field(None, alias="from", description="the version serving now")
     scale_down_delay: Duration = Field(30.0, description="the old set stays warm this long for undo")
 

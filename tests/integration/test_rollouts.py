@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.helpers import REPO_ROOT, GatewayProc, Load, metric_value, run_cli, wait_until
+from tests.helpers import ECHO, REPO_ROOT, GatewayProc, Load, metric_value, run_cli, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -254,3 +254,55 @@ async def test_rollout_and_autoscaler_share_a_service(tmp_path: Path) -> None:
         await wait_until(lambda: _versions(gw, lambda v: v["v2"]["desired"] == 1
                                            and v["v1"]["desired"] == 0), 20,
                          what="v2 autoscaled after the rollout")
+
+
+async def test_a_new_revision_rolls_out_by_the_strategy_and_survives_a_restart(
+        tmp_path: Path) -> None:
+    services = {"echo": {
+        "route": "/v1/echo", "rewrite": "/predict",
+        "versions": {"v1": {"command": ECHO, "env": {"ECHO_TAG": "old"}, "replicas": 2}},
+        "rollout": {"strategy": "canary", "steps": [{"weight": 50, "pause": None}],
+                    "analysis": None, "scale_down_delay": "0s"}}}
+    gw = GatewayProc(tmp_path, services)
+    async with gw:
+        old_rev = (await gw.status())["services"]["echo"]["versions"]["v1"]["revision"]
+        async with Load([gw.url("/v1/echo")], clients=3) as load:
+            config = copy.deepcopy(gw.config)
+            config["services"]["echo"]["versions"]["v1"]["env"]["ECHO_TAG"] = "new"
+            gw.rewrite(config)
+            code, _, err = await run_cli("reload", "--admin", gw.admin(""))
+            assert code == 0, err
+            held = await _at_step(gw, 0)
+            assert (held["stable"], held["target"]) == (f"v1.{old_rev}", "v1")
+            await wait_until(lambda: load.count(served_by=f"echo/v1.{old_rev}") > 10
+                             and load.count(served_by="echo/v1") > 10, 20,
+                             what="both revisions serving")
+            await load.stop()
+        assert not load.failures, load.failures[:5]
+        gw.expect_exit_code = None
+        await gw.stop(signal.SIGKILL)
+    # the file now holds only the new revision: the old one comes back from the journal
+    again = GatewayProc(tmp_path, config["services"], ready=False)
+    async with again:
+        resumed = await rollout_of(again)
+        assert (resumed["stable"], resumed["weights"]) == \
+            (f"v1.{old_rev}", {f"v1.{old_rev}": 50, "v1": 50})
+        await wait_until(lambda: _tags(again, {"old", "new"}), 30, what="both revisions again")
+        code, _, err = await run_cli("rollout", "promote", "echo", "--full", "--admin",
+                                     again.admin(""))
+        assert code == 0, err
+        await phase_is(again, "done")
+        assert await _tags(again, {"new"})
+        await wait_until(lambda: _versions(again, lambda v: v[f"v1.{old_rev}"]["ready"] == 0),
+                         20, what="the old revision stopped")
+
+
+async def _tags(gw: GatewayProc, expected: set[str], n: int = 40) -> bool:
+    seen = set()
+    async with aiohttp.ClientSession() as s:
+        for _ in range(n):
+            async with s.post(gw.url("/v1/echo"), json={"x": 1}) as r:
+                if r.status != 200:
+                    return False
+                seen.add((await r.json())["predictions"][0]["tag"])
+    return seen == expected

@@ -24,8 +24,15 @@ from gateway.control.rollout.model import (
 from gateway.spec import models as m
 
 
+def serving_of(svc: m.ServiceSpec) -> str:
+    """The version the rollout section is about: ``to``, else the service's only version."""
+    r = svc.rollout
+    assert r is not None
+    return r.to if r.to is not None else next(iter(svc.versions))
+
+
 def stable_of(svc: m.ServiceSpec) -> str:
-    """The version serving before the rollout, by the config alone: ``from``, else the one
+    """The version serving before a move to ``to``, by the config alone: ``from``, else the one
     version that is not ``to`` (the config checks guarantee there is exactly one then)."""
     r = svc.rollout
     assert r is not None
@@ -34,14 +41,15 @@ def stable_of(svc: m.ServiceSpec) -> str:
     return next(v for v in svc.versions if v != r.to)
 
 
-def to_plan(service: str, svc: m.ServiceSpec, stable: str) -> Plan:
-    """The plan of ``svc``'s rollout from ``stable`` to its ``to``; the full set is the target
-    version's ``replicas`` (at least one)."""
+def to_plan(service: str, svc: m.ServiceSpec, stable: str, target: str | None = None) -> Plan:
+    """The plan of ``svc``'s rollout from ``stable`` to ``target`` (default: the section's
+    version); the full set is the target version's ``replicas`` (at least one)."""
     r = svc.rollout
     assert r is not None
-    base: dict[str, Any] = {"service": service, "stable": stable, "target": r.to,
-            "replicas": max(1, svc.versions[r.to].replicas),
-            "scale_down_delay": r.scale_down_delay}
+    goal = target or serving_of(svc)
+    base: dict[str, Any] = {"service": service, "stable": stable, "target": goal,
+                            "replicas": max(1, svc.versions[goal].replicas),
+                            "scale_down_delay": r.scale_down_delay}
     if isinstance(r, m.RecreateRollout):
         return RecreatePlan(**base)
     if isinstance(r, m.RampedRollout):

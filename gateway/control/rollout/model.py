@@ -268,6 +268,9 @@ class RolloutState:
     promoted_at: float | None = None
     ended_at: float | None = None
     reason: str = ""
+    # a revision rollout's old replica definition (JSON of the config's version), so that a
+    # restarted gateway can run the old revision again under ``stable``; "" otherwise
+    stable_spec: str = ""
 
 
 STRATEGIES: dict[type, str] = {
