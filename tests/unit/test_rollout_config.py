@@ -120,3 +120,25 @@ def test_the_window_opens_where_the_analysis_counts_from() -> None:
     assert window_start(RolloutState("m", "canary", "v1", "v2", 10.0, step_started_at=20.0)) == 20.0
     assert window_start(RolloutState("m", "canary", "v1", "v2", 10.0, step_started_at=20.0,
                                      last_analysis_at=30.0)) == 30.0
+
+
+def test_a_rollout_without_to_is_for_a_single_version_service() -> None:
+    assert problems(BASE + "    rollout: {strategy: ramped}\n") == [
+        "services.m.rollout: a rollout without 'to' rolls out new revisions of a service's only "
+        "version: name the version to move to in 'to' (line 8)"]
+    single = BASE.replace('      v2: {command: "w {port}", replicas: 3}\n', "")
+    spec = parse_spec(single + "    rollout: {strategy: ramped}\n")
+    svc = spec.services["m"]
+    assert to_plan("m", svc, "v1.abc", "v1") == RampedPlan("m", "v1.abc", "v1", replicas=1)
+
+
+def test_plan_prints_each_examples_timeline_offline(capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    assert main(["plan", str(ROOT / "config" / "rollout-canary.yaml"), "--rps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "echo: canary v1 -> v2, 2 replicas; at 2 req/s" in out
+    assert "step 1: v2 at 10%" in out and "to full promotion: 180s at the earliest" in out
+    assert "warning:" in out and "min_requests 50" in out    # 10% of 2 req/s never fills it
+    assert main(["plan", str(ROOT / "config" / "rollout-bluegreen.yaml")]) == 0
+    assert "to full promotion: needs a promote" in capsys.readouterr().out
