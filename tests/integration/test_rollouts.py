@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.helpers import ECHO, REPO_ROOT, GatewayProc, Load, metric_value, run_cli, wait_until
+from tests.integration.test_metrics_promtool import promtool_check
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -73,6 +74,8 @@ async def test_canary_promotes_under_load_then_a_reload_does_not_restart_it(
         assert done["weights"] == {"v1": 0, "v2": 100}
         assert done["replicas"] == {"v1": 0, "v2": 2}
         text = await metrics(gw)
+        rc, report = await promtool_check(text)
+        assert rc == 0 and report.strip() == "", f"promtool check metrics:\n{report}"
         assert metric_value(text, "serve_gateway_rollouts_total", service="echo",
                             strategy="canary", outcome="done") == 1
         assert metric_value(text, "serve_gateway_rollout_phase", service="echo",
