@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.spec import Spec
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -19,13 +22,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from gateway import logs
     from gateway.app import Gateway
-    from gateway.spec import load_spec
 
     logs.setup(args.log_format, args.log_level)
-    try:
-        spec = load_spec(args.config)
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
+    spec = load_config(args.config)
+    if spec is None:
         return 1
 
     async def main() -> None:
@@ -67,11 +67,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         client = adminclient.from_args(args)
     except adminclient.AdminClientError as exc:
         if args.config:   # the file may be too broken to name its admin API: show what is wrong
-            from gateway.spec import load_spec
-            try:
-                load_spec(args.config)
-            except ConfigError as cexc:
-                print(cexc.render(), file=sys.stderr)
+            load_config(args.config)
         print(f"serve-gateway: {exc}; nothing was reloaded", file=sys.stderr)
         return 1
     try:
@@ -150,13 +146,20 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def load_config(path: str) -> Spec | None:
+    """The validated config, or None after printing every problem with its path and line."""
     from gateway.spec import load_spec
 
     try:
-        spec = load_spec(args.config)
+        return load_spec(path)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    spec = load_config(args.config)
+    if spec is None:
         return 1
     versions = sum(len(s.versions) for s in spec.services.values())
     print(f"{args.config}: ok ({len(spec.services)} services, {versions} versions, "

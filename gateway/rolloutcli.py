@@ -8,12 +8,12 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from gateway import adminclient
-from gateway.errors import ConfigError
 
 ACTIONS = ("promote", "pause", "resume", "abort", "undo")
 
@@ -131,14 +131,12 @@ def render(doc: dict[str, Any], width: int = 30) -> str:
 
 # -- plan -------------------------------------------------------------------------------------
 def cmd_plan(args: argparse.Namespace) -> int:
+    from gateway.cli import load_config
     from gateway.control.rollout.fromspec import stable_of, to_plan
     from gateway.control.rollout.timeline import timeline
-    from gateway.spec import load_spec
 
-    try:
-        spec = load_spec(args.plan_config)
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
+    spec = load_config(args.plan_config)
+    if spec is None:
         return 1
     running: dict[str, Any] | None = None
     rollouts: dict[str, Any] = {}
@@ -171,7 +169,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if stable == svc.rollout.to:
             out.append(f"{name}: {stable} already serves; nothing to roll out")
             continue
-        plan = to_plan(name, svc, stable)
+        plan = replace(to_plan(name, svc, stable), max_replicas=_gpu_capacity(spec, svc))
         rps = args.rps if args.rps is not None else rates.get(name)
         start_s = args.start_s if args.start_s is not None else _cold_start(have) or 0.0
         tl = timeline(plan, rps=rps, start_s=start_s)
@@ -219,6 +217,19 @@ def _version_changes(name: str, svc: Any, have: dict[str, Any]) -> list[str]:
             for v, ver in svc.versions.items()
             if v in have and have[v].get("revision") != ver.revision()]
     return out
+
+
+def _gpu_capacity(spec: Any, svc: Any) -> int | None:
+    """Replicas of the rollout's target the GPUs can hold (docker runtime, GPU versions only)."""
+    from gateway.runtimes.gpus import demand, detect_gpus
+
+    request = svc.versions[svc.rollout.to or next(iter(svc.versions))].resources.gpus
+    if spec.gateway.runtime != "docker" or request is None:
+        return None
+    gpus = spec.gateway.docker.gpus
+    available = gpus if isinstance(gpus, list) else detect_gpus()
+    per_replica = demand(request, len(available))
+    return len(available) // per_replica if per_replica else None
 
 
 def _cold_start(have: dict[str, Any]) -> float | None:

@@ -142,3 +142,23 @@ def test_plan_prints_each_examples_timeline_offline(capsys: pytest.CaptureFixtur
     assert "warning:" in out and "min_requests 50" in out    # 10% of 2 req/s never fills it
     assert main(["plan", str(ROOT / "config" / "rollout-bluegreen.yaml")]) == 0
     assert "to full promotion: needs a promote" in capsys.readouterr().out
+
+
+def test_plan_warns_when_the_gpus_cannot_hold_the_peak(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    config = tmp_path / "gpu.yaml"
+    config.write_text("""
+gateway: {runtime: docker, docker: {gpus: [0, 1]}}
+services:
+  m:
+    route: /m
+    versions:
+      v1: {image: "w:1", port: 8000, replicas: 2, resources: {gpus: 1}}
+      v2: {image: "w:2", port: 8000, replicas: 2, resources: {gpus: 1}}
+    rollout: {strategy: blue_green, to: v2}
+""")
+    assert main(["plan", str(config)]) == 0
+    assert "warning: needs 4 replicas at its peak, more than max_replicas 2" \
+        in capsys.readouterr().out
