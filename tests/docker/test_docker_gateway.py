@@ -291,3 +291,68 @@ async def test_plan_needing_more_gpus_than_exist_is_refused(tmp_path: Path, inst
     assert "this gateway has 2 (ids 0, 1)" in err and "Traceback" not in err
     assert labelled("containers", instance) == []     # refused before anything started
 
+
+
+async def test_revision_rollout_on_containers_survives_a_restart_and_drops_nothing(
+        tmp_path: Path, instance: str) -> None:
+    """A changed env rolls out by canary on containers; a gateway restarted mid-rollout with
+    --keep-replicas adopts both revisions' containers (the old one under v1.<revision>) and
+    resumes the step; promotion then drops no request."""
+    from tests.helpers import Load
+
+    services = {"echo": {**echo(replicas=2, env={"ECHO_TAG": "old"}),
+                         "rollout": {"strategy": "canary", "analysis": None,
+                                     "scale_down_delay": "0s",
+                                     "steps": [{"weight": 50, "pause": None}]}}}
+    (tmp_path / "first").mkdir()
+    first = gateway(tmp_path / "first", instance, services)
+    first.up_args = ["--keep-replicas"]
+    async with first:
+        old = versions(await first.status())["v1"]["revision"]
+        first.config["services"]["echo"]["versions"]["v1"]["env"]["ECHO_TAG"] = "new"
+        first.rewrite(first.config)
+        async with Load([first.url("/v1/echo")], clients=3) as load:
+            code, _, err = await run_cli("reload", "--admin", first.admin(""))
+            assert code == 0, err
+
+            async def both() -> bool:
+                v = versions(await first.status())
+                return v[f"v1.{old}"]["ready"] == 2 and v["v1"]["ready"] == 1 \
+                    and load.count(served_by="echo/v1") > 5
+            await wait_until(both, 60, what="old and new revision serving")
+            await load.stop()
+        assert not load.failures, load.failures[:5]
+    containers = sorted(running_ids(instance))
+    assert len(containers) == 3
+    # the second gateway shares the first's state dir: it resumes the journaled rollout
+    second = gateway(tmp_path / "first", instance, first.config["services"], ready=False)
+    async with second:
+        await wait_until(lambda: _rollout_weights(second, {f"v1.{old}": 50, "v1": 50}), 20,
+                         what="the rollout resumed")
+        await wait_until(second.all_ready, 30, what="adopted")
+        assert sorted(running_ids(instance)) == containers       # adopted, none restarted
+        async with Load([second.url("/v1/echo")], clients=3) as load:
+            code, _, err = await run_cli("rollout", "promote", "echo", "--full", "--admin",
+                                         second.admin(""))
+            assert code == 0, err
+
+            async def done() -> bool:
+                doc = await get_json_admin(second, "/rollouts/echo")
+                return bool(doc["phase"] == "done")
+            await wait_until(done, 60, what="promoted")
+            await load.stop()
+        assert not load.failures, load.failures[:5]
+        await wait_until(lambda: len(running_ids(instance)) == 2, 30, what="old revision gone")
+
+
+async def get_json_admin(gw: GatewayProc, path: str) -> Any:
+    async with aiohttp.ClientSession() as s:
+        return await get_json(s, gw.admin(path))
+
+
+async def _rollout_weights(gw: GatewayProc, weights: dict[str, int]) -> bool:
+    try:
+        doc = await get_json_admin(gw, "/rollouts/echo")
+    except aiohttp.ClientError:
+        return False
+    return bool(doc["weights"] == weights)
