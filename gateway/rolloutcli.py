@@ -184,7 +184,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         full = "needs a promote" if tl.to_full is None else f"{tl.to_full:.0f}s at the earliest"
         out.append(f"  to full promotion: {full}; to rollback: {tl.to_rollback:.0f}s; "
                    f"peak replicas {tl.peak_replicas}")
-        out += [f"  warning: {w}" for w in tl.warnings]
+        out += [f"  warning: {w}" for w in (*tl.warnings, *_mirror_warnings(svc))]
     print("\n".join(out) or "no rollouts and no changes")
     return 0
 
@@ -217,6 +217,15 @@ def _version_changes(name: str, svc: Any, have: dict[str, Any]) -> list[str]:
             for v, ver in svc.versions.items()
             if v in have and have[v].get("revision") != ver.revision()]
     return out
+
+
+def _mirror_warnings(svc: Any) -> list[str]:
+    r = svc.rollout
+    mirrors = r.strategy == "shadow" or getattr(r, "mirror_percent", 0) > 0
+    if not mirrors or svc.mirror_post:
+        return []
+    return ["only GET and HEAD requests are mirrored: set mirror_post: true on the service if "
+            "its POSTs (inference) have no side effects, or the analysis sees no copies"]
 
 
 def _gpu_capacity(spec: Any, svc: Any) -> int | None:

@@ -162,3 +162,15 @@ services:
     assert main(["plan", str(config)]) == 0
     assert "warning: needs 4 replicas at its peak, more than max_replicas 2" \
         in capsys.readouterr().out
+
+
+def test_plan_warns_when_a_shadow_cannot_see_posts(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    text = (ROOT / "config" / "rollout-shadow.yaml").read_text()
+    (tmp_path / "s.yaml").write_text(text.replace("mirror_post: true", "mirror_post: false"))
+    assert main(["plan", str(tmp_path / "s.yaml")]) == 0
+    assert "only GET and HEAD requests are mirrored" in capsys.readouterr().out
+    assert main(["plan", str(ROOT / "config" / "rollout-shadow.yaml")]) == 0
+    assert "mirrored" not in capsys.readouterr().out
