@@ -5,9 +5,9 @@ an exact string or a regex that must match the whole value (``re.fullmatch``, as
 ``safe_regex`` does), so ``beta`` never matches ``not-beta``. Regexes are compiled here, when the
 table is built, never per request.
 
-Cookies are parsed here, once per request and only when a rule or a sticky cookie needs them:
-aiohttp's ``request.cookies`` builds an ``http.cookies.SimpleCookie`` (about 5 us even with no
-Cookie header), a tenth of the whole request's budget.
+Cookies are parsed here, once per request and only when a rule or a sticky cookie needs them: an
+``http.cookies.SimpleCookie`` costs about 5 us even with no Cookie header, a tenth of the whole
+request's budget.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ NO_COOKIES: Mapping[str, str] = {}
 
 
 class RequestView(Protocol):
-    """What version choice reads from a request; aiohttp's request satisfies it. ``headers``
-    must be case-insensitive (or keyed by lower-case names)."""
+    """What version choice reads from a request; the data plane's ``http1msg.Request`` (whose
+    ``headers`` is a ``HeaderView``) satisfies it. ``headers`` must be case-insensitive (or keyed
+    by lower-case names)."""
 
     @property
     def headers(self) -> Mapping[str, str]: ...

@@ -11,7 +11,7 @@ HOP_BY_HOP = frozenset({
 })
 # recomputed by us on each hop
 _REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for"}
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"date"}
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})   # name no other header: nothing to strip
 
 
@@ -74,8 +74,8 @@ def _without(parts: list[bytes], tokens: frozenset[bytes]) -> list[bytes]:
     return out
 
 
-def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """The worker's headers minus hop-by-hop ones, as str pairs for aiohttp."""
+def relayed_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The worker's headers minus hop-by-hop ones, Content-Length and Date (ours replace them)."""
     tokens: frozenset[bytes] | None = None
     out = []
     for name, value in headers:
@@ -84,10 +84,20 @@ def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]
             if lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                 tokens = _connection_tokens(headers)
             continue
-        out.append((name.decode("latin-1"), value.decode("latin-1")))
+        out.append((name, value))
     if tokens:
-        out = [(n, v) for n, v in out if n.lower().encode("latin-1") not in tokens]
+        out = [(n, v) for n, v in out if n.lower() not in tokens]
     return out
+
+
+def response_fields(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """``relayed_headers`` as header lines, ready for the client's answer head."""
+    return b"".join([b"%s: %s\r\n" % field for field in relayed_headers(headers)])
+
+
+def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """``relayed_headers`` as text pairs."""
+    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in relayed_headers(headers)]
 
 
 async def chunked(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:

@@ -185,7 +185,7 @@ async def test_killed_mid_canary_resumes_the_same_step_then_a_new_target_superse
     services["echo"]["rollout"]["from"] = "v1"
     gw = GatewayProc(tmp_path, services, ready=False)
     async with gw:
-        held = await _at_step(gw, 1)
+        held = await _at_step(gw, 1, 60)
         assert held["weights"] == {"v1": 40, "v2": 60}
         gw.expect_exit_code = None
         assert await gw.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -207,7 +207,7 @@ async def test_killed_mid_canary_resumes_the_same_step_then_a_new_target_superse
             assert code == 0, err
             moved = await rollout_of(again)
             assert (moved["stable"], moved["target"], moved["draining"]) == ("v1", "v3", ["v2"])
-            await _at_step(again, 1)
+            await _at_step(again, 1, 60)
             await wait_until(lambda: _versions(again, lambda v: v["v2"]["ready"] == 0), 20,
                              what="v2 drained")
             await load.stop()
@@ -224,11 +224,13 @@ async def test_killed_mid_canary_resumes_the_same_step_then_a_new_target_superse
         assert "unreadable" in third.log()
 
 
-async def _at_step(gw: GatewayProc, step: int) -> dict[str, Any]:
+async def _at_step(gw: GatewayProc, step: int, weight: int) -> dict[str, Any]:
+    """Wait until the rollout is at ``step`` with its weight applied (a step's weight waits for
+    the replicas it needs)."""
     async def there() -> bool:
         doc = await rollout_of(gw)
-        return bool(doc["step"] == step and doc["weights"].get(doc["target"], 0) > 0)
-    await wait_until(there, 40, what=f"step {step + 1}", interval=0.2)
+        return bool(doc["step"] == step and doc["weights"].get(doc["target"]) == weight)
+    await wait_until(there, 40, what=f"step {step + 1} at {weight}%", interval=0.2)
     return await rollout_of(gw)
 
 
@@ -238,7 +240,7 @@ async def test_rollout_and_autoscaler_share_a_service(tmp_path: Path) -> None:
     services["echo"]["autoscale"] = {"min_replicas": 1, "max_replicas": 3,
                                      "scale_in_interval": "1s"}
     async with GatewayProc(tmp_path, services, ready=False) as gw:
-        await _at_step(gw, 0)
+        await _at_step(gw, 0, 50)
         doc = await gw.status()
         versions = doc["services"]["echo"]["versions"]
         assert versions["v1"]["autoscale"]["reason"] == "held by the rollout"
@@ -274,7 +276,7 @@ async def test_a_new_revision_rolls_out_by_the_strategy_and_survives_a_restart(
             gw.rewrite(config)
             code, _, err = await run_cli("reload", "--admin", gw.admin(""))
             assert code == 0, err
-            held = await _at_step(gw, 0)
+            held = await _at_step(gw, 0, 50)
             assert (held["stable"], held["target"]) == (f"v1.{old_rev}", "v1")
             await wait_until(lambda: load.count(served_by=f"echo/v1.{old_rev}") > 10
                              and load.count(served_by="echo/v1") > 10, 20,
@@ -315,7 +317,7 @@ async def test_ab_routes_its_arm_and_plan_reads_the_running_gateway(tmp_path: Pa
     async with GatewayProc(tmp_path, services, ready=False) as gw:
         await wait_until(lambda: _versions(gw, lambda v: v["v2"]["ready"] == 1
                                            and v["v1"]["ready"] == 2), 30, what="both arms")
-        running = await _at_step(gw, 0)
+        running = await _at_step(gw, 0, 20)
         assert running["rules"] == ["cookie ab-group=beta -> v2"]
         async with aiohttp.ClientSession() as s:
             beta = [await _by(s, gw, {"Cookie": "ab-group=beta"}) for _ in range(20)]

@@ -1,0 +1,451 @@
+"""The data listener's HTTP/1.1 server: one asyncio protocol per connection, httptools parsing.
+
+A connection serves one request at a time, in arrival order: pipelined requests are parsed as
+they come and wait in a short queue (reading pauses when it is full). A request
+(``http1msg.Request``) is handed to the handler, as one task, either
+
+- whole, once its body has arrived: no body, or a Content-Length of at most 1 MiB (``body``);
+- streamed, as soon as its head is complete: a larger or chunked body, or ``Expect:
+  100-continue`` (``read``/``stream``; reading pauses while more than 256 KiB wait unread).
+
+A connection closes after a ``Connection: close`` or HTTP/1.0 exchange, after an answer given
+before the request's body was read (the rest is read and dropped for a moment so the client sees
+the answer), on a malformed or oversized head (400 / 431, JSON, after the answers owed to the
+requests before it) and after ``keepalive_timeout`` idle (one timer per connection, re-armed
+only when it fires). ``shutdown`` stops accepting, closes idle connections at once, lets requests
+in flight finish until the drain timeout and then closes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import httptools
+
+from gateway import tasks
+from gateway.dataplane.http1msg import (
+    HeadTooLarge,
+    InternalError,
+    Request,
+    answer,
+    error_parts,
+)
+from gateway.errors import BadRequest, ClientGone, ProxyError
+
+log = logging.getLogger("gateway.http1")
+
+WHOLE_BODY_LIMIT = 1 << 20      # bodies up to this (with a Content-Length) arrive whole
+READ_HIGH_WATER = 1 << 18       # unread request body bytes before reading pauses
+MAX_TARGET = 8190               # request-target bytes (as aiohttp's line limit): 400 above
+MAX_HEAD = 64 * 1024            # header field bytes: 431 above
+MAX_PIPELINED = 8               # parsed requests waiting behind the one being served
+KEEPALIVE_TIMEOUT = 75.0
+LINGER = 2.0                    # how long the unread rest of a body is dropped before closing
+
+Handler = Callable[[Request], Awaitable[None]]
+
+
+class _Conn(asyncio.Protocol):
+    """One client connection."""
+
+    __slots__ = (
+        "active",
+        "closing",
+        "cur",
+        "drain_waiter",
+        "fields",
+        "head_read",
+        "head_size",
+        "idle_since",
+        "idle_timer",
+        "in_head",
+        "linger_timer",
+        "loop",
+        "lost",
+        "parser",
+        "peer",
+        "peer_bytes",
+        "pending_error",
+        "queue",
+        "read_paused",
+        "reading_done",
+        "server",
+        "task",
+        "transport",
+        "url",
+        "write_paused",
+    )
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.peer_bytes = b""
+        # parsing
+        self.in_head = False
+        self.head_read = 0             # bytes fed while inside one head (a hard bound)
+        self.head_size = 0
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.cur: Request | None = None          # head parsed, body still arriving
+        # serving
+        self.queue: deque[Request] = deque()     # ready, waiting for their turn
+        self.active: Request | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.pending_error: ProxyError | None = None   # answered once the queue is empty
+        self.reading_done = False      # later bytes are dropped (error, upgrade, linger)
+        self.closing = False           # close after the answer in flight (shutdown)
+        self.lost = False
+        self.read_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.idle_since = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.linger_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) and peer else ""
+        self.peer_bytes = self.peer.encode()
+        self.server.conns.add(self)
+        if not self.server.accepting:
+            transport.close()           # connected while the listener was closing
+            return
+        self._go_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.reading_done:
+            return
+        in_head = self.in_head
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # the request before the protocol switch was parsed; we do not switch
+            self.reading_done = True
+            self._no_more()
+            return
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            self._broken(cause if isinstance(cause, ProxyError)
+                         else BadRequest(f"malformed request: {exc}"))
+            return
+        if in_head and self.in_head:     # all of it inside one head not yet complete
+            self.head_read += len(data)
+            if self.head_read > 2 * MAX_HEAD:
+                self._broken(HeadTooLarge(f"request head over {MAX_HEAD} bytes"))
+
+    def eof_received(self) -> bool:
+        self.reading_done = True
+        cur = self.cur
+        if cur is not None:
+            cur._fail(ClientGone("the client stopped sending the request body"))
+        # half-closed while requests are being served: their answers can still be written
+        return self.active is not None or bool(self.queue)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        gone = ClientGone("the client closed the connection")
+        for req in (self.cur, self.active, *self.queue):
+            if req is not None:
+                req._fail(gone)
+        self.queue.clear()
+        for timer in (self.idle_timer, self.linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._wake_writer()
+        if self.task is None:
+            self.server.forget(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writer()
+
+    # -- httptools callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.head_read = 0
+        self.head_size = 0
+        self.url = b""
+        self.fields = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > MAX_TARGET:
+            raise BadRequest(f"request target over {MAX_TARGET} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD:
+            raise HeadTooLarge(f"request header fields over {MAX_HEAD} bytes")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        p = self.parser
+        raw = tuple(self.fields)
+        length: int | None = None
+        chunked = expect = False
+        for name, value in raw:
+            n = len(name)
+            if n == 14 and name.lower() == b"content-length":
+                length = int(value)
+            elif n == 17 and name.lower() == b"transfer-encoding":
+                chunked = True
+            elif n == 6 and name.lower() == b"expect":
+                expect = value.lower() == b"100-continue"
+        method = p.get_method().decode("latin-1")
+        req = Request(self, method, self.url.decode("latin-1"), raw, length, chunked, expect,
+                      p.should_keep_alive(), p.get_http_version() == "1.0")
+        self.cur = req
+        if chunked or (length and (length > WHOLE_BODY_LIMIT or expect)):
+            req.streamed = True
+            self._ready(req)
+
+    def on_body(self, body: bytes) -> None:
+        req = self.cur
+        if req is None:
+            return
+        if req.streamed:
+            req._feed(body)
+            if req._buffered > READ_HIGH_WATER:
+                self._pause()
+        else:
+            req._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self.cur
+        if req is None:
+            return
+        self.cur = None
+        req.complete = True
+        if req.streamed:
+            req._wake()
+        else:
+            chunks = req._chunks
+            req.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            req._chunks = []
+            self._ready(req)
+
+    # -- serving ------------------------------------------------------------------------------
+    def _ready(self, req: Request) -> None:
+        if self.active is None:
+            self._start(req)
+        else:
+            self.queue.append(req)
+            if len(self.queue) >= MAX_PIPELINED:
+                self._pause()
+
+    def _start(self, req: Request) -> None:
+        self.active = req
+        self.task = tasks.spawn(self._serve(req), name="http request")
+
+    async def _serve(self, req: Request) -> None:
+        try:
+            try:
+                await self.server.handler(req)
+            except Exception as exc:
+                log.exception("unhandled error serving %s %s", req.method, req.target)
+                if not req.started:
+                    req.respond(500, *error_parts(InternalError(repr(exc)), None))
+            if not req.started:
+                req.respond(500, *error_parts(InternalError("the handler gave no answer"),
+                                              None))
+            if self.write_paused and not self.lost:
+                await self.drain()
+        finally:
+            self.task = None
+            self._done(req)
+
+    def _done(self, req: Request) -> None:
+        self.active = None
+        if self.lost:
+            self.server.forget(self)
+        elif not req.finished:
+            self.abort()                 # a streamed answer cut short
+        elif req.close or self.closing:
+            self._close_after(req)
+        else:
+            self._next()
+
+    def _next(self) -> None:
+        if self.queue:
+            self._start(self.queue.popleft())
+            self.maybe_resume()
+        elif self.pending_error is not None:
+            exc, self.pending_error = self.pending_error, None
+            self.send(answer(exc.status, *error_parts(exc, None), close=True))
+            self._close()
+        elif self.reading_done:
+            self._close()
+        else:
+            self._go_idle()
+            self.maybe_resume()
+
+    def must_close(self, req: Request) -> bool:
+        """Whether the answer to ``req`` ends the connection."""
+        return not req.keep_alive or self.closing or not req.complete \
+            or req._error is not None \
+            or (self.reading_done and not self.queue and self.pending_error is None)
+
+    def _no_more(self) -> None:
+        """Read nothing more; close once the requests already read are answered."""
+        if self.active is None and not self.queue:
+            self._next()
+
+    def _broken(self, exc: ProxyError) -> None:
+        """A malformed or oversized request: answer 400/431 after the requests before it and
+        close. A request already being served loses its body instead (its handler answers)."""
+        self.reading_done = True
+        self.in_head = False
+        cur, self.cur = self.cur, None
+        if cur is not None and cur.streamed:
+            cur._fail(exc)
+            return
+        self.pending_error = exc
+        self._no_more()
+
+    def _close_after(self, req: Request) -> None:
+        """Close once the answer is out; if the body was not all read, drop what still comes
+        for a moment first, so the client reads our answer rather than a reset."""
+        if req.complete or self.reading_done or self.transport is None:
+            self._close()
+            return
+        self.reading_done = True
+        self.cur = None
+        self.maybe_resume(force=True)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.linger_timer = self.loop.call_later(LINGER, self.abort)
+
+    # -- flow control and timers --------------------------------------------------------------
+    def _pause(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.lost:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def maybe_resume(self, force: bool = False) -> None:
+        if not self.read_paused or self.lost or self.transport is None:
+            return
+        cur = self.cur
+        if force or (len(self.queue) < MAX_PIPELINED and
+                     (cur is None or cur._buffered <= READ_HIGH_WATER)):
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _go_idle(self) -> None:
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_at(self.idle_since + self.server.keepalive_timeout,
+                                                self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        """One timer per connection, re-armed only when it fires: no timer work per request."""
+        self.idle_timer = None
+        if self.active is not None or self.queue or self.lost:
+            return                      # busy: armed again when it goes idle
+        deadline = self.idle_since + self.server.keepalive_timeout
+        if deadline > self.loop.time():
+            self.idle_timer = self.loop.call_at(deadline, self._on_idle_timer)
+        else:
+            self._close()
+
+    def idle(self) -> bool:
+        return self.active is None and not self.queue and self.cur is None
+
+    # -- writing ------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.writelines(parts)
+
+    def send(self, parts: tuple[bytes, ...]) -> None:
+        if len(parts) == 1:
+            self.write(parts[0])
+        else:
+            self.writelines(parts)
+
+    async def drain(self) -> None:
+        while self.write_paused and not self.lost:
+            self.drain_waiter = self.loop.create_future()
+            try:
+                await self.drain_waiter
+            finally:
+                self.drain_waiter = None
+
+    def _wake_writer(self) -> None:
+        w = self.drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def shutdown(self) -> None:
+        """Server shutdown: an idle connection closes now, a busy one after its answer."""
+        self.closing = True
+        if self.idle():
+            self._close()
+
+
+class Server:
+    """The listener and its connections."""
+
+    def __init__(self, handler: Handler, *, keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> None:
+        self.handler = handler
+        self.keepalive_timeout = keepalive_timeout
+        self.loop = asyncio.get_running_loop()
+        self.conns: set[_Conn] = set()
+        self.accepting = True
+        self._server: asyncio.Server | None = None
+        self._gone: asyncio.Future[None] | None = None   # set when the last connection goes
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await self.loop.create_server(lambda: _Conn(self), host, port,
+                                                     reuse_address=True, backlog=4096)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def forget(self, conn: _Conn) -> None:
+        self.conns.discard(conn)
+        if not self.conns and self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
+
+    async def shutdown(self, drain_timeout: float) -> None:
+        """Stop accepting, close idle connections, give requests in flight ``drain_timeout``
+        seconds, then close whatever is left (cancelling its handlers)."""
+        self.accepting = False
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.conns):
+            conn.shutdown()
+        if self.conns:
+            self._gone = self.loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._gone), drain_timeout)
+            except TimeoutError:
+                pass
+        left = list(self.conns)
+        for conn in left:
+            conn.abort()
+        await tasks.cancel_and_wait(*(c.task for c in left))
+        if self._server is not None:
+            await self._server.wait_closed()
