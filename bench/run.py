@@ -38,7 +38,7 @@ from targets import (
     start_naive,
     start_nginx_proxy,
 )
-from wrkload import run_wrk
+from wrkload import WrkResult, run_wrk
 
 PHASES = ("closed", "fixed", "rss")
 
@@ -52,10 +52,11 @@ class Timing:
     fixed_s: float
     fixed_warmup_s: float
     fixed_conns: int = 32
+    rounds: int = 1
 
     @classmethod
     def pick(cls, quick: bool) -> Timing:
-        return cls(2, 1, 3.0, 0.5) if quick else cls(8, 1, 8.0, 1.0)
+        return cls(2, 1, 3.0, 0.5) if quick else cls(5, 1, 8.0, 1.0, rounds=3)
 
 
 def _log(msg: str) -> None:
@@ -94,22 +95,33 @@ def _start_targets(sc: Scenario, wanted: set[str], procs: ProcSet, tmp: Path, ga
 
 def _closed(sc: Scenario, targets: dict[str, Target], timing: Timing, conns: int | None,
             results: Results) -> None:
-    for load in sc.loads:
-        if conns:
-            load = dataclasses.replace(load, connections=conns)
-        for key in TARGETS:
-            target = targets.get(key)
-            if target is None:
-                continue
-            _log(f"wrk {load.name} -> {key} ({timing.wrk_s}s, -c{load.connections})")
-            run_wrk(target.url, load, timing.wrk_warmup_s)  # warm pools, caches, allocators
-            cpu0, t0 = target.cpu_seconds(), time.monotonic()
-            res = run_wrk(target.url, load, timing.wrk_s)
-            cpu, elapsed = target.cpu_seconds() - cpu0, time.monotonic() - t0
-            results.closed.setdefault(load.name, {})[key] = res
-            # CPU per request is far steadier than req/s on a shared machine.
-            results.cpu.setdefault(load.name, {})[key] = {
-                "us_per_req": 1e6 * cpu / max(1, res.requests), "cores": cpu / elapsed}
+    """``timing.rounds`` rounds, each running every load against every target in turn; each
+    (load, target) reports its median round by req/s. On a shared VM a target's speed drifts by
+    up to 2x from one run to the next: interleaving spreads the drift over every row, and the
+    median drops a run that a noisy neighbour happened to hit."""
+    runs: dict[tuple[str, str], list[tuple[WrkResult, dict[str, float]]]] = {}
+    for round_no in range(timing.rounds):
+        for load in sc.loads:
+            if conns:
+                load = dataclasses.replace(load, connections=conns)
+            for key in TARGETS:
+                target = targets.get(key)
+                if target is None:
+                    continue
+                _log(f"wrk {load.name} -> {key} ({timing.wrk_s}s, -c{load.connections}, "
+                     f"round {round_no + 1}/{timing.rounds})")
+                run_wrk(target.url, load, timing.wrk_warmup_s)  # warm pools, caches, allocators
+                cpu0, t0 = target.cpu_seconds(), time.monotonic()
+                res = run_wrk(target.url, load, timing.wrk_s)
+                cpu, elapsed = target.cpu_seconds() - cpu0, time.monotonic() - t0
+                # CPU per request is far steadier than req/s on a shared machine.
+                runs.setdefault((load.name, key), []).append(
+                    (res, {"us_per_req": 1e6 * cpu / max(1, res.requests),
+                           "cores": cpu / elapsed}))
+    for (load_name, key), measured in runs.items():
+        res, cpu = sorted(measured, key=lambda m: m[0].rps)[len(measured) // 2]
+        results.closed.setdefault(load_name, {})[key] = res
+        results.cpu.setdefault(load_name, {})[key] = cpu
 
 
 def _py_tool(script: str, args: list[str], timeout: float) -> dict[str, Any]:
@@ -199,6 +211,8 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--rate", type=float, help="fixed-rate req/s instead of half the saturation")
     p.add_argument("--fixed-connections", type=int, default=32,
                    help="connections of the fixed-rate generator")
+    p.add_argument("--rounds", type=int, help="closed-loop rounds, median reported (default 3; "
+                   "--quick: 1)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     p.add_argument("--gateway", type=Path, default=GATEWAY_BIN,
@@ -221,13 +235,15 @@ def main() -> int:
               f"{sorted(phases - set(PHASES))}", file=sys.stderr)
         return 2
     timing = dataclasses.replace(Timing.pick(args.quick), fixed_conns=args.fixed_connections)
+    if args.rounds:
+        timing = dataclasses.replace(timing, rounds=args.rounds)
     info = machine_info()
     results, failed = run(sc, wanted, phases, timing, args.connections, args.rate, args.keep,
                           args.gateway)
     c = args.connections or sc.loads[0].connections
     settings = {
         "closed": f"wrk -t1 -c{c}, {timing.wrk_s} s per run after a {timing.wrk_warmup_s} s "
-                  "warm-up",
+                  f"warm-up; the median of {timing.rounds} interleaved rounds",
         "fixed": f"{timing.fixed_conns} connections, {timing.fixed_s:g} s after "
                  f"{timing.fixed_warmup_s:g} s warm-up",
     }

@@ -40,6 +40,7 @@ log = logging.getLogger("gateway.mirror")
 Compare = Callable[[Any, Any], bool]
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 SHADOW_HEADER = (b"X-Shadow", b"1")
+SHADOW_LINE = b"X-Shadow: 1\r\n\r\n"     # appended to a reused head
 THREAD_COMPARE_BYTES = 64 * 1024    # above this, decoding and comparing leave the event loop
 
 
@@ -175,14 +176,18 @@ class Mirror:
             eligible(method, body_exists, length, self.methods, self.max_body) and self.sample()
 
     def submit(self, method: str, target: str, headers: tuple[tuple[bytes, bytes], ...],
-               peer: bytes, body: bytes | None, primary: Primary) -> None:
+               peer: bytes, body: bytes | None, primary: Primary,
+               sent: bytes | None = None) -> None:
         """Start one copy (tagged ``X-Shadow: 1``) in the background, or drop it when the gate
-        is full."""
+        is full. ``sent``: the primary's upstream head for this body, reused when given."""
         if not self.gate.enter():
             self.metrics.dropped.inc()
             return
-        head = request_head(method.encode(), target.encode(), headers + (SHADOW_HEADER,), peer,
-                            b"http", len(body) if body else 0, self.service.encode())
+        if sent is not None:    # the same head, one more line: no second header rewrite
+            head = sent[:-2] + SHADOW_LINE
+        else:
+            head = request_head(method.encode(), target.encode(), headers + (SHADOW_HEADER,),
+                                peer, b"http", len(body) if body else 0, self.service.encode())
         spawn(self._run(head, body or None, method == "HEAD", primary), name=self._task_name)
 
     async def _run(self, head: bytes, body: bytes | None, head_only: bool,

@@ -99,13 +99,14 @@ class DataPlane:
             target = svc.upstream_path(path)
             if query:
                 target = f"{target}?{query}"
-            body = await self._forward(request, svc, version, target, length, start, extra)
+            body, head = await self._forward(request, svc, version, target, length, start,
+                                             extra)
             mirror = svc.mirror
             # a streamed request body was not kept: only a body held whole can be copied
             if mirror is not None and mirror.wants(version.name, request.method,
                                                    request.has_body,
                                                    length if request.body is not None else None):
-                self._shadow(request, svc, target, body, loop.time() - start)
+                self._shadow(request, svc, target, body, head, loop.time() - start)
         except ProxyError as exc:
             fields, err = error_parts(exc, svc.name if svc else None)
             request.respond(exc.status, fields + extra, err)
@@ -119,21 +120,22 @@ class DataPlane:
                             version.name if version else "-", request.peer)
 
     def _shadow(self, request: Request, svc: ServiceRoute, target: str, body: bytes | None,
-                seconds: float) -> None:
+                head: bytes | None, seconds: float) -> None:
         """Hand a copy to the mirror once the primary's answer exists; nothing here may fail or
         hold up the primary."""
         try:
             primary = Primary(request.status, body, seconds)
             assert svc.mirror is not None
             svc.mirror.submit(request.method, target, request.raw_headers, request.peer_bytes,
-                              request.body if request.has_body else None, primary)
+                              request.body if request.has_body else None, primary, head)
         except Exception:  # the primary is answered whatever the mirror does
             log.exception("could not start a mirror copy for %s", svc.name)
 
     async def _forward(self, request: Request, svc: ServiceRoute, version: VersionRoute,
                        target: str, length: int | None, start: float,
-                       extra: bytes) -> bytes | None:
-        """Forward and answer; the answer's body when it was whole (for the mirror)."""
+                       extra: bytes) -> tuple[bytes | None, bytes | None]:
+        """Forward and answer; the answer's body when it was whole and the upstream request
+        head (both for the mirror)."""
         method = request.method
         batcher = version.batcher
         if batcher is not None and method == "POST" and target == batcher.target:
@@ -141,7 +143,7 @@ class DataPlane:
             answer = await batcher.submit(body_all, request.headers, request.alive, start)
             out = answer.body if isinstance(answer.body, bytes) else b""
             request.respond(answer.status, JSON_FIELD + extra, out)
-            return out
+            return out, None
         body: bytes | AsyncIterator[bytes] | None
         body_len: int | None
         if not request.has_body:
@@ -190,7 +192,7 @@ class DataPlane:
             version.metrics.upstream_latency.observe(loop.time() - sent)
             if resp.status >= 500:
                 version.metrics.upstream_error("5xx")
-            return await _relay(request, resp, ep, extra)
+            return await _relay(request, resp, ep, extra), head
         raise AssertionError("unreachable")
 
 
