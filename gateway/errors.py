@@ -61,6 +61,11 @@ class BadRequest(ProxyError):
     kind = "bad_request"
 
 
+class HeadTooLarge(ProxyError):
+    status = 431
+    kind = "head_too_large"
+
+
 class NotFound(ProxyError):
     status = 404
     kind = "no_route"
@@ -115,6 +120,13 @@ class ClientGone(ProxyError):
 
     status = 499
     kind = "client_closed_request"
+
+
+class InternalError(ProxyError):
+    """A bug in the gateway's own handler: answered, logged, never a dropped connection."""
+
+    status = 500
+    kind = "internal_error"
 
 
 class UpstreamError(ProxyError):

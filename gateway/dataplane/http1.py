@@ -26,14 +26,8 @@ from collections.abc import Awaitable, Callable
 import httptools
 
 from gateway import tasks
-from gateway.dataplane.http1msg import (
-    HeadTooLarge,
-    InternalError,
-    Request,
-    answer,
-    error_parts,
-)
-from gateway.errors import BadRequest, ClientGone, ProxyError
+from gateway.dataplane.http1msg import Request, answer, error_parts
+from gateway.errors import BadRequest, ClientGone, HeadTooLarge, InternalError, ProxyError
 
 log = logging.getLogger("gateway.http1")
 

@@ -45,16 +45,6 @@ class Conn(Protocol):
     def abort(self) -> None: ...
 
 
-class HeadTooLarge(ProxyError):
-    status = 431
-    kind = "head_too_large"
-
-
-class InternalError(ProxyError):
-    status = 500
-    kind = "internal_error"
-
-
 def error_parts(exc: ProxyError, service: str | None) -> tuple[bytes, bytes]:
     """The gateway's own error answer: header lines and ``{"error", "service", "detail"}``."""
     body = orjson.dumps({"error": exc.kind, "service": service, "detail": exc.detail})
