@@ -90,7 +90,6 @@ class Rollouts:
         self.runs: dict[str, Run] = {}
         self.corrupt: list[str] = []      # journals moved aside at start-up, for /status
         self.state_dir = ""
-        self._journals: dict[str, RolloutState] = {}
         self._lock = asyncio.Lock()       # one tick (and its journal writes) at a time
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -106,15 +105,17 @@ class Rollouts:
             log.error("%s; its rollout is not resumed", exc)
             self.metrics.rollout_journal_errors.inc()
             self.corrupt.append(str(exc))
-        self._journals = dict(result.states)
-        return self.apply(spec)
+        return self._apply(spec, None, result.states)
 
     def apply(self, spec: Spec, previous: Spec | None = None) -> list[str]:
-        """Take a (re)loaded config (``previous``: the one it replaces, to see new revisions);
+        """Take a reloaded config (``previous``: the one it replaces, to see new revisions);
         see the module docstring. Changes no replica or route by itself: the caller applies
         ``overlay(spec)`` to the supervisor and the table."""
+        return self._apply(spec, previous, {})
+
+    def _apply(self, spec: Spec, previous: Spec | None,
+               journals: dict[str, RolloutState]) -> list[str]:
         now = self.clock()
-        journals, self._journals = self._journals, {}
         notes = [self._forget(name, now) for name in list(self.runs)
                  if name not in spec.services or spec.services[name].rollout is None]
         for name, state in journals.items():
