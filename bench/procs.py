@@ -197,6 +197,15 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
+def pin(pids: Sequence[int], cpus: set[int]) -> None:
+    """Run these processes, every thread of them, on ``cpus`` only (threads they start later
+    inherit it)."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task.name), cpus)
+
+
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time these processes have used so far (all their threads)."""
     total = 0

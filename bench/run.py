@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from procs import ProcSet, raised_nofile
+from procs import ProcSet, pin, raised_nofile
 from report import machine_info, render, write_readme
 from scenarios import FIXED_RATE_TARGETS, SCENARIOS, TARGETS, Results, Scenario
 from targets import (
@@ -171,8 +172,28 @@ def _rss(sc: Scenario, targets: dict[str, Target], results: Results) -> None:
                                         "--connections", str(sc.idle_conns)], timeout=60)
 
 
+def split_cpus(no_pin: bool) -> set[int] | None:
+    """The CPU each proxy gets to itself, having moved this process (and so everything it will
+    start: load generators, backends, the gateway's workers) to the others; None when there is
+    only one CPU or pinning is off. On a shared machine a proxy preempted by its own load
+    generator measures the machine; alone on a core it measures itself (nginx proxy_pass has one
+    worker, the gateway one event loop: one core each, in turn)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if no_pin or len(cpus) < 2:
+        return None
+    os.sched_setaffinity(0, set(cpus[:-1]))
+    return {cpus[-1]}
+
+
+def _pin(targets: dict[str, Target], proxy_cpu: set[int]) -> None:
+    for key, target in targets.items():
+        if key != "direct":
+            pin(target.pids(), proxy_cpu)
+
+
 def run(sc: Scenario, wanted: set[str], phases: set[str], timing: Timing, conns: int | None,
-        rate: float | None, keep: bool, gateway_bin: Path) -> tuple[Results, dict[str, str]]:
+        rate: float | None, keep: bool, gateway_bin: Path,
+        proxy_cpu: set[int] | None = None) -> tuple[Results, dict[str, str]]:
     """Start the targets, run the phases, stop everything; returns results and start failures."""
     results, failed = Results(), dict[str, str]()
     tmp = Path(tempfile.mkdtemp(prefix="serve-gateway-bench-"))
@@ -181,6 +202,8 @@ def run(sc: Scenario, wanted: set[str], phases: set[str], timing: Timing, conns:
     try:
         with raised_nofile(), procs:
             targets = _start_targets(sc, wanted, procs, tmp, gateway_bin, failed)
+            if proxy_cpu:
+                _pin(targets, proxy_cpu)
             if "closed" in phases:
                 _closed(sc, targets, timing, conns, results)
             if "fixed" in phases and sc.fixed_rate:
@@ -215,6 +238,9 @@ def _parse_args() -> argparse.Namespace:
                    "--quick: 1)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="let every process run on any CPU (default: each proxy alone on the "
+                        "last CPU, load generators and backends on the others)")
     p.add_argument("--gateway", type=Path, default=GATEWAY_BIN,
                    help="the serve-gateway executable (e.g. another checkout's, to compare)")
     return p.parse_args()
@@ -238,14 +264,17 @@ def main() -> int:
     if args.rounds:
         timing = dataclasses.replace(timing, rounds=args.rounds)
     info = machine_info()
+    proxy_cpu = split_cpus(args.no_pin)
     results, failed = run(sc, wanted, phases, timing, args.connections, args.rate, args.keep,
-                          args.gateway)
+                          args.gateway, proxy_cpu)
     c = args.connections or sc.loads[0].connections
+    where = f"; each proxy alone on CPU {min(proxy_cpu)}, load and backends on the others" \
+        if proxy_cpu else "; every process on every CPU"
     settings = {
         "closed": f"wrk -t1 -c{c}, {timing.wrk_s} s per run after a {timing.wrk_warmup_s} s "
-                  f"warm-up; the median of {timing.rounds} interleaved rounds",
+                  f"warm-up; the median of {timing.rounds} interleaved rounds{where}",
         "fixed": f"{timing.fixed_conns} connections, {timing.fixed_s:g} s after "
-                 f"{timing.fixed_warmup_s:g} s warm-up",
+                 f"{timing.fixed_warmup_s:g} s warm-up{where}",
     }
     block = render(sc, results, info, settings)
     if args.quick:

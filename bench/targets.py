@@ -33,8 +33,11 @@ class Target:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
+    def pids(self) -> list[int]:
+        return group_pids(self.proc.pid) if self.whole_group else [self.proc.pid]
+
     def cpu_seconds(self) -> float:
-        return cpu_seconds(group_pids(self.proc.pid) if self.whole_group else [self.proc.pid])
+        return cpu_seconds(self.pids())
 
 
 def backend_argv(port: str | int) -> list[str]:
