@@ -313,7 +313,7 @@ async def _tags(gw: GatewayProc, expected: set[str], n: int = 40) -> bool:
 
 
 async def test_ab_routes_its_arm_and_plan_reads_the_running_gateway(tmp_path: Path) -> None:
-    services = example("ab", weight=20, analysis=None)
+    services = example("ab", weight=20, analysis=None, scale_down_delay="1s")
     async with GatewayProc(tmp_path, services, ready=False) as gw:
         await wait_until(lambda: _versions(gw, lambda v: v["v2"]["ready"] == 1
                                            and v["v1"]["ready"] == 2), 30, what="both arms")
