@@ -99,10 +99,10 @@ def _idle(ctx: Context, state: State) -> State:
 
 
 def _finish(ctx: Context, n: int, state: State, reason: str) -> tuple[int, State]:
-    """Clamp, and say so when the clamp is what decided."""
+    """Clamp, and say so when the clamp changed the answer (after what the policy wanted)."""
     out = _clamp(ctx, n)
     if out != n:
-        reason = f"clamped to [{ctx.low}, {ctx.bounds.max_replicas}]"
+        reason = f"{reason}; clamped to [{ctx.low}, {ctx.bounds.max_replicas}]"
     return out, replace(state, reason=reason)
 
 
