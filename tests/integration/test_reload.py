@@ -67,8 +67,13 @@ async def test_route_and_replica_changes_apply_and_listen_waits_for_restart(tmp_
         assert (await predict(s, gw.url("/v2/echo")))[0] == 200
         async with s.get(gw.url("/v1/echo")) as r:
             assert r.status == 404
-        # the access log is off by default and follows the reloaded setting
-        access = [line for line in gw.log().splitlines() if " gateway.access: " in line]
+        # the access log is off by default and follows the reloaded setting; a line is written
+        # once its answer is sent, so it may land just after the client has read the answer
+
+        def access_lines() -> list[str]:
+            return [line for line in gw.log().splitlines() if " gateway.access: " in line]
+        await wait_until(lambda: len(access_lines()) >= 2, 5, what="two access log lines")
+        access = access_lines()
         assert len(access) == 2, access
         assert "POST /v2/echo 200" in access[0] and "service=echo version=v1" in access[0]
         assert "GET /v1/echo 404" in access[1] and "service=- version=-" in access[1]
