@@ -160,7 +160,7 @@ class Gateway:
         effective = self.rollouts.overlay(self.spec)
         self.supervisor.apply(effective)   # starts added versions, drains removed ones
         notes = self.autoscaler.apply(effective)   # keeps autoscaled counts the file would reset
-        self.rebuild_table()
+        self._swap_table(effective)
         return notes
 
     def _configure_dataplane(self) -> None:
@@ -170,7 +170,10 @@ class Gateway:
     def rebuild_table(self) -> None:
         """Compile the running spec plus live overrides into a new table and swap it in: the
         one way routing changes."""
-        spec = self.rollouts.overlay(self.spec)
+        self._swap_table(self.rollouts.overlay(self.spec))
+
+    def _swap_table(self, spec: Spec) -> None:
+        """``spec``: the running spec as the rollouts want it run."""
         self.holder.swap(build_table(spec, self.supervisor.replica_sets(), self.metrics,
                                      self._routable_weights(spec), self.dataplane.batchers))
 

@@ -111,7 +111,7 @@ class Autoscaler:
         self.clock = clock
         self.tick = tick
         self.versions: dict[Key, Scaled] = {}
-        # what a running rollout step needs of a version: never scaled below it
+        # a lower bound per version that policies see (0: none; rollouts hold theirs by `held`)
         self.floor: Callable[[str, str], int] = lambda service, version: 0
         # a rollout sizes this version now: no decisions for it (control/rollouts.py)
         self.held: Callable[[str, str], bool] = lambda service, version: False

@@ -179,15 +179,12 @@ class Rollouts:
         else:
             stable, spec_json = f"{serving}.{old.revision()}", old.model_dump_json()
         plan = to_plan(name, svc, stable, serving)
-        drain: tuple[str, ...] = ()
-        if state is not None and state.phase not in ENDED:
-            outcome = Phase.DONE if state.phase == Phase.PROMOTED else Phase.ABORTED
-            self._count_end(name, end(state, outcome, now, f"superseded by a new revision of "
-                                                           f"{serving}"))
-            drain = tuple(v for v in (state.stable, state.target)
-                          if v not in (stable, serving) and v in svc.versions)
+        ended, drain = rollout.supersede(state, (stable, serving), now,
+                                         f"superseded by a new revision of {serving}")
+        if ended is not None:
+            self._count_end(name, ended)
         self.runs[name] = Run(plan, replace(start_state(plan, now), stable_spec=spec_json),
-                              drain=drain)
+                              drain=tuple(v for v in drain if v in svc.versions))
         line = f"{name}: {serving} has a new revision {svc.versions[serving].revision()}: " \
                f"rollout {stable} -> {serving} ({STRATEGIES[type(plan)]}) started"
         log.info(line)

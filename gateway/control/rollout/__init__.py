@@ -64,20 +64,28 @@ class Retarget:
     log: str
 
 
+def supersede(running: RolloutState | None, keep: tuple[str, str], now: float,
+              why: str) -> tuple[RolloutState | None, tuple[str, ...]]:
+    """End a running rollout for a new one between the versions ``keep``: its final state (None
+    when there was nothing running) and the versions it started that nobody keeps (to drain).
+    Past the switch the old rollout did its job (done); before it, it is abandoned (aborted)."""
+    if running is None or running.phase in ENDED:
+        return None, ()
+    outcome = Phase.DONE if running.phase == Phase.PROMOTED else Phase.ABORTED
+    return end(running, outcome, now, why), \
+        tuple(sorted({running.stable, running.target} - set(keep)))
+
+
 def retarget(running: RolloutState | None, new: Plan, now: float) -> Retarget:
     """End the running rollout (if any) and start ``new`` from the version serving now, whatever
     ``new.stable`` said: a canary at 50% of v2 retargeted to v3 goes v1 -> v3, and v2's replicas
     are drained."""
     stable = new.stable if running is None else current_stable(running)
     fresh = replace(new, stable=stable)
-    ended = None
-    drain: tuple[str, ...] = ()
+    ended, drain = supersede(running, (stable, new.target), now,
+                             f"superseded by a rollout to {new.target}")
     log = f"{new.service}: rollout {stable} -> {new.target} started"
-    if running is not None and running.phase not in ENDED:
-        # past the switch the old rollout did its job; before it, it is abandoned
-        outcome = Phase.DONE if running.phase == Phase.PROMOTED else Phase.ABORTED
-        ended = end(running, outcome, now, f"superseded by a rollout to {new.target}")
-        drain = tuple(sorted({running.stable, running.target} - {stable, new.target}))
+    if running is not None and ended is not None:
         log = (f"{new.service}: rollout {running.stable} -> {running.target} ended "
                f"({running.phase.value}) by a new target {new.target}; starting from {stable}"
                + (f"; draining {', '.join(drain)}" if drain else ""))
@@ -88,4 +96,4 @@ def retarget(running: RolloutState | None, new: Plan, now: float) -> Retarget:
     return Retarget(fresh, state, ended, drain, log)
 
 
-__all__ = ["PLANNERS", "Planner", "Retarget", "current_stable", "plan", "retarget"]
+__all__ = ["PLANNERS", "Planner", "Retarget", "current_stable", "plan", "retarget", "supersede"]
