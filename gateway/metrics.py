@@ -94,7 +94,7 @@ class ShadowMetrics:
             self.disagree.inc()
         if self._ratio is None:   # appears with the first comparison: 0 before would mislead
             self._ratio = self._m.shadow_agreement.labels(self.service, self.version)
-        self._ratio.set(self.agreed / self.compared)
+            self._ratio.set_function(lambda: self.agreed / self.compared)   # read at scrape
 
     def totals(self) -> tuple[int, int, int, int]:
         """(answered, failed, agreed, compared) so far: failed counts copies that got no answer

@@ -2,8 +2,8 @@
 primary's answer, and are dropped.
 
 The primary never waits for, and cannot be changed or failed by, its copy: the handler hands the
-copy over *after* the primary's answer is ready, as one bounded background task, and every
-error on the mirror side ends in a counter. Bounds, so that a dead, slow or huge mirror costs
+copy over *after* the primary's answer is ready, the copy runs on a pooled connection with a
+completion callback (no task per copy), and every error on the mirror side ends in a counter. Bounds, so that a dead, slow or huge mirror costs
 the primary nothing but a little CPU:
 
 - which requests: methods that are safe to repeat (GET and HEAD; POST when the service says so,
@@ -12,7 +12,7 @@ the primary nothing but a little CPU:
 - how many: ``concurrency`` copies in flight and ``queue`` more waiting (``Gate``); beyond that
   a copy is dropped and counted;
 - how long: ``timeout`` from send to a complete answer (plus the service's connect timeout to
-  open a connection); answers too big to buffer are aborted once their head arrives.
+  open a connection); answers too big to buffer are aborted once they pass the buffer limit.
 
 Comparison decodes both bodies as JSON (the raw bytes if not JSON) and calls the comparator
 plugin ``(primary, shadow) -> bool``; a status mismatch is a disagreement and is also counted on
@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from gateway.dataplane.balance import ReplicaSet
+from gateway.dataplane.balance import Endpoint, ReplicaSet
 from gateway.dataplane.proxy import request_head
-from gateway.errors import NoReadyReplica, ProxyError, UpstreamError
+from gateway.errors import NoReadyReplica, UpstreamConnectError
 from gateway.metrics import ShadowMetrics
 from gateway.tasks import spawn
 
@@ -133,23 +134,50 @@ class Primary:
     seconds: float
 
 
+class _Copy:
+    """One copy on its way: what to send, what to judge it against, and where it went."""
+
+    __slots__ = ("body", "ep", "head", "head_only", "mirror", "primary", "sent")
+
+    def __init__(self, mirror: Mirror, head: bytes, body: bytes | None, head_only: bool,
+                 primary: Primary) -> None:
+        self.mirror = mirror
+        self.head = head
+        self.body = body
+        self.head_only = head_only
+        self.primary = primary
+        self.ep: Endpoint | None = None
+        self.sent = 0.0
+
+    def done(self, status: int, answer: bytes | None, error: Exception | None) -> None:
+        self.mirror._done(self, status, answer, error)   # noqa: SLF001 - the mirror's own record
+
+
 class Mirror:
-    """One service's shadow target, compiled with the routing table."""
+    """One service's shadow target, compiled with the routing table.
+
+    A copy is not a task: it is written on an idle pooled connection and finished by the
+    connection's completion callback (``UpstreamPool.send``), so it costs the exchange's two
+    system calls and parsing, not a task, futures and coroutine frames. Only opening a new
+    connection (a cold pool, or more copies in flight than idle connections) takes a task.
+    """
 
     __slots__ = (
-        "_slots",
-        "_slots_size",
+        "_loop",
         "_task_name",
         "compare",
+        "concurrency",
         "gate",
         "max_body",
         "methods",
         "metrics",
         "replicas",
+        "running",
         "sample",
         "service",
         "timeout",
         "version",
+        "waiting",
     )
 
     def __init__(self, service: str, version: str, replicas: ReplicaSet, *, percent: float,
@@ -165,8 +193,10 @@ class Mirror:
         self.metrics = metrics
         self.sample = Sampler(percent)
         self.gate = Gate(concurrency, queue)
-        self._slots: asyncio.Semaphore | None = None     # made on the loop, at first use
-        self._slots_size = concurrency
+        self.concurrency = concurrency
+        self.running = 0
+        self.waiting: deque[_Copy] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None     # the loop of the first copy
         self._task_name = f"mirror {service}/{version}"
 
     def wants(self, primary: str, method: str, body_exists: bool, length: int | None) -> bool:
@@ -178,8 +208,9 @@ class Mirror:
     def submit(self, method: str, target: str, headers: tuple[tuple[bytes, bytes], ...],
                peer: bytes, body: bytes | None, primary: Primary,
                sent: bytes | None = None) -> None:
-        """Start one copy (tagged ``X-Shadow: 1``) in the background, or drop it when the gate
-        is full. ``sent``: the primary's upstream head for this body, reused when given."""
+        """Send one copy (tagged ``X-Shadow: 1``) now, or queue it behind ``concurrency``
+        copies in flight, or drop it when the gate is full. ``sent``: the primary's upstream
+        head for this body, reused when given."""
         if not self.gate.enter():
             self.metrics.dropped.inc()
             return
@@ -188,50 +219,80 @@ class Mirror:
         else:
             head = request_head(method.encode(), target.encode(), headers + (SHADOW_HEADER,),
                                 peer, b"http", len(body) if body else 0, self.service.encode())
-        spawn(self._run(head, body or None, method == "HEAD", primary), name=self._task_name)
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        copy = _Copy(self, head, body or None, method == "HEAD", primary)
+        if self.running < self.concurrency:
+            self._start(copy)
+        else:
+            self.waiting.append(copy)
 
-    async def _run(self, head: bytes, body: bytes | None, head_only: bool,
-                   primary: Primary) -> None:
-        m = self.metrics
-        try:
-            if self._slots is None:
-                self._slots = asyncio.Semaphore(self._slots_size)
-            async with self._slots:
-                status, answer, seconds = await self._send(head, body, head_only)
-        except (ProxyError, TimeoutError, OSError) as exc:
-            m.error.inc()
-            log.debug("mirror %s/%s: %s", self.service, self.version, exc)
+    def _start(self, copy: _Copy) -> None:
+        self.running += 1
+        ep = self.replicas.pick()
+        if ep is None:
+            copy.done(0, None, NoReadyReplica(f"no ready replica of mirror {self.service}/"
+                                              f"{self.version}"))
             return
-        finally:
-            self.gate.leave()
+        assert self._loop is not None
+        copy.ep = ep
+        ep.inflight += 1
+        copy.sent = self._loop.time()
+        if not ep.pool.send(copy.head, copy.body, self.timeout, copy.head_only, copy.done):
+            spawn(self._connect(copy, ep), name=self._task_name)
+
+    async def _connect(self, copy: _Copy, ep: Endpoint) -> None:
+        """No idle connection: open one (bounded by the pool's connect timeout), then send."""
+        try:
+            conn = await ep.pool.connect()
+        except UpstreamConnectError as exc:
+            copy.done(0, None, exc)
+            return
+        assert self._loop is not None
+        copy.sent = self._loop.time()
+        conn.send(copy.head, copy.body, self.timeout, copy.head_only, copy.done)
+
+    def _done(self, copy: _Copy, status: int, answer: bytes | None,
+              error: Exception | None) -> None:
+        """A copy ended (called from a protocol callback: must not raise). Judge it, then let
+        the next waiting copy go, outside the callback."""
+        assert self._loop is not None
+        seconds = self._loop.time() - copy.sent
+        self.running -= 1
+        self.gate.leave()
+        if copy.ep is not None:
+            copy.ep.inflight -= 1
+        if self.waiting:
+            self._loop.call_soon(self._next)
+        try:
+            self._judge(copy.primary, status, answer, seconds, error)
+        except Exception:  # a bug here must not break the connection that called us
+            log.exception("mirror %s/%s: could not judge a copy", self.service, self.version)
+
+    def _next(self) -> None:
+        while self.waiting and self.running < self.concurrency:
+            self._start(self.waiting.popleft())
+
+    def _judge(self, primary: Primary, status: int, answer: bytes | None, seconds: float,
+               error: Exception | None) -> None:
+        m = self.metrics
+        if error is not None:
+            m.error.inc()
+            log.debug("mirror %s/%s: %s", self.service, self.version, error)
+            return
         m.sent.inc()
         m.latency_diff.observe(seconds - primary.seconds)
         if status != primary.status:
             m.mismatch.inc()
         if primary.body is None and status == primary.status:
             return     # streamed primary: only the status could be compared
-        size = len(answer or b"") + len(primary.body or b"")
-        if size > THREAD_COMPARE_BYTES:
-            verdict = await asyncio.to_thread(agrees, primary.status, primary.body, status,
-                                              answer, self.compare)
+        if len(answer or b"") + len(primary.body or b"") > THREAD_COMPARE_BYTES:
+            spawn(self._judge_in_thread(primary, status, answer), name=self._task_name)
         else:
-            verdict = agrees(primary.status, primary.body, status, answer, self.compare)
-        m.compared_one(verdict)
+            m.compared_one(agrees(primary.status, primary.body, status, answer, self.compare))
 
-    async def _send(self, head: bytes, body: bytes | None,
-                    head_only: bool) -> tuple[int, bytes | None, float]:
-        ep = self.replicas.pick()
-        if ep is None:
-            raise NoReadyReplica(f"no ready replica of mirror {self.service}/{self.version}")
-        loop = asyncio.get_running_loop()
-        ep.inflight += 1
-        start = loop.time()
-        try:
-            # the exchange's own deadline; connecting is bounded by the pool's connect timeout
-            resp = await ep.pool.request(head, body, self.timeout, head_only)
-            if resp.body is None:          # too big to buffer: not worth reading for a shadow
-                resp.discard()
-                raise UpstreamError("mirror answer too large to compare")
-            return resp.status, resp.body, loop.time() - start
-        finally:
-            ep.inflight -= 1
+    async def _judge_in_thread(self, primary: Primary, status: int,
+                               answer: bytes | None) -> None:
+        verdict = await asyncio.to_thread(agrees, primary.status, primary.body, status, answer,
+                                          self.compare)
+        self.metrics.compared_one(verdict)

@@ -6,6 +6,10 @@ responses come back whole (no per-chunk tasks); large or unknown-length ones are
 flow control. There is no cookie jar and no per-request session: that overhead is what makes a
 naive aiohttp ``ClientSession`` proxy slow.
 
+Besides the awaited ``request``, ``UpstreamPool.send`` runs a buffered exchange on an idle
+connection with a completion callback instead of a coroutine: no task, future or frame per
+exchange, for fire-and-forget traffic such as mirror copies.
+
 Errors say whether the worker can have seen the request:
 - ``UpstreamConnectError``: connect failed, or the pooled connection was found closed before we
   wrote: never seen, safe to retry elsewhere;
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 import httptools
 
@@ -28,6 +32,9 @@ from gateway.errors import (UpstreamConnectError, UpstreamError, UpstreamReset,
 BUFFER_LIMIT = 1 << 20         # responses up to this size are returned whole
 STREAM_HIGH_WATER = 1 << 18    # pause reading a streamed response above this many buffered bytes
 MAX_IDLE = 256
+
+# (status, body, None) once a buffered exchange is complete, or (0, None, error)
+Done = Callable[[int, bytes | None, Exception | None], None]
 
 
 class UpstreamResponse:
@@ -94,6 +101,8 @@ class _Conn(asyncio.Protocol):
         self.write_waiter: asyncio.Future[None] | None = None
         self.write_paused = False
         self.read_paused = False
+        self.done: Done | None = None     # set for a callback exchange (``send``)
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,13 +152,20 @@ class _Conn(asyncio.Protocol):
             # bytes that never come. The exchange ends here and the connection is not reused.
             self.complete = True
             self.keep_alive = False
+        elif self.done is not None and self.length is not None and self.length > BUFFER_LIMIT:
+            self._too_large()
+            return
         self._wake()
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
         self.buffered += len(body)
-        if self.buffered > STREAM_HIGH_WATER and not self.read_paused and self.transport \
-                and (self.length is None or self.length > BUFFER_LIMIT):
+        if self.done is not None:    # a callback exchange buffers, up to the limit
+            if self.buffered > BUFFER_LIMIT:
+                self._too_large()
+            return
+        if self.buffered > STREAM_HIGH_WATER and not self.read_paused and not self.closed \
+                and self.transport and (self.length is None or self.length > BUFFER_LIMIT):
             # a streamed body waits for the client to take it; a buffered one is bounded anyway
             self.read_paused = True
             self.transport.pause_reading()
@@ -161,9 +177,15 @@ class _Conn(asyncio.Protocol):
 
     # -- helpers ------------------------------------------------------------------------------
     def _wake(self) -> None:
+        if self.done is not None:
+            self._settle()
+            return
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+    def _too_large(self) -> None:
+        self._fail(UpstreamError(f"answer over {BUFFER_LIMIT} bytes"))   # settles: aborts
 
     def _fail(self, exc: Exception) -> None:
         if self.error is None:
@@ -242,6 +264,35 @@ class _Conn(asyncio.Protocol):
         finally:
             timer.cancel()
 
+    def send(self, head: bytes, body: bytes | None, timeout: float, head_only: bool,
+             done: Done) -> None:
+        """``exchange`` without a coroutine: write now, call ``done`` exactly once, from a
+        protocol callback, with the whole answer or the error (a timeout, a lost connection,
+        an answer over ``BUFFER_LIMIT``). The connection then goes back to the pool. ``done``
+        must not raise: it runs inside ``data_received``."""
+        assert self.transport is not None
+        self.head_only = head_only
+        self.done = done
+        self.timer = self.loop.call_later(timeout, self._on_timeout)
+        self.written = True
+        self.transport.writelines((head, body) if body else (head,))
+
+    def _settle(self) -> None:
+        """Callback mode: end the exchange once it failed or is complete."""
+        if self.error is None and not self.complete:
+            return
+        done, timer = self.done, self.timer
+        assert done is not None and timer is not None
+        timer.cancel()
+        self.done = self.timer = None
+        if self.error is not None:
+            self.abort()
+            done(0, None, self.error)
+            return
+        status, chunks = self.status, self.chunks
+        self.finish()
+        done(status, chunks[0] if len(chunks) == 1 else b"".join(chunks), None)
+
     async def _write_stream(self, head: bytes, body: AsyncIterable[bytes]) -> None:
         assert self.transport is not None
         self.transport.write(head)
@@ -290,8 +341,18 @@ class UpstreamPool:
         """Send one request. ``head`` is the complete request head (request line, headers,
         blank line); ``body`` bytes (Content-Length already in head) or an async iterable
         of bytes written as they come (framed already: see proxy.chunked). ``head_only`` for HEAD."""
-        conn = self._idle_conn() or await self._connect()
+        conn = self._idle_conn() or await self.connect()
         return await conn.exchange(head, body, timeout, head_only)
+
+    def send(self, head: bytes, body: bytes | None, timeout: float, head_only: bool,
+             done: Done) -> bool:
+        """Start a callback exchange (``_Conn.send``) on an idle connection; False, with
+        nothing sent, when there is none (the caller connects with ``request`` instead)."""
+        conn = self._idle_conn()
+        if conn is None:
+            return False
+        conn.send(head, body, timeout, head_only, done)
+        return True
 
     def _idle_conn(self) -> _Conn | None:
         idle = self.idle
@@ -301,7 +362,8 @@ class UpstreamPool:
                 return conn
         return None
 
-    async def _connect(self) -> _Conn:
+    async def connect(self) -> _Conn:
+        """A new connection, not yet in the idle list (it joins it when its exchange ends)."""
         if self.closed:
             raise UpstreamConnectError("replica is gone")
         loop = asyncio.get_running_loop()

@@ -262,10 +262,14 @@ async def test_slow_huge_or_dead_mirror_leaves_the_primary_alone(
     # would cost it 300 ms (the mirror timeout) or more
     limit = 2 * max(base) + 0.05
     assert bad <= limit and dead <= limit, (base, bad, dead)
+
+    async def failed() -> bool:     # timed out (300 ms after its send), or too big
+        return (await metrics(http, gw))[shadow("requests_total", "bad", result="error")] > 0
+
+    await wait_until(failed, 5, what="a copy to the bad mirror to fail")
     m = await metrics(http, gw)
     assert m[shadow("requests_total", "dead", result="error")] > 0
     assert m[shadow("requests_total", "bad", result="sent")] == 0
-    assert m[shadow("requests_total", "bad", result="error")] > 0     # timed out, or too big
     assert m[shadow("requests_total", "bad", result="dropped")] > 0   # the gate was full
     await wait_until(lambda: (gw.config_path.parent / "blackhole.log").exists(), 5,
                      what="the mirror to receive a copy")
