@@ -10,6 +10,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from scenarios import FIXED_RATE_TARGETS, TARGETS, Results, Scenario
@@ -94,6 +95,17 @@ def _closed_table(sc: Scenario, r: Results, settings: str) -> list[str]:
             *_table(header, rows)]
 
 
+def _paired_table(sc: Scenario, r: Results) -> list[str]:
+    rows = []
+    for load, base in sc.paired:
+        ratios = r.paired((load, "gateway"), (base, "gateway"))
+        if ratios:
+            rows.append([f"{load} / {base}", f"{median(ratios):.0%}",
+                         f"{min(ratios):.0%}-{max(ratios):.0%}"])
+    return ["Gateway req/s of one load over another's, round by round:", "",
+            *_table(["loads", "median", "range over rounds"], rows)]
+
+
 def _fixed_table(r: Results, settings: str) -> list[str]:
     header = ["target", "p50", "p90", "p99", "p99.9", "added p99 vs direct", "service p99",
               "generator lag p99", "errors"]
@@ -129,6 +141,8 @@ def render(sc: Scenario, r: Results, info: dict[str, str], settings: dict[str, s
         out += _fixed_table(r, settings["fixed"]) + [""]
     if r.rss:
         out += _rss_lines(r) + [""]
+    if sc.paired:
+        out += _paired_table(sc, r) + [""]
     if sc.checks:
         rows = []
         for check in sc.checks:

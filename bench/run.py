@@ -56,8 +56,8 @@ class Timing:
     rounds: int = 1
 
     @classmethod
-    def pick(cls, quick: bool) -> Timing:
-        return cls(2, 1, 3.0, 0.5) if quick else cls(5, 1, 8.0, 1.0, rounds=3)
+    def pick(cls, quick: bool, rounds: int) -> Timing:
+        return cls(2, 1, 3.0, 0.5) if quick else cls(5, 1, 8.0, 1.0, rounds=rounds)
 
 
 def _log(msg: str) -> None:
@@ -97,12 +97,15 @@ def _start_targets(sc: Scenario, wanted: set[str], procs: ProcSet, tmp: Path, ga
 def _closed(sc: Scenario, targets: dict[str, Target], timing: Timing, conns: int | None,
             results: Results) -> None:
     """``timing.rounds`` rounds, each running every load against every target in turn; each
-    (load, target) reports its median round by req/s. On a shared VM a target's speed drifts by
+    (load, target) reports its median round by req/s in the table, and checks take the median
+    of per-round ratios (``Results.paired``). On a shared VM a target's speed drifts by
     up to 2x from one run to the next: interleaving spreads the drift over every row, and the
     median drops a run that a noisy neighbour happened to hit."""
     runs: dict[tuple[str, str], list[tuple[WrkResult, dict[str, float]]]] = {}
     for round_no in range(timing.rounds):
-        for load in sc.loads:
+        # every other round runs the loads in reverse (ABBA): a steady drift of the host then
+        # favours no load in the paired ratios
+        for load in sc.loads if round_no % 2 == 0 else sc.loads[::-1]:
             if conns:
                 load = dataclasses.replace(load, connections=conns)
             for key in TARGETS:
@@ -120,9 +123,10 @@ def _closed(sc: Scenario, targets: dict[str, Target], timing: Timing, conns: int
                     (res, {"us_per_req": 1e6 * cpu / max(1, res.requests),
                            "cores": cpu / elapsed}))
     for (load_name, key), measured in runs.items():
-        res, cpu = sorted(measured, key=lambda m: m[0].rps)[len(measured) // 2]
+        results.rounds.setdefault(load_name, {})[key] = [m[0].rps for m in measured]
+        res, usage = sorted(measured, key=lambda m: m[0].rps)[len(measured) // 2]
         results.closed.setdefault(load_name, {})[key] = res
-        results.cpu.setdefault(load_name, {})[key] = cpu
+        results.cpu.setdefault(load_name, {})[key] = usage
 
 
 def _py_tool(script: str, args: list[str], timeout: float) -> dict[str, Any]:
@@ -234,8 +238,8 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--rate", type=float, help="fixed-rate req/s instead of half the saturation")
     p.add_argument("--fixed-connections", type=int, default=32,
                    help="connections of the fixed-rate generator")
-    p.add_argument("--rounds", type=int, help="closed-loop rounds, median reported (default 3; "
-                   "--quick: 1)")
+    p.add_argument("--rounds", type=int, help="closed-loop rounds, median reported (default: the "
+                   "scenario's, 3 or more; --quick: 1)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     p.add_argument("--no-pin", action="store_true",
@@ -260,7 +264,8 @@ def main() -> int:
         print(f"unknown target or phase: {sorted(wanted - TARGETS.keys())} "
               f"{sorted(phases - set(PHASES))}", file=sys.stderr)
         return 2
-    timing = dataclasses.replace(Timing.pick(args.quick), fixed_conns=args.fixed_connections)
+    timing = dataclasses.replace(Timing.pick(args.quick, sc.rounds),
+                                 fixed_conns=args.fixed_connections)
     if args.rounds:
         timing = dataclasses.replace(timing, rounds=args.rounds)
     info = machine_info()
@@ -293,7 +298,7 @@ def main() -> int:
             "scenario": sc.name, "machine": info, "settings": settings, "failed": failed,
             "closed": {ld: {k: v.to_json() for k, v in by.items()}
                        for ld, by in results.closed.items()},
-            "cpu": results.cpu,
+            "cpu": results.cpu, "rounds": results.rounds,
             "fixed_rate": results.fixed_rate, "fixed": results.fixed, "rss": results.rss,
             "orphans": results.orphans,
         }, indent=2))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from httpclient import ConnectionClosed, HttpConn, build_request, percentiles_ms
 from report import write_readme
-from scenarios import SPINE, Results
+from scenarios import SPINE, TRAFFIC, Results
 from wrkload import Load, WrkResult, parse_wrk
 
 WRK_OUT = """\
@@ -114,12 +114,28 @@ def test_checks_pass_fail_and_unmeasured() -> None:
     r = Results()
     mk = lambda rps: WrkResult(rps, 1, 1, 1, 1, 0, "")
     r.closed["GET"] = {"gateway": mk(3000.0), "naive": mk(1000.0), "nginx": mk(20000.0)}
+    r.rounds["GET"] = {"gateway": [3000.0], "naive": [1000.0], "nginx": [20000.0]}
     got = {c.name: c.measure(r) for c in SPINE.checks}
     assert got["gateway / naive proxy throughput, GET"] == ("3.00x", True)
     assert got["gateway / nginx proxy_pass throughput, GET"] == ("15%", False)
     assert got["added p99 vs direct, fixed rate"] is None
     r.closed["GET"]["gateway"] = WrkResult(3000.0, 1, 1, 1, 1, 7, "")
     assert SPINE.checks[0].measure(r) == ("3.00x (7 errors)", False)
+
+
+def test_relative_checks_take_the_median_of_per_round_ratios() -> None:
+    """Round by round, not median over median: a host that drifts between rounds moves both
+    runs of a round together."""
+    r = Results()
+    mk = lambda rps: WrkResult(rps, 1, 1, 1, 1, 0, "")
+    r.closed = {"plain GET": {"gateway": mk(2000.0)}, "policies GET": {"gateway": mk(900.0)}}
+    # medians over rounds alone would say 900 / 2000 = 45%
+    r.rounds = {"plain GET": {"gateway": [1000.0, 2000.0, 4000.0]},
+                "policies GET": {"gateway": [900.0, 2000.0, 800.0]}}
+    check = TRAFFIC.checks[0]
+    assert check.measure(r) == ("90% (rounds 20%-100%)", True)
+    r.rounds["plain GET"]["gateway"].pop()     # rounds that do not pair up measure nothing
+    assert check.measure(r) is None
 
 
 def test_write_readme_replaces_only_its_block(tmp_path: Path) -> None:
