@@ -3,8 +3,8 @@ primary's answer, and are dropped.
 
 The primary never waits for, and cannot be changed or failed by, its copy: the handler hands the
 copy over *after* the primary's answer is ready, the copy runs on a pooled connection with a
-completion callback (no task per copy), and every error on the mirror side ends in a counter. Bounds, so that a dead, slow or huge mirror costs
-the primary nothing but a little CPU:
+completion callback (no task per copy), and every error on the mirror side ends in a counter.
+Bounds, so that a dead, slow or huge mirror costs the primary nothing but a little CPU:
 
 - which requests: methods that are safe to repeat (GET and HEAD; POST when the service says so,
   since inference is usually a side-effect-free POST) with a known body no larger than the cap;

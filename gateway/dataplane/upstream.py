@@ -347,7 +347,7 @@ class UpstreamPool:
     def send(self, head: bytes, body: bytes | None, timeout: float, head_only: bool,
              done: Done) -> bool:
         """Start a callback exchange (``_Conn.send``) on an idle connection; False, with
-        nothing sent, when there is none (the caller connects with ``request`` instead)."""
+        nothing sent, when there is none (the caller opens one with ``connect``)."""
         conn = self._idle_conn()
         if conn is None:
             return False

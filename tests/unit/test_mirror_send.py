@@ -13,7 +13,7 @@ from gateway.dataplane.balance import Endpoint, ReplicaSet
 from gateway.dataplane.mirror import Mirror, Primary, mirror_methods
 from gateway.dataplane.proxy import request_head
 from gateway.dataplane.upstream import BUFFER_LIMIT, UpstreamPool
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamError, UpstreamReset, UpstreamTimeout
 from gateway.metrics import Metrics
 
 OK = b'{"ok":true}'
@@ -26,7 +26,7 @@ def answer(path: bytes) -> bytes | None:
     if path == b"/huge":
         size = BUFFER_LIMIT + 1
         return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
-    if path == b"/silent":
+    if path in (b"/silent", b"/close"):
         return None
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(OK) + OK
 
@@ -42,9 +42,12 @@ async def server() -> AsyncIterator[tuple[int, list[bytes]]]:
                 head = await reader.readuntil(b"\r\n\r\n")
                 path = head.split(b" ", 2)[1]
                 seen.append(path)
+                if path == b"/close":
+                    break
                 out = answer(path)
                 if out is not None:
                     writer.write(out)
+            writer.close()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
@@ -81,7 +84,8 @@ async def test_callback_exchange_errors_close_the_connection(
         server: tuple[int, list[bytes]]) -> None:
     pool = UpstreamPool("127.0.0.1", server[0])
     for path, error, timeout in (("/huge", UpstreamError, 5.0),
-                                 ("/silent", UpstreamTimeout, 0.2)):
+                                 ("/silent", UpstreamTimeout, 0.2),
+                                 ("/close", UpstreamReset, 5.0)):
         await (await pool.connect()).exchange(head("/warm"), None, 5.0)
         status, body, exc = await send(pool, path, timeout)
         assert (status, body, type(exc)) == (0, None, error)
