@@ -53,8 +53,23 @@ def machine_info() -> dict[str, str]:
         "serve-gateway": _pkg("serve-gateway"),
         "nginx": _cmd_version(["nginx", "-v"]).replace("nginx version: ", ""),
         "wrk": _cmd_version(["wrk", "-v"]).split(" Copyright")[0],
+        "cpu idle": _cpuidle(),
         "load average at start": " ".join(load),
     }
+
+
+def _cpuidle() -> str:
+    """How an idle CPU waits: on a VM whose idle vCPUs halt at once, every wake-up of a worker
+    is an IPI and a VM exit, paid by the process that wrote to it (often the proxy)."""
+    base = Path("/sys/devices/system/cpu/cpuidle")
+    try:
+        out = (base / "current_driver").read_text().strip()
+    except OSError:
+        return "-"
+    poll = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    if poll.exists():
+        out += f", guest_halt_poll_ns={poll.read_text().strip()}"
+    return out
 
 
 def _ms(v: Any) -> str:
