@@ -93,10 +93,14 @@ class Scenario:
     paired: tuple[tuple[str, str], ...] = ()  # (load, base load) ratios of gateway req/s to show
 
 
+def one_version(backend: list[str]) -> dict[str, Any]:
+    """One version of one replica running the bench backend."""
+    return {"command": backend, "replicas": 1, "health": {"path": "/ready"}}
+
+
 def one_backend(backend: list[str]) -> dict[str, Any]:
     """One service on / with one version of one replica: the bare proxy path."""
-    return {"bench": {"route": "/", "versions": {"v1": {
-        "command": backend, "replicas": 1, "health": {"path": "/ready"}}}}}
+    return {"bench": {"route": "/", "versions": {"v1": one_version(backend)}}}
 
 
 def _spread(ratios: list[float], fmt: str) -> str:
@@ -177,15 +181,13 @@ def traffic_services(backend: list[str]) -> dict[str, Any]:
     """``/plain``: the bare path. ``/``: ten rules that all evaluate (each header regex matches,
     each rule's cookie is absent, so none wins), then v1/v2/v3 at 60/30/10, and 20% of requests
     copied to a shadow version and compared. Both in one gateway, so one run compares them."""
-    def version() -> dict[str, Any]:
-        return {"command": backend, "replicas": 1, "health": {"path": "/ready"}}
-
     rules = [{"match": {"header": {f"x-rule-{i}": {"regex": "on-[0-9]+"}},
                         "cookie": {f"group-{i}": "beta"}}, "to": f"v{i % 3 + 1}"}
              for i in range(10)]
     return {
-        "plain": {"route": "/plain", "versions": {"v1": version()}},
-        "policies": {"route": "/", "versions": {v: version() for v in ("v1", "v2", "v3", "shadow")},
+        "plain": {"route": "/plain", "versions": {"v1": one_version(backend)}},
+        "policies": {"route": "/",
+                     "versions": {v: one_version(backend) for v in ("v1", "v2", "v3", "shadow")},
                      "traffic": {"rules": rules, "weights": {"v1": 60, "v2": 30, "v3": 10},
                                  "mirror": {"to": "shadow", "percent": 20}}},
     }
@@ -226,13 +228,10 @@ def mirror_services(backend: list[str]) -> dict[str, Any]:
     """``/``: one version. ``/mN``: the same, plus a shadow version getting N% copies.
     How the cost grows with N separates what a copy costs the gateway (linear in N) from what
     waking a mostly idle worker costs this machine (largest per copy at small N)."""
-    def version() -> dict[str, Any]:
-        return {"command": backend, "replicas": 1, "health": {"path": "/ready"}}
-
-    services = {"plain": {"route": "/", "versions": {"v1": version()}}}
+    services = {"plain": {"route": "/", "versions": {"v1": one_version(backend)}}}
     for pct in MIRROR_SHARES:
         services[f"m{pct}"] = {"route": f"/m{pct}",
-                               "versions": {"v1": version(), "shadow": version()},
+                               "versions": {v: one_version(backend) for v in ("v1", "shadow")},
                                "traffic": {"weights": {"v1": 1, "shadow": 0},
                                            "mirror": {"to": "shadow", "percent": pct}}}
     return services
