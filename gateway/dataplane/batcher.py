@@ -11,7 +11,8 @@ a hold timer fires), so an idle batcher costs nothing and has no task to stop.
 Every caller gets exactly one answer: its predictions; 504 when its deadline passes (queued:
 never sent); 502/504 for every member of a failed batch; 503 when shed or at shutdown. A client
 that disconnects is dropped before its request is sent. Batches count in ``Endpoint.inflight``,
-so a replica's drain waits for them.
+so a replica's drain waits for them, and a batch takes one of the replica's ``max_concurrency``
+slots (at most ``slots_per_replica`` of them go to batches).
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ class Batcher:
                 if self.replicas.on_demand is not None:
                     self.replicas.on_demand()     # scale from zero; publish() kicks us again
                 return
-            slots = cfg.slots_per_replica
+            # a batch takes one of the replica's max_concurrency slots, like a request does
+            slots = min(cfg.slots_per_replica, self.replicas.limit)
             free = free_slots(eps, slots, now)
             decision = decide(now, cfg, self.queue, free, self.pace, self.model)
             if not decision.dispatch:
@@ -275,7 +277,7 @@ class Batcher:
         callers of this one are answered (writing their responses would keep the replica idle)."""
         if flight.holding:
             flight.holding = False
-            flight.ep.inflight -= 1
+            self.replicas.release(flight.ep)
             self._inflight_items -= flight.items
             self._pump()
 
@@ -313,6 +315,7 @@ class Batcher:
         except UpstreamConnectError as exc:
             # the worker never saw it: back to the head of the queue, for another replica
             ep.eject(self.clock())        # the clock ReplicaSet.pick compares with
+            self.replicas.failure(ep)
             self.metrics.error(exc.kind)
             live = [e for e in batch if e.state == SENT]
             self._fail([e for e in live if e.attempts > self.retries], exc)
@@ -322,6 +325,7 @@ class Batcher:
             return
         except ProxyError as exc:
             self.metrics.error(exc.kind)
+            self.replicas.failure(ep)
             if not isinstance(exc, UpstreamTimeout):
                 # the connection broke under the batch: the worker is likely dying, so queued
                 # batches wait for the supervisor's verdict instead of following this one
@@ -337,6 +341,10 @@ class Batcher:
 
     def _answer(self, ep: Endpoint, batch: list[Entry], items: int, status: int, raw: bytes,
                 seconds: float) -> None:
+        if status >= 500:
+            self.replicas.failure(ep)
+        elif ep.fails:
+            self.replicas.success(ep)
         if status == 200:
             preds = predictions(raw, items)
             if isinstance(preds, str):

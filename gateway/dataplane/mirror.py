@@ -261,7 +261,7 @@ class Mirror:
         self.running -= 1
         self.gate.leave()
         if copy.ep is not None:
-            copy.ep.inflight -= 1
+            self.replicas.release(copy.ep)    # the slot may go to a request waiting for one
         if self.waiting:
             self._loop.call_soon(self._next)
         try:
