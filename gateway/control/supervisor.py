@@ -106,8 +106,8 @@ class Group:
                    f"last: {self.last_exit})"
         if self.starting() or len(self.current()) < self.desired:
             return None       # on its way, or about to be launched (after its backoff)
-        if self.desired == 0 and self.replica_set.scales_on_demand:
-            return None       # the autoscaler starts one for the demand (scale from zero)
+        if self.replica_set.starting == self.starting:
+            return None       # the autoscaler follows it: demand starts one (scale from zero)
         return "no replica is starting"
 
 

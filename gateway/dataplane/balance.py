@@ -165,12 +165,6 @@ class ReplicaSet:
         return sum(e.inflight for e in self.endpoints)
 
     @property
-    def scales_on_demand(self) -> bool:
-        """An autoscaler follows this version (it set ``starting``): a request waiting while
-        none runs makes it start one."""
-        return self.starting is not _nothing
-
-    @property
     def ejected(self) -> int:
         now = self._clock()
         return sum(1 for e in self.endpoints if e.ejected_until > now)
