@@ -12,7 +12,10 @@ class Ep:
 
 
 def fail(policy: OutlierPolicy, ep: Ep, peers: list[Ep], now: float, times: int) -> bool:
-    return any([policy.failure(ep, peers, now) for _ in range(times)])
+    ejected = False
+    for _ in range(times):            # every failure counts, even after an ejection
+        ejected = policy.failure(ep, peers, now) or ejected
+    return ejected
 
 
 def test_consecutive_errors_eject_and_a_success_resets_the_count() -> None:
