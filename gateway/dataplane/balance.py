@@ -117,6 +117,11 @@ class ReplicaSet:
         # none starting), or None while one may still come. Waiting would only delay the 503.
         self.hopeless: Callable[[], str | None] = _no_verdict
         self._queue: deque[_Waiter] = deque()
+        # how fast the queue moves: the mean time between two slots handed to waiters (EWMA),
+        # measured only while someone waits, so a request the queue cannot reach before its
+        # deadline is refused at once instead of after waiting for nothing
+        self._gap = 0.0
+        self._last_hand = 0.0
         self._randrange = (rng or random.Random()).randrange
         self._clock = clock
         # a batcher queueing for this version: told of every publish, adds its backlog
@@ -247,8 +252,15 @@ class ReplicaSet:
             raise Overloaded(f"{self.waiting} requests already wait for a replica of "
                              f"{self.service}/{self.version}")
         loop = asyncio.get_running_loop()
-        if deadline <= loop.time():
+        left = deadline - loop.time()
+        if left <= 0:
             raise self.unavailable()
+        if usable and self.waiting and self._gap * (self.waiting + 1) > left:
+            raise Overloaded(f"{self.waiting} requests wait for {self.service}/{self.version}, "
+                             f"served one per {self._gap * 1000:.0f} ms: too long for the "
+                             f"{left:.1f} s this one has left")
+        if not self._queue:
+            self._last_hand = self._clock()
         if not usable and self.on_demand is not None:
             self.on_demand()
         w = _Waiter(loop.create_future(), exclude)
@@ -315,8 +327,17 @@ class ReplicaSet:
             self.waiting -= 1
             ep.inflight += 1
             w.fut.set_result(ep)
+            self._moved()
         if skipped:
             q.extendleft(reversed(skipped))
+
+
+    def _moved(self) -> None:
+        """A waiter got a slot: update how fast the queue moves."""
+        now = self._clock()
+        gap = now - self._last_hand
+        self._last_hand = now
+        self._gap = gap if self._gap == 0.0 else 0.9 * self._gap + 0.1 * gap
 
 
 def _no_verdict() -> str | None:

@@ -203,3 +203,24 @@ def test_failures_eject_a_replica_and_the_waiters_skip_it() -> None:
     assert all(rs.pick() is not a for _ in range(50))
     clock.now += 10.5
     assert a in {rs.pick() for _ in range(50)} and rs.ejected == 0
+
+
+async def test_a_request_the_queue_cannot_reach_in_time_is_refused_at_once() -> None:
+    clock = Clock()
+    rs, [a] = limited(1, 1, clock=clock)
+    rs.take()
+    loop = asyncio.get_running_loop()
+    waiters = [asyncio.ensure_future(rs.wait(far())) for _ in range(3)]
+    await asyncio.sleep(0)
+    for w in waiters[:2]:          # the queue moves one request per second
+        clock.now += 1.0
+        rs.release(a)
+        await w
+    # one waits; a newcomer would be served in about 2 s
+    with pytest.raises(Overloaded, match="too long"):
+        await rs.wait(loop.time() + 1.5)
+    late = asyncio.ensure_future(rs.wait(loop.time() + 2.5))
+    await asyncio.sleep(0)
+    assert not late.done() and rs.waiting == 2
+    late.cancel()
+    waiters[2].cancel()
