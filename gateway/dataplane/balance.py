@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from gateway.dataplane.outlier import OutlierPolicy
 from gateway.dataplane.upstream import UpstreamPool
-from gateway.errors import ColdStartTimeout, NoReadyReplica, Overloaded, ProxyError
+from gateway.errors import ClientGone, ColdStartTimeout, NoReadyReplica, Overloaded, ProxyError
 
 EJECT_SECONDS = 2.0
 DEFAULT_LIMIT = 5
@@ -86,11 +86,13 @@ def p2c(endpoints: Sequence[Endpoint], randrange: Callable[[int], int], now: flo
 class _Waiter:
     """One request queued for a slot: its future, what it must not get, its deadline timer."""
 
-    __slots__ = ("exclude", "fut", "timer")
+    __slots__ = ("alive", "exclude", "fut", "timer")
 
-    def __init__(self, fut: asyncio.Future[Endpoint], exclude: Endpoint | None) -> None:
+    def __init__(self, fut: asyncio.Future[Endpoint], exclude: Endpoint | None,
+                 alive: Callable[[], bool] | None) -> None:
         self.fut = fut
         self.exclude = exclude
+        self.alive = alive          # False once its client hung up: skipped, not sent
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -240,7 +242,8 @@ class ReplicaSet:
         ep = self.take(exclude)
         return ep if ep is not None else await self.wait(deadline, exclude)
 
-    async def wait(self, deadline: float, exclude: Endpoint | None = None) -> Endpoint:
+    async def wait(self, deadline: float, exclude: Endpoint | None = None,
+                   alive: Callable[[], bool] | None = None) -> Endpoint:
         """Queue for the first free slot of any replica (new ones included) until ``deadline``
         (loop time): 503 at once past ``max_waiting`` or when nothing can come."""
         usable = any(e is not exclude for e in self.endpoints)
@@ -263,7 +266,7 @@ class ReplicaSet:
             self._last_hand = self._clock()
         if not usable and self.on_demand is not None:
             self.on_demand()
-        w = _Waiter(loop.create_future(), exclude)
+        w = _Waiter(loop.create_future(), exclude, alive)
         w.timer = loop.call_at(deadline, self._expire, w)
         self._queue.append(w)
         self.waiting += 1
@@ -323,6 +326,10 @@ class ReplicaSet:
                 continue
             if w.exclude is ep:
                 skipped.append(w)
+                continue
+            if w.alive is not None and not w.alive():
+                self.waiting -= 1
+                w.fut.set_exception(ClientGone("the client closed the connection while queued"))
                 continue
             self.waiting -= 1
             ep.inflight += 1

@@ -168,26 +168,27 @@ class DataPlane:
             if ep is None:
                 if last is not None and all(e is exclude for e in replicas.endpoints):
                     raise last        # the only replica just failed: no point in waiting
-                ep = await replicas.wait(start + svc.queue_timeout, exclude)
+                ep = await replicas.wait(start + svc.queue_timeout, exclude, request.alive)
                 self.metrics.queue_wait.labels(svc.name, version.name).observe(
                     loop.time() - start)
             sent = loop.time()
             try:
                 resp = await ep.pool.request(head, body, svc.request_timeout, method == "HEAD")
             except (UpstreamConnectError, UpstreamReset) as exc:
-                replicas.release(ep)
+                # set aside (if it is) before its slot is handed to a waiting request
                 self._failed(version, ep, exc)
-                can_retry = isinstance(exc, UpstreamConnectError) or (idempotent and replayable)
                 if isinstance(exc, UpstreamConnectError):
                     ep.eject(loop.time())
+                replicas.release(ep)
+                can_retry = isinstance(exc, UpstreamConnectError) or (idempotent and replayable)
                 if not can_retry or attempt == svc.retries:
                     raise
                 self.metrics.retries.labels(svc.name, version.name).inc()
                 exclude, last = ep, exc
                 continue
             except (UpstreamError, UpstreamTimeout) as exc:
-                replicas.release(ep)
                 self._failed(version, ep, exc)
+                replicas.release(ep)
                 raise
             except BaseException:
                 replicas.release(ep)

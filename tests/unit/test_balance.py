@@ -5,7 +5,7 @@ import pytest
 
 from gateway.dataplane.balance import Endpoint, ReplicaSet, p2c
 from gateway.dataplane.outlier import OutlierPolicy
-from gateway.errors import NoReadyReplica, Overloaded
+from gateway.errors import ClientGone, NoReadyReplica, Overloaded
 
 
 def eps(n: int) -> list[Endpoint]:
@@ -224,3 +224,16 @@ async def test_a_request_the_queue_cannot_reach_in_time_is_refused_at_once() -> 
     assert not late.done() and rs.waiting == 2
     late.cancel()
     waiters[2].cancel()
+
+
+async def test_a_waiter_whose_client_left_is_skipped_not_sent() -> None:
+    rs, [a] = limited(1, 1)
+    rs.take()
+    gone = asyncio.ensure_future(rs.wait(far(), alive=lambda: False))
+    here = asyncio.ensure_future(rs.wait(far(), alive=lambda: True))
+    await asyncio.sleep(0)
+    rs.release(a)
+    assert await here is a and a.inflight == 1
+    with pytest.raises(ClientGone):
+        await gone
+    assert rs.waiting == 0
