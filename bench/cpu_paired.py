@@ -52,6 +52,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--seconds", type=int, default=4)
     p.add_argument("--connections", default="4,64")
+    p.add_argument("--max-concurrency", type=int,
+                   help="set this build's max_concurrency (default: its default, 5)")
     p.add_argument("--write", action="store_true")
     args = p.parse_args()
     info = machine_info()
@@ -65,8 +67,10 @@ def main() -> int:
                 sub = tmp / key
                 sub.mkdir()
                 _log(f"starting {key}: {binary}")
-                targets[key] = start_gateway(procs, sub, one_backend(backend_argv("{port}")),
-                                             binary)
+                services = one_backend(backend_argv("{port}"))
+                if key == "this" and args.max_concurrency:
+                    services["bench"]["versions"]["v1"]["max_concurrency"] = args.max_concurrency
+                targets[key] = start_gateway(procs, sub, services, binary)
                 if proxy_cpu:
                     pin(targets[key].pids(), proxy_cpu)
             for conns in (int(c) for c in args.connections.split(",")):
@@ -84,12 +88,15 @@ def main() -> int:
                              max(ratios), median(x[1] for x in got["this"]),
                              median(x[1] for x in got["base"]),
                              sum(x[2] for v in got.values() for x in v)))
-    lines = [f"`bench/cpu_paired.py`: this build against `{args.base}`; {args.rounds} ABBA "
-             f"rounds of wrk -t1 GET / for {args.seconds} s each after 1 s warm-up; gateways "
-             f"pinned to CPU {min(proxy_cpu) if proxy_cpu else '-'}; machine: {info['cpus']}, "
-             f"load average at start {info['load average at start']}.", "",
-             "| wrk -c | CPU/req this | CPU/req base | this / base (median, range) | "
-             "req/s this | req/s base | errors |", "|---|---|---|---|---|---|---|"]
+    limit = args.max_concurrency or "5 (default)"
+    intro = (f"`bench/cpu_paired.py`: this build (max_concurrency {limit}) against "
+             f"`{args.base}`; {args.rounds} ABBA rounds of wrk -t1 GET / for {args.seconds} s "
+             f"each after 1 s warm-up; gateways pinned to CPU "
+             f"{min(proxy_cpu) if proxy_cpu else '-'}; machine: {info['cpus']}, "
+             f"load average at start {info['load average at start']}.")
+    header = ("| wrk -c | CPU/req this | CPU/req base | this / base (median, range) | "
+              "req/s this | req/s base | errors |")
+    lines = [intro, "", header, "|---|---|---|---|---|---|---|"]
     for c, t, b, ratio, lo, hi, rt, rb, errors in rows:
         lines.append(f"| {c} | {t:.1f} µs | {b:.1f} µs | {ratio:.3f} ({lo:.3f}-{hi:.3f}) | "
                      f"{rt:.0f} | {rb:.0f} | {errors} |")

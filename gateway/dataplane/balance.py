@@ -12,6 +12,7 @@ replica that becomes ready takes its share of a backlog at once.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
@@ -86,14 +87,14 @@ def p2c(endpoints: Sequence[Endpoint], randrange: Callable[[int], int], now: flo
 class _Waiter:
     """One request queued for a slot: its future, what it must not get, its deadline timer."""
 
-    __slots__ = ("alive", "exclude", "fut", "timer")
+    __slots__ = ("alive", "deadline", "exclude", "fut")
 
     def __init__(self, fut: asyncio.Future[Endpoint], exclude: Endpoint | None,
-                 alive: Callable[[], bool] | None) -> None:
+                 alive: Callable[[], bool] | None, deadline: float) -> None:
         self.fut = fut
         self.exclude = exclude
         self.alive = alive          # False once its client hung up: skipped, not sent
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = deadline    # loop time
 
 
 class ReplicaSet:
@@ -124,6 +125,10 @@ class ReplicaSet:
         # deadline is refused at once instead of after waiting for nothing
         self._gap = 0.0
         self._last_hand = 0.0
+        # one timer for the earliest deadline in the queue, not one per waiter: a waiter is
+        # usually handed a slot long before its deadline
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self._randrange = (rng or random.Random()).randrange
         self._clock = clock
         # a batcher queueing for this version: told of every publish, adds its backlog
@@ -153,8 +158,6 @@ class ReplicaSet:
         queue, self._queue = self._queue, deque()
         self.waiting = 0
         for w in queue:
-            if w.timer is not None:
-                w.timer.cancel()
             if not w.fut.done():
                 w.fut.set_exception(self._none_coming(reason))
 
@@ -266,8 +269,9 @@ class ReplicaSet:
             self._last_hand = self._clock()
         if not usable and self.on_demand is not None:
             self.on_demand()
-        w = _Waiter(loop.create_future(), exclude, alive)
-        w.timer = loop.call_at(deadline, self._expire, w)
+        w = _Waiter(loop.create_future(), exclude, alive, deadline)
+        if deadline < self._timer_at:
+            self._arm(loop, deadline)
         self._queue.append(w)
         self.waiting += 1
         fut = w.fut
@@ -279,8 +283,8 @@ class ReplicaSet:
                 self.release(fut.result())
             raise
         finally:
-            w.timer.cancel()
-            self._drop(w)
+            if fut.cancelled():   # else it already left the queue (handed, failed, expired)
+                self._drop(w)
 
     def _drop(self, w: _Waiter) -> None:
         try:
@@ -288,6 +292,22 @@ class ReplicaSet:
         except ValueError:        # already handed a slot or failed
             return
         self.waiting -= 1
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer every waiter whose deadline passed; wake up again at the next deadline."""
+        self._timer, self._timer_at = None, math.inf
+        now = loop.time()
+        due = [w for w in self._queue if w.deadline <= now + 0.001]   # ms timer resolution
+        for w in due:
+            self._expire(w)
+        if self._queue:
+            self._arm(loop, min(w.deadline for w in self._queue))
 
     def _expire(self, w: _Waiter) -> None:
         """A waiter's deadline: 503 (every replica busy: overloaded, or none ready), or 504
