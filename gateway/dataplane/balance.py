@@ -150,7 +150,7 @@ class ReplicaSet:
     def recheck(self) -> None:
         """With nothing ready, answer every waiting request at once if the supervisor knows
         nothing is coming (called on publish and when a replica crashes)."""
-        if self.endpoints or not self._queue:
+        if self.endpoints:
             return
         reason = self.hopeless()
         if reason is None:
@@ -160,6 +160,13 @@ class ReplicaSet:
         for w in queue:
             if not w.fut.done():
                 w.fut.set_exception(self._none_coming(reason))
+        for on_publish, _ in self._watchers:    # a batcher answers its queue too
+            on_publish()
+
+    def verdict(self) -> NoReadyReplica | None:
+        """With no replica ready: the 503 to answer at once when none is coming, else None."""
+        reason = self.hopeless()
+        return None if reason is None else self._none_coming(reason)
 
     def watch(self, on_publish: Callable[[], None],
               backlog: Callable[[], int] | None = None) -> None:
@@ -251,9 +258,9 @@ class ReplicaSet:
         (loop time): 503 at once past ``max_waiting`` or when nothing can come."""
         usable = any(e is not exclude for e in self.endpoints)
         if not usable:
-            reason = self.hopeless()
-            if reason is not None:
-                raise self._none_coming(reason)
+            error = self.verdict()
+            if error is not None:
+                raise error
         if self.waiting >= self.max_waiting:
             raise Overloaded(f"{self.waiting} requests already wait for a replica of "
                              f"{self.service}/{self.version}")

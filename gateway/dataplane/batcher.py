@@ -228,6 +228,10 @@ class Batcher:
         while self.queue.requests:
             eps = self.replicas.endpoints
             if not eps:
+                error = self.replicas.verdict()
+                if error is not None:         # none is coming (a crash loop): 503 at once
+                    self._fail(self.queue.drain(), error)
+                    break
                 if self.replicas.on_demand is not None:
                     self.replicas.on_demand()     # scale from zero; publish() kicks us again
                 return

@@ -137,7 +137,9 @@ async def test_no_replica_coming_answers_503_at_once(tmp_path: Path) -> None:
     crasher = {"route": "/crash", "versions": {"v1": {
         "command": ["sh", "-c", "sleep 0.2; exit 3", "{port}"], "replicas": 1}}}
     none = {"route": "/none", "versions": {"v1": {"command": SLOW, "replicas": 0}}}
-    async with GatewayProc(tmp_path, {"crash": crasher, "none": none}, ready=False) as gw, \
+    batching = {**crasher, "route": "/batch", "batching": {"max_batch_size": 4}}
+    async with GatewayProc(tmp_path, {"crash": crasher, "none": none, "batch": batching},
+                           ready=False) as gw, \
             aiohttp.ClientSession() as s:
         status, seconds, body, retry_after = await timed_post(s, gw.url("/none"))
         assert (status, body["error"], retry_after) == (503, "no_ready_replica", "1")
@@ -147,6 +149,12 @@ async def test_no_replica_coming_answers_503_at_once(tmp_path: Path) -> None:
         assert status == 503 and "crash loop" in body["detail"], body
         assert (await gw.status())["services"]["crash"]["versions"]["v1"]["crash_loop"]
         status, seconds, body, _ = await timed_post(s, gw.url("/crash"))
+        assert status == 503 and seconds < 1.0 and "crash loop" in body["detail"], body
+
+        async def batch_loop() -> bool:
+            return bool((await gw.status())["services"]["batch"]["versions"]["v1"]["crash_loop"])
+        await wait_until(batch_loop, 30, what="the batching version's crash loop")
+        status, seconds, body, _ = await timed_post(s, gw.url("/batch"))   # the batcher's queue
         assert status == 503 and seconds < 1.0 and "crash loop" in body["detail"], body
 
 
