@@ -11,14 +11,14 @@ the gateway, offered 300 requests/s (about 10x what they serve one by one) for 1
 - ``limit, queue 32``: the same with ``gateway.queue.max_waiting: 32`` (a queue a client waits
   about a second in at most);
 - ``batching``: this build with ``batching: {max_batch_size: 8}`` (its own queue and
-  shedding), for comparison.
+  shedding), for comparison; ``batching, queue 32`` with ``max_queue: 32`` too.
 
 Every request is scheduled at start + i/rate whatever happened to the others (open loop, a
 new connection when none is idle, as independent clients do); latency counts from that time.
 Reported: goodput (2xx/s), p50/p99 of the 2xx, refusals (503) and how fast they came (p99),
 timeouts (504) and other failures, and the most upstream connections the gateway held.
 
-    .venv/bin/python bench/overload.py [--quick] [--write] [--base PATH] [--json out.json]
+    .venv/bin/python bench/overload.py [--quick] [--write] [--base PATH] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ MODES = (
     Mode("limit"),
     Mode("limit, queue 32", gateway={"queue": {"max_waiting": 32}}),
     Mode("batching", service={"batching": {"max_batch_size": 8}}),
+    Mode("batching, queue 32", service={"batching": {"max_batch_size": 8, "max_queue": 32}}),
 )
 
 
@@ -257,16 +258,16 @@ def main() -> int:
     p.add_argument("--write", action="store_true", help="update bench/README.md's block")
     p.add_argument("--base", type=Path, default=MAIN_BIN, help="the build without a limit")
     p.add_argument("--gateway", type=Path, default=GATEWAY_BIN)
-    p.add_argument("--only", help="comma-separated set-up names (their first word)")
+    p.add_argument("--only", action="append", help="a set-up's name (repeat for several)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     warmup, duration = (2.0, 5.0) if args.quick else (3.0, 15.0)
     info = machine_info()
-    wanted = set(args.only.split(",")) if args.only else None
+    wanted = set(args.only) if args.only else None
     outcomes = []
     with raised_nofile():
         for mode in MODES:
-            if wanted and mode.name.split()[0] not in wanted:
+            if wanted and mode.name not in wanted:
                 continue
             binary = args.base if mode.base else args.gateway
             if not binary.exists():
