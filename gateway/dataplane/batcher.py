@@ -189,10 +189,13 @@ class Batcher:
         self._timed_out(entry, self.queue.cancel(entry))
         self._settle()
 
-    def _timed_out(self, entry: Entry, was_queued: bool) -> None:
+    def _timed_out(self, entry: Entry, was_queued: bool, now: float | None = None) -> None:
         self.metrics.error("deadline")
         if was_queued and not self.replicas.endpoints:
             exc: ProxyError = self.replicas.unavailable()   # 504 if one is starting, else 503
+        elif now is not None and entry.deadline > now:
+            exc = DeadlineExceeded("the request's deadline would pass before a batch sent now "
+                                   "is answered: not sent")
         else:
             where = "in the queue" if was_queued else "while its batch was at the worker"
             exc = DeadlineExceeded(f"the request's deadline passed {where}")
@@ -248,9 +251,14 @@ class Batcher:
             if i is None:
                 return
             self._rr = i + 1
-            taken = self.queue.take(cfg.max_batch_size, now)
+            # what a batch takes now: a request with less time left would be answered too late.
+            # Capped, so that a fresh request is always sent and a stale estimate (one slow
+            # batch at a cold start) is corrected by the next answers
+            lead = min(self.model.predict(min(self.queue.items, cfg.max_batch_size)) or 0.0,
+                       cfg.timeout / 2)
+            taken = self.queue.take(cfg.max_batch_size, now, lead)
             for entry in taken.expired:
-                self._timed_out(entry, True)
+                self._timed_out(entry, True, now)
             if taken.gone:
                 self._answer_gone(taken.gone)
             if taken.batch:
