@@ -70,7 +70,7 @@ class Gateway:
 
     async def start(self) -> None:
         spec = self.spec
-        self.admin.configure(spec.gateway.admin)   # refuses an open admin listener before any start
+        self.admin.configure(spec.gateway.admin, spec.gateway.state_dir)   # refuses an open
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.rollouts.restore(spec)                # resumes journaled rollouts
@@ -82,6 +82,9 @@ class Gateway:
         self.rollouts.start()
         self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
         self.ports["admin"] = await self.admin.start(*split_listen(spec.gateway.admin.listen))
+        # <state_dir>/admin-token (0600) for the CLI; only once the listener is ours, so a second
+        # `up` that cannot bind never replaces the first one's token
+        self.admin.publish_token()
         log.info("serving on %s (admin %s), %d services, config %s",
                  _addr(spec.gateway.listen, self.ports["data"]),
                  _addr(spec.gateway.admin.listen, self.ports["admin"]),
@@ -109,6 +112,7 @@ class Gateway:
         await self.autoscaler.stop()
         await self.supervisor.shutdown(keep=keep_replicas)
         await self.admin.stop()
+        self.admin.withdraw_token()
         await self.runtime.close()
         log.info("stopped")
 

@@ -141,7 +141,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     running: dict[str, Any] | None = None
     rollouts: dict[str, Any] = {}
     rates: dict[str, float] = {}
-    if args.admin or args.config:
+    if getattr(args, "admin", None) or getattr(args, "config", None):
         try:
             client = adminclient.from_args(args)
             running, rollouts, rates = _observe(client)
