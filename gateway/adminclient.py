@@ -226,7 +226,7 @@ def render_status(doc: dict[str, Any], now: float | None = None) -> str:
         out.append(f"last reload {_ago(now - last.get('at', now))} ago: {state}")
         if last.get("needs_restart"):
             out.append("needs restart: " + ", ".join(last["needs_restart"]))
-    versions, replicas = [], []
+    versions, replicas, crashed = [], [], []
     for sname, svc in (doc.get("services") or {}).items():
         weights = svc.get("weights") or {}
         total = sum(weights.values()) or 1
@@ -238,6 +238,8 @@ def render_status(doc: dict[str, Any], now: float | None = None) -> str:
                                      ("CRASH LOOP", v.get("crash_loop"))) if on]
             if v.get("last_exit"):
                 notes.append(f"last exit: {v['last_exit']}")
+            if v.get("last_log") and (v.get("crash_loop") or v.get("ready", 0) == 0):
+                crashed.append((f"{sname}/{vname}", v["last_log"][-5:]))
             members = v.get("replicas") or []
             versions.append((sname, svc.get("route", ""), vname, weight, v.get("ready", 0),
                              v.get("desired", 0), v.get("restarts", 0),
@@ -250,6 +252,9 @@ def render_status(doc: dict[str, Any], now: float | None = None) -> str:
     if replicas:
         out += ["", table(("REPLICA", "SERVICE", "VERSION", "ADDRESS", "STATE", "INFLIGHT",
                            "REVISION"), replicas)]
+    for name, lines in crashed:    # what a replica that keeps failing said last
+        out += ["", f"{name}: last log lines of the replica that exited:"]
+        out += [f"  {line}" for line in lines]
     return "\n".join(out)
 
 

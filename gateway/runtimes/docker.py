@@ -35,7 +35,7 @@ import requests
 import urllib3.exceptions
 
 from gateway.errors import RuntimeFailure
-from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec
+from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, log_tail
 from gateway.runtimes.docker_attrs import (
     DEFAULT_PORT,
     L_INSTANCE,
@@ -304,6 +304,9 @@ class DockerRuntime:
                 raise RuntimeFailure(f"docker runtime closed while waiting for {self._ref(replica)}")
             info = await self._exit_state(client, replica)
         if rid not in self._exits:
+            if info.kind != ExitKind.STOPPED and not info.log_tail:
+                info = dataclasses.replace(info, log_tail=await asyncio.to_thread(
+                    _logs_tail, client, self._ref(replica)))
             self._finished(rid, info)
         return info
 
@@ -394,6 +397,15 @@ def _inspect(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
         return attrs
     except docker.errors.NotFound:
         return None
+
+
+def _logs_tail(client: docker.DockerClient, ref: str) -> tuple[str, ...]:
+    """Blocking. An ended container's last log lines (why a model failed to load); () when
+    Docker cannot give them."""
+    try:
+        return log_tail(client.api.logs(ref, tail=20))
+    except _SDK_ERRORS:
+        return ()
 
 
 def _root_cause(exc: BaseException) -> str:
