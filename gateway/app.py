@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.admin import AdminServer, reload_endpoint
+from gateway.adminclient import TOKEN_ENV
 from gateway.control.reload import ReloadResult, reload_config
 from gateway.control import rolloutapi, scale, traffic
 from gateway.control.autoscaler import Autoscaler
@@ -228,6 +229,8 @@ def _runtime_options(spec: Spec) -> dict[str, Any]:
     opts: dict[str, Any] = {"state_dir": g.state_dir, "instance": g.instance}
     if g.runtime == "docker":
         opts.update(network=g.docker.network, base_url=g.docker.base_url, gpus=g.docker.gpus)
+    else:   # worker processes inherit the environment, minus the admin token's variables
+        opts["private_env"] = tuple(filter(None, (g.admin.token_env, TOKEN_ENV)))
     return opts
 
 

@@ -187,9 +187,13 @@ class ProcessRuntime:
 
     name = "process"
 
-    def __init__(self, state_dir: str = ".serve-gateway", instance: str = "default") -> None:
+    def __init__(self, state_dir: str = ".serve-gateway", instance: str = "default",
+                 private_env: tuple[str, ...] = ()) -> None:
         self._state_dir = Path(state_dir)
         self._instance = instance
+        # the gateway's own secrets (the admin token's variables): a worker inherits the rest of
+        # the environment, never the means to drive the admin API
+        self._private_env = frozenset(private_env)
         suffix = "" if instance == "default" else f".{_UNSAFE_NAME.sub('_', instance)}"
         self._state_path = self._state_dir / f"process-replicas{suffix}.json"
         self._children: dict[str, _Child] = {}
@@ -277,7 +281,7 @@ class ProcessRuntime:
         return rid
 
     def _env(self, spec: ReplicaSpec, rid: str, port: int) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in self._private_env}
         env.update(spec.env)
         env.update(PORT=str(port), SGW_SERVICE=spec.service, SGW_VERSION=spec.version,
                    SGW_REPLICA_ID=rid, SGW_GATEWAY_INSTANCE=self._instance)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from gateway import adminclient
 from tests.helpers import GatewayProc, echo_service, run_cli
@@ -79,3 +80,20 @@ async def test_host_allow_list(tmp_path: Path) -> None:
         assert (await call(gw, "POST", "/reload", gw.auth))[0] == 200
         assert (await call(gw, "GET", "/status", {"Host": "gw.internal"}))[0] == 200
         assert (await call(gw, "GET", "/status", {"Host": "evil.example"}))[0] == 403
+
+
+async def test_workers_do_not_inherit_the_admin_token(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SGW_TRUST_TEST_TOKEN", "configured-token")
+    monkeypatch.setenv(adminclient.TOKEN_ENV, "cli-token")
+    monkeypatch.setenv("SGW_TRUST_TEST_OTHER", "kept")
+    gw = GatewayProc(tmp_path, {"echo": echo_service(replicas=1)})
+    gw.config["gateway"]["admin"]["token_env"] = "SGW_TRUST_TEST_TOKEN"
+    gw.rewrite(gw.config)
+    async with gw:
+        (pid,) = gw.worker_pids
+        env = dict(item.split(b"=", 1) for item in
+                   Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item)
+        assert env[b"SGW_TRUST_TEST_OTHER"] == b"kept"
+        assert b"SGW_TRUST_TEST_TOKEN" not in env
+        assert adminclient.TOKEN_ENV.encode() not in env
