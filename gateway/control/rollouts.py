@@ -28,6 +28,7 @@ from typing import Any
 from gateway import tasks
 from gateway.control import rollout, rolloutobs
 from gateway.control.rollout import journal
+from gateway.control.rollout.analysis import held as held_step
 from gateway.control.rollout.common import end
 from gateway.control.rollout.fromspec import serving_of, stable_of, to_plan
 from gateway.control.rollout.model import (
@@ -389,14 +390,8 @@ class Rollouts:
         s, d, now = run.state, run.decision, self.clock()
         nxt = d.next_step_at if d is not None else None
         steps = getattr(run.plan, "steps", None)
-        analysis = getattr(run.plan, "analysis", None)
-        limit = getattr(analysis, "failure_limit", None)
-        held = None
-        if limit is not None and nxt is not None and now >= nxt \
-                and s.phase == Phase.PROGRESSING and s.last_verdict != "pass":
-            # the pause is over but the planner moves on only after a passing analysis
-            held = f"step held: waiting for a passing analysis (last: " \
-                   f"{s.last_verdict or 'none yet'})"
+        limit = getattr(getattr(run.plan, "analysis", None), "failure_limit", None)
+        held = held_step(s, nxt, now) if limit is not None else None
         return {
             "service": service, "strategy": s.strategy, "stable": s.stable, "target": s.target,
             "phase": s.phase.value, "step": s.step, "steps": len(steps) if steps else None,

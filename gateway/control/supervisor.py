@@ -443,8 +443,9 @@ def _describe(info: ExitInfo, log_path: str | None = None) -> str:
         how = f"was killed ({info.detail or info.code})"
     else:
         how = f"exited with code {info.code}"
-    if not info.log_tail:
-        return how
-    # the last line of a worker's log is where a Python traceback says what went wrong
+    if info.kind != ExitKind.EXITED or not info.log_tail:
+        return how      # killed from outside: the log would not say why (it is in last_log)
+    # a worker that ended by itself: the last line of its log is where a Python traceback says
+    # what went wrong
     where = f" (full log: {log_path})" if log_path else ""
     return f"{how}: {info.log_tail[-1]}{where}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.control.rollout import journal
+from gateway.control.rollout.analysis import held
 from gateway.control.rollout.model import (
     ABPlan,
     AnalysisSpec,
@@ -109,6 +110,21 @@ def test_history_survives_in_the_journal(tmp_path: Path) -> None:
     long = tuple((T0 + i, f"line {i}") for i in range(100))   # bounded
     journal.save(tmp_path, sim.state, long)
     assert journal.load_all(tmp_path).histories["echo"] == long[-journal.HISTORY:]
+
+
+def test_a_due_step_without_a_passing_analysis_is_held() -> None:
+    sim = canary()
+    sim.set("v2", **BAD)
+    due = sim.last.next_step_at
+    assert due is not None and held(sim.state, due, due - 1) is None      # still pausing
+    sim.tick(60)                                  # pause over; the analysis failed
+    assert sim.state.failures == 1 and sim.state.step == 0
+    assert sim.last.next_step_at == due
+    assert held(sim.state, due, sim.now) == \
+        "step held: waiting for a passing analysis (last: fail)"
+    sim.set("v2", **GOOD)
+    sim.tick(30)                                  # a pass: the step moves on
+    assert sim.state.step == 1 and held(sim.state, sim.last.next_step_at, sim.now) is None
 
 
 def status(**kw: Any) -> dict[str, Any]:
