@@ -292,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.command}: give the config file (CONFIG or -c CONFIG)")
     func: Command = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()           # a closed pipe shows here, not in the interpreter's exit
+        return code
     except KeyboardInterrupt:        # Ctrl-C (rollout status --watch ...): no traceback
         print(file=sys.stderr)
         return 130

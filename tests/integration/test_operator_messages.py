@@ -96,3 +96,14 @@ async def test_ctrl_c_and_closed_pipe_end_without_traceback(tmp_path: Path) -> N
         _, err = await asyncio.wait_for(proc.communicate(), 15)
         assert proc.returncode == 141 and b"Traceback" not in err, err.decode()
         assert b"Exception ignored" not in err
+
+
+async def test_output_into_a_closed_pipe_is_quiet() -> None:
+    # long output fails while printing, short output only at the final flush
+    for argv in (("schema",), ("validate", REPO_ROOT / "config" / "quickstart.yaml")):
+        read, write = os.pipe()
+        os.close(read)                       # `serve-gateway ... | true`
+        proc = await _spawn_cli(*argv, stdout=write)
+        os.close(write)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 141 and err == b"", (argv, err.decode())
