@@ -71,7 +71,8 @@ class Gateway:
 
     async def start(self) -> None:
         spec = self.spec
-        self.admin.configure(spec.gateway.admin, spec.gateway.state_dir)   # refuses an open
+        # refuses an open admin listener before any start
+        self.admin.configure(spec.gateway.admin, spec.gateway.state_dir)
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.rollouts.restore(spec)                # resumes journaled rollouts

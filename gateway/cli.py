@@ -70,7 +70,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     try:
         client = adminclient.from_args(args)
     except adminclient.AdminClientError as exc:
-        if getattr(args, "config", None):   # the file may be too broken to name its admin API: show what is wrong
+        if getattr(args, "config", None):   # too broken to name its admin API: say what is wrong
             load_config(args.config)
         print(f"serve-gateway: {exc}; nothing was reloaded", file=sys.stderr)
         return 1
