@@ -14,6 +14,7 @@ from gateway.control.rollout.model import (
     ABPlan,
     AnalysisSpec,
     ArmComparison,
+    BlueGreenPlan,
     CanaryPlan,
     CanaryStep,
     Phase,
@@ -52,6 +53,11 @@ def test_automatic_promotions_say_why_not_by_operator() -> None:
     assert any(line.startswith("promoting to full after the candidate matched the baseline 2 "
                                "intervals") for line in sim.log), sim.log
     assert not any("by operator" in line for line in sim.log), sim.log
+    sim = Sim(BlueGreenPlan(service="m", stable="v1", target="v2", replicas=2,
+                            auto_promote_after=30))
+    sim.step()
+    sim.run_until(Phase.DONE, 30)
+    assert "promoting v2: ready for 30s (auto_promote_after)" in sim.log, sim.log
     # a person's promote still says so
     sim = canary()
     sim.tick(0, "promote", full=True)
