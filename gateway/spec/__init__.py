@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.spec.checks import CHECKS
-from gateway.spec.loader import dotted, line_of, load_yaml
+from gateway.spec.loader import MAX_BYTES, dotted, line_of, load_yaml
 from gateway.spec.models import ROLLOUT_STRATEGIES, ServiceSpec, Spec, VersionSpec
 
 __all__ = ["Spec", "ServiceSpec", "VersionSpec", "load_spec", "parse_spec", "json_schema"]
@@ -18,14 +18,37 @@ __all__ = ["Spec", "ServiceSpec", "VersionSpec", "load_spec", "parse_spec", "jso
 def load_spec(path: str | Path) -> Spec:
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError([ConfigProblem("", f"cannot read config: {exc.strerror}")], str(p)) from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError([ConfigProblem("", f"larger than {MAX_BYTES >> 10} KiB: not a config "
+                                             "file?")], str(p))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigProblem("", "not UTF-8 text", line)], str(p)) from None
     return parse_spec(text, str(p))
 
 
 def parse_spec(text: str, source: str = "") -> Spec:
+    """The validated spec, or ConfigError; nothing else, whatever the text (a bug in a
+    validator is reported as an internal error rather than raised)."""
+    try:
+        return _parse(text, source)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError([ConfigProblem("", f"internal error while validating: {exc!r} "
+                                             "(please report it)")], source) from exc
+
+
+def _parse(text: str, source: str) -> Spec:
     data, lines = load_yaml(text, source)
+    if data == {} and not lines:
+        raise ConfigError([ConfigProblem("", "the file is empty (a truncated write?)", 1)], source)
     if not isinstance(data, dict):
         raise ConfigError([ConfigProblem("", "the config must be a mapping", 1)], source)
     try:

@@ -64,6 +64,8 @@ class GatewaySpec(Strict):
     drain_timeout: Duration = Field(30.0, description="how long in-flight requests may finish on shutdown or scale-in")
     stop_grace: Duration = Field(10.0, description="SIGTERM to SIGKILL delay when stopping a replica")
     access_log: AccessLogSpec = AccessLogSpec()
+    allow_empty: bool = Field(False, description="accept a config with no services (it serves "
+                                                 "nothing); else it is refused at up and reload")
 
 
 class HealthSpec(Strict):
