@@ -93,6 +93,8 @@ def _message(err: Any) -> str:
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()))
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)              # "must be > 0", not "> 0.0"
         return f"must be {op} {bound}"
     if kind == "union_tag_invalid":
         return f"must be one of {ctx.get('expected_tags')}"
