@@ -47,7 +47,7 @@ def parse_spec(text: str, source: str = "") -> Spec:
 
 def _parse(text: str, source: str) -> Spec:
     data, lines = load_yaml(text, source)
-    if data == {} and not lines:
+    if data is None or not lines:      # nothing, only comments, or a bare "---"
         raise ConfigError([ConfigProblem("", "the file is empty (a truncated write?)", 1)], source)
     if not isinstance(data, dict):
         raise ConfigError([ConfigProblem("", "the config must be a mapping", 1)], source)
