@@ -39,7 +39,7 @@ def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError([_syntax_problem(exc)], source) from None
+        raise ConfigError([_syntax_problem(exc, text)], source) from None
     lines: dict[Path, int] = {}
     problems: list[ConfigProblem] = []
     if node is None:
@@ -53,7 +53,11 @@ def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
     return data, lines
 
 
-def _syntax_problem(exc: yaml.YAMLError) -> ConfigProblem:
+def _syntax_problem(exc: yaml.YAMLError, text: str) -> ConfigProblem:
+    if isinstance(exc, yaml.reader.ReaderError):   # a control character: no mark, a position
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return ConfigProblem("", f"YAML syntax error: character #x{char:04x} is not allowed",
+                             text.count("\n", 0, exc.position) + 1)
     mark = getattr(exc, "problem_mark", None)
     line = mark.line + 1 if mark is not None else None
     problem = getattr(exc, "problem", None) or str(exc)
@@ -75,7 +79,7 @@ def _check_depth(text: str, source: str) -> None:
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError as exc:
-        raise ConfigError([_syntax_problem(exc)], source) from None
+        raise ConfigError([_syntax_problem(exc, text)], source) from None
 
 
 class _Builder:
