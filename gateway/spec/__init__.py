@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.spec.checks import CHECKS
@@ -66,7 +66,57 @@ def json_schema() -> dict[str, Any]:
     schema = Spec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "serve-gateway config"
+    schema["patternProperties"] = {"^x-": {"description": "ignored: anchors for <<: merge keys"}}
+    _duration_bounds(Spec, schema)
     return schema
+
+
+_BOUNDS = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum"}
+
+
+def _duration_bounds(model: type[BaseModel], schema: dict[str, Any]) -> None:
+    """A duration's schema is 'number or "10s"' (types.py); put its field's bounds on the
+    number so that editors show them too."""
+    defs = schema.get("$defs", {})
+    props = (defs.get(model.__name__) or schema).get("properties", {})
+    for name, field in model.model_fields.items():
+        for sub in _models(field.annotation):
+            if sub.__name__ in defs and sub is not model:
+                _duration_bounds(sub, schema)
+        prop = props.get(field.alias or name, {})
+        number = _number_branch(prop)
+        if number is None:
+            continue
+        _strip_bounds(prop)      # pydantic copies an optional field's bounds verbatim
+        for meta in field.metadata:
+            for attr, key in _BOUNDS.items():
+                if getattr(meta, attr, None) is not None:
+                    number[key] = getattr(meta, attr)
+        if "exclusiveMinimum" in number:
+            number.pop("minimum", None)
+
+
+def _strip_bounds(prop: dict[str, Any]) -> None:
+    for key in _BOUNDS:
+        prop.pop(key, None)
+    for branch in prop.get("anyOf", []):
+        _strip_bounds(branch)
+
+
+def _number_branch(prop: dict[str, Any]) -> dict[str, Any] | None:
+    for branch in prop.get("anyOf", []):
+        if branch.get("type") == "number":
+            return branch
+        found = _number_branch(branch)
+        if found is not None:
+            return found
+    return None
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models(arg)]
 
 
 def _problem(err: Any, lines: dict[Any, int]) -> ConfigProblem:

@@ -22,8 +22,8 @@ def not_empty(spec: Spec) -> Iterator[Finding]:
     """A config that lost its services (a truncated or emptied file) would stop every replica
     on reload and answer 404 to everyone: refused unless said on purpose."""
     if not spec.services and not spec.gateway.allow_empty:
-        yield ("services",), "no services: the gateway would serve nothing (a truncated " \
-                             "file?); set gateway.allow_empty: true if that is intended"
+        yield ("services",), ("no services: the gateway would serve nothing (a truncated "
+                              "file?); set gateway.allow_empty: true if that is intended")
 
 
 def names(spec: Spec) -> Iterator[Finding]:
