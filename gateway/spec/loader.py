@@ -35,11 +35,13 @@ _MERGE = "tag:yaml.org,2002:merge"
 
 
 def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
-    _check_depth(text, source)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError([_syntax_problem(exc, text)], source) from None
+    except _TooDeep as exc:
+        raise ConfigError([ConfigProblem("", f"nested more than {MAX_DEPTH} levels deep",
+                                         exc.line)], source) from None
     lines: dict[Path, int] = {}
     problems: list[ConfigProblem] = []
     if node is None:
@@ -64,22 +66,27 @@ def _syntax_problem(exc: yaml.YAMLError, text: str) -> ConfigProblem:
     return ConfigProblem("", f"YAML syntax error: {problem}", line)
 
 
-def _check_depth(text: str, source: str) -> None:
-    """PyYAML's composer recurses per nesting level: refuse a deep document from the event
-    stream (an iterative parser) before composing it."""
+class _Loader(yaml.SafeLoader):
+    """PyYAML's composer recurses per nesting level: refuse a deep document before Python's
+    recursion limit does (a RecursionError, or worse, a half-built tree)."""
+
     depth = 0
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    line = event.start_mark.line + 1 if event.start_mark else None
-                    raise ConfigError([ConfigProblem(
-                        "", f"nested more than {MAX_DEPTH} levels deep", line)], source)
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-    except yaml.YAMLError as exc:
-        raise ConfigError([_syntax_problem(exc, text)], source) from None
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooDeep(mark.line + 1 if mark else None)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int | None) -> None:
+        super().__init__(line)
+        self.line = line
 
 
 class _Builder:
