@@ -3,6 +3,7 @@ validate also start and stop cleanly (process runtime, loopback ports, bounded t
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import yaml
 from gateway.errors import ConfigError
 from gateway.spec import Spec, parse_spec
 from tests.fuzzconfig import mutants
-from tests.helpers import REPO_ROOT, free_port, kill_group, wait_http_ok, wait_until
+from tests.helpers import REPO_ROOT, free_port, kill_group, wait_http_ok
 
 STARTS = 3
 
@@ -50,15 +51,17 @@ async def test_mutants_that_validate_start_and_stop_cleanly(tmp_path: Path) -> N
     for name, data in chosen:
         config, log = tmp_path / "config.yaml", tmp_path / "gateway.log"
         config.write_text(yaml.safe_dump(data, sort_keys=False))
-        proc = subprocess.Popen([exe, "up", str(config)], cwd=REPO_ROOT, stdout=log.open("wb"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(exe, "up", str(config), cwd=REPO_ROOT,
+                                                        stdout=out, stderr=subprocess.STDOUT,
+                                                        start_new_session=True)
         try:
             admin = data["gateway"]["admin"]["listen"]
             await wait_http_ok(f"http://{admin}/healthz", 20)
             proc.send_signal(signal.SIGTERM)
-            await wait_until(lambda: proc.poll() is not None, 45, what=f"{name} to stop")
+            code = await asyncio.wait_for(proc.wait(), 45)
             text = log.read_text(errors="replace")
-            assert proc.returncode == 0 and "Traceback" not in text, f"{name}:\n{text}"
+            assert code == 0 and "Traceback" not in text, f"{name}:\n{text}"
         finally:
             kill_group(proc.pid)
-            proc.wait()
+            await proc.wait()

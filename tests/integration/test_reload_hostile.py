@@ -69,6 +69,18 @@ async def test_hostile_files_are_refused_and_the_gateway_keeps_serving(tmp_path:
         assert (await predict(s, gw.url("/v2/echo")))[0] == 200
 
 
+async def test_validate_names_the_problem_of_each_hostile_file(tmp_path: Path) -> None:
+    good = GatewayProc(tmp_path, {"echo": echo_service(replicas=1)}).config_path.read_text()
+    merge = "x-d: &d {route: /v1/echo, timeouts: {request: 0}}\n" + good.replace(
+        "    route: /v1/echo\n", "    <<: *d\n")
+    for n, (text, problem) in enumerate(hostile(good) + [
+            (merge, "services.echo.timeouts.request: must be > 0 (line 1)")]):
+        path = tmp_path / f"hostile{n}.yaml"
+        path.write_text(text)
+        rc, out, err = await run_cli("validate", path)
+        assert rc == 1 and problem in err and "Traceback" not in err, out + err
+
+
 async def test_up_refuses_a_config_without_services(tmp_path: Path) -> None:
     config = tmp_path / "empty.yaml"
     config.write_text(f"gateway: {{state_dir: {tmp_path / 'state'}}}\n")
