@@ -151,15 +151,19 @@ class Gateway:
         try:
             return self._commit(spec, previous)
         except Exception:
-            self.admin.configure(previous.gateway.admin)
-            self.spec, self.loaded_at, self.weight_overrides = previous, loaded_at, overrides
-            restore_rollouts()
-            effective = self.rollouts.overlay(previous)
-            self.supervisor.apply(effective)    # a desired state: the old one back is its restore
-            restore_autoscaler()
-            self._swap_table(effective)
-            self._configure_dataplane()
-            self._record_config()
+            try:
+                self.admin.configure(previous.gateway.admin)
+                self.spec, self.loaded_at, self.weight_overrides = previous, loaded_at, overrides
+                restore_rollouts()
+                effective = self.rollouts.overlay(previous)
+                self.supervisor.apply(effective)   # a desired state: the old one back restores it
+                restore_autoscaler()
+                self._swap_table(effective)
+                self._configure_dataplane()
+                self._record_config()
+            except Exception:
+                log.exception("restoring config %s after a failed reload failed too",
+                              previous.digest())
             raise
 
     def _commit(self, spec: Spec, previous: Spec) -> list[str]:

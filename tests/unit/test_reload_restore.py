@@ -49,3 +49,28 @@ async def test_a_bug_while_applying_restores_weights_pins_and_routing(tmp_path: 
     assert current is not table                     # rebuilt from the restored state ...
     assert current.by_name["echo"].weights == table.by_name["echo"].weights   # ... the same
     assert current.by_name["echo"].prefix == "/v1/echo"
+
+
+async def test_the_command_loop_survives_a_reload_that_raises(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    gw = Gateway(parse_spec(TEXT.format(state=tmp_path, route="/v1/echo", v2=1)))
+    done: list[str] = []
+
+    async def start() -> None:
+        done.append("start")
+
+    async def stop(keep_replicas: bool = False) -> None:
+        done.append("stop")
+
+    async def reload() -> None:
+        done.append("reload")
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gw, "start", start)
+    monkeypatch.setattr(gw, "stop", stop)
+    monkeypatch.setattr(gw, "reload", reload)
+    monkeypatch.setattr("gateway.app._settle_gc", lambda: None)   # leave this process's gc be
+    for cmd in ("reload", "reload", "stop"):
+        gw._commands.put_nowait(cmd)
+    await gw.run()                       # returns: the loop went on to the stop command
+    assert done == ["start", "reload", "reload", "stop"]
