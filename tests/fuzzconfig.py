@@ -19,6 +19,10 @@ HOSTILE: list[Any] = [0, -1, 1, 10**20, -(10**20), 1e308, "1e400", float("nan"),
                       {"<<": 5}, "{port}", "/", "//..", "v9", 1000, 500, 0.0001]
 
 
+TAGS = ["!!int", "!!float", "!!bool", "!!timestamp", "!!binary", "!!map", "!!seq", "!!null",
+        "!!str", "!foo", "!!python/object:os.system"]
+
+
 def _deep(n: int) -> Any:
     value: Any = []
     for _ in range(n):
@@ -47,7 +51,7 @@ def _set(data: Any, path: tuple[Any, ...], value: Any) -> Any:
 def mutate_text(text: str, rng: random.Random) -> str:
     lines = text.splitlines(keepends=True)
     i = rng.randrange(len(lines))
-    kind = rng.randrange(7)
+    kind = rng.randrange(8)
     if kind == 0:
         del lines[i]
     elif kind == 1:
@@ -61,7 +65,11 @@ def mutate_text(text: str, rng: random.Random) -> str:
         lines[i], lines[j] = lines[j], lines[i]
     elif kind == 5:
         pos = rng.randrange(len(text))
-        return text[:pos] + rng.choice("[]{}:&*!|>-#'\"\t\x00") + text[pos:]
+        return text[:pos] + rng.choice(["[", "]", "{", "}", ":", "&", "*", "!", "|", ">", "-",
+                                        "#", "'", '"', "\t", "\x00", "!!int ", "!!bool ",
+                                        "!!timestamp ", "!!map ", "!foo "]) + text[pos:]
+    elif kind == 6:   # an explicit tag on a value: PyYAML may fail to apply it
+        lines[i] = lines[i].replace(": ", ": " + rng.choice(TAGS) + " ", 1)
     else:
         lines[i] = lines[i].replace(": ", ": *x ", 1) if rng.random() < 0.5 else \
             "x-a: &x {route: /m, retries: 9}\n" + lines[i].replace(": ", ":\n  <<: *x\n  k: ", 1)

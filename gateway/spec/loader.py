@@ -4,8 +4,9 @@ PyYAML's composer keeps the position of every node; we walk the node tree oursel
 every error later found by validation can name the line it came from. Duplicate keys are an
 error here (PyYAML silently keeps the last one).
 
-No text can make this raise anything but ConfigError: the limits below are checked before the
-recursive parts of PyYAML and of this walk run.
+No text can make this raise anything but ConfigError: the limits below stop PyYAML's composer
+and this walk (both recursive) well before Python's recursion limit, and a value PyYAML cannot
+construct is a problem with its path and line.
 
 - Merge keys (``<<: *defaults``, ``<<: [*a, *b]``) are supported: keys written in the mapping
   win over merged ones, earlier merged mappings over later ones (YAML 1.1). A merged value's
@@ -32,6 +33,7 @@ MAX_VALUES = 100_000       # values after alias expansion
 MAX_INT = (1 << 63) - 1    # what the config hash (orjson) and the runtimes can carry
 EXTENSION_PREFIX = "x-"
 _MERGE = "tag:yaml.org,2002:merge"
+_COLLECTIONS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 def load_yaml(text: str, source: str = "") -> tuple[Any, dict[Path, int]]:
@@ -111,6 +113,10 @@ class _Builder:
         self.lines[path] = line
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
+        if node.tag not in _COLLECTIONS:   # !!int {a: 1}, !!set, !!omap ...: say so, not guess
+            self.problems.append(ConfigProblem(dotted(path), f"a {node.id} cannot be tagged "
+                                                             f"{node.tag.rpartition(':')[2]}", line))
+            return None
         self.open.add(id(node))
         try:
             if isinstance(node, yaml.MappingNode):
@@ -123,10 +129,14 @@ class _Builder:
         line = node.start_mark.line + 1
         try:
             value = self.scalars.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:      # an unknown tag (!foo), a bad !!binary ...
+        except yaml.YAMLError as exc:      # an unknown tag (!foo), a scalar tagged !!map ...
             problem = getattr(exc, "problem", None) or str(exc)
             self.problems.append(ConfigProblem(dotted(path), f"cannot read this value: {problem}",
                                                line))
+            return None
+        except Exception:                  # an explicit tag PyYAML cannot apply: !!int abc
+            self.problems.append(ConfigProblem(
+                dotted(path), f"cannot read {node.value!r} as {node.tag.rpartition(':')[2]}", line))
             return None
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
             self.problems.append(ConfigProblem(dotted(path), "integer too large", line))

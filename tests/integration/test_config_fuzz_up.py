@@ -13,6 +13,7 @@ import yaml
 
 from gateway.errors import ConfigError
 from gateway.spec import Spec, parse_spec
+from gateway.spec.loader import load_yaml
 from tests.fuzzconfig import mutants
 from tests.helpers import REPO_ROOT, free_port, kill_group, wait_http_ok
 
@@ -36,7 +37,7 @@ def startable(tmp_path: Path) -> list[tuple[str, dict]]:
         except ConfigError:
             continue
         if name.split("#")[0] != "broken.yaml" and small(spec):
-            data = {k: v for k, v in yaml.safe_load(text).items() if not k.startswith("x-")}
+            data = load_yaml(text)[0]          # as the gateway reads it: merged, no x- keys
             gw = data.setdefault("gateway", {})
             gw.update(listen=f"127.0.0.1:{free_port()}", state_dir=str(tmp_path / name),
                       admin={**(gw.get("admin") or {}), "listen": f"127.0.0.1:{free_port()}"})

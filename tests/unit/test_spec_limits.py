@@ -113,6 +113,22 @@ def test_values_the_config_hash_cannot_carry_are_refused(value: str, message: st
     assert problem.startswith(message)
 
 
+@pytest.mark.parametrize("value, message", [
+    ("!!int abc", "cannot read 'abc' as int"),
+    ("!!int 0x", "cannot read '0x' as int"),
+    ("!!float abc", "cannot read 'abc' as float"),
+    ("!!bool maybe", "cannot read 'maybe' as bool"),
+    ("!!timestamp foo", "cannot read 'foo' as timestamp"),
+    ("!!map x", "cannot read this value: expected a mapping node"),
+    ("!!int {a: 1}", "a mapping cannot be tagged int"),
+    ("!!set {a: null}", "a mapping cannot be tagged set"),
+])
+def test_explicit_tags_pyyaml_cannot_apply_are_refused(value: str, message: str) -> None:
+    [problem] = refused(SERVICE + f"        env: {{X: {value}}}\n")
+    assert problem.startswith(f"services.echo.versions.v1.env.X: {message}"), problem
+    assert problem.endswith("(line 7)")
+
+
 def test_twenty_digit_replicas_and_sizes_are_refused() -> None:
     assert refused(SERVICE + "        replicas: 99999999999999999999\n") == [
         "services.echo.versions.v1.replicas: integer too large (line 7)"]
