@@ -114,7 +114,8 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
         if node.tag not in _COLLECTIONS:   # !!int {a: 1}, !!set, !!omap ...: say so, not guess
-            self.problems.append(ConfigProblem(dotted(path), f"a {node.id} cannot be tagged "
+            kind = "mapping" if isinstance(node, yaml.MappingNode) else "sequence"
+            self.problems.append(ConfigProblem(dotted(path), f"a {kind} cannot be tagged "
                                                              f"{node.tag.rpartition(':')[2]}", line))
             return None
         self.open.add(id(node))
@@ -134,7 +135,8 @@ class _Builder:
             self.problems.append(ConfigProblem(dotted(path), f"cannot read this value: {problem}",
                                                line))
             return None
-        except Exception:                  # an explicit tag PyYAML cannot apply: !!int abc
+        except (ArithmeticError, AttributeError, KeyError, TypeError, ValueError):
+            # an explicit tag PyYAML's constructor cannot apply: !!int abc, !!bool maybe ...
             self.problems.append(ConfigProblem(
                 dotted(path), f"cannot read {node.value!r} as {node.tag.rpartition(':')[2]}", line))
             return None
