@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.spec import load_spec, parse_spec
+from gateway.spec import json_schema, load_spec, parse_spec
 from gateway.spec.loader import MAX_DEPTH, MAX_VALUES
 
 SERVICE = """\
@@ -183,3 +183,14 @@ def test_values_that_would_misbehave_are_refused(extra: str, expected: str) -> N
         and not extra.startswith("        ") else SERVICE + extra
     [problem] = refused(text)
     assert problem.startswith(expected), problem
+
+
+def test_the_json_schema_shows_duration_bounds_and_allows_x_keys() -> None:
+    schema = json_schema()
+    number = schema["$defs"]["TimeoutsSpec"]["properties"]["request"]["anyOf"][0]
+    assert number == {"type": "number", "exclusiveMinimum": 0, "maximum": 86400.0}
+    health = schema["$defs"]["HealthSpec"]["properties"]["liveness_interval"]["anyOf"][0]
+    assert (health["minimum"], health["maximum"]) == (0.1, 3600.0)
+    p99 = str(schema["$defs"]["AnalysisSpec"]["properties"]["max_p99"])
+    assert "'exclusiveMinimum': 0" in p99 and "'gt'" not in p99     # only JSON Schema words
+    assert "^x-" in schema["patternProperties"]
