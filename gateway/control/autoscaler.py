@@ -218,6 +218,7 @@ class Autoscaler:
         back (a reload that fails half-way). Call the restore after ``Supervisor.apply`` of the
         restored spec: like ``apply``, it sets the counts the supervisor just reset."""
         saved = [(key, sc, copy.copy(sc)) for key, sc in self.versions.items()]
+        starting = {key: g.replica_set.starting for key, g in self.supervisor.groups.items()}
 
         def restore() -> None:
             self.versions = {}
@@ -225,8 +226,11 @@ class Autoscaler:
                 vars(sc).update(vars(was))
                 self.versions[key] = sc
                 g = self.supervisor.groups.get(key)
-                if g is not None and (sc.bounds is not None or sc.pin is not None) \
-                        and not self.held(*key) and g.desired != sc.desired:
+                if g is None:
+                    continue
+                g.replica_set.starting = starting.get(key, g.replica_set.starting)
+                if (sc.bounds is not None or sc.pin is not None) and not self.held(*key) \
+                        and g.desired != sc.desired:
                     self.supervisor.set_desired(*key, sc.desired)
         return restore
 
