@@ -47,7 +47,7 @@ async def test_hostile_files_are_refused_and_the_gateway_keeps_serving(tmp_path:
             async def counted(n: int = failures) -> bool:
                 return await reloads(gw, "failure") == n
             await wait_until(counted, 20, what=f"the SIGHUP refusal of {problem!r}")
-            async with s.post(gw.admin("/reload")) as r:
+            async with s.post(gw.admin("/reload"), headers=gw.auth) as r:
                 doc = await r.json()
                 assert r.status == 422, doc                    # a refusal, never a 500
             failures += 1
