@@ -26,7 +26,7 @@ from gateway.control import rolloutapi, scale, traffic
 from gateway.control.autoscaler import Autoscaler
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
-from gateway.dataplane.http1 import Deadlines
+from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.server import DataPlane
 from gateway.dataplane.table import TableHolder, build_table, service_weights
 from gateway.errors import ConfigError

@@ -39,21 +39,28 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import httptools
 
 from gateway import tasks
 from gateway.dataplane.http1msg import Request, answer, error_parts
+from gateway.dataplane.http1rules import (
+    DEAD_PARSER,
+    DEFAULT_DEADLINES,
+    MAX_FIELDS,
+    BodyOnly,
+    Deadlines,
+    OnTimeout,
+    check_head,
+    no_count,
+)
 from gateway.errors import (
     BadRequest,
     ClientGone,
     HeadTooLarge,
     InternalError,
-    NotImplementedCoding,
     ProxyError,
     RequestTimeout,
-    VersionNotSupported,
 )
 
 log = logging.getLogger("gateway.http1")
@@ -62,47 +69,11 @@ WHOLE_BODY_LIMIT = 1 << 20      # bodies up to this (with a Content-Length) arri
 READ_HIGH_WATER = 1 << 18       # unread request body bytes before reading pauses
 MAX_TARGET = 8190               # request-target bytes (as aiohttp's line limit): 400 above
 MAX_HEAD = 64 * 1024            # header field bytes: 431 above
-MAX_FIELDS = 100                # header lines: 431 above (as nginx and Envoy)
 MAX_PIPELINED = 8               # parsed requests waiting behind the one being served
 KEEPALIVE_TIMEOUT = 75.0
 LINGER = 2.0                    # how long the unread rest of a body is dropped before closing
 
 Handler = Callable[[Request], Awaitable[None]]
-OnTimeout = Callable[[str], None]     # called with "header_read", "body_idle", "client_write"
-
-
-@dataclass(frozen=True, slots=True)
-class Deadlines:
-    """How long the data plane waits on a peer (``gateway.deadlines``), in seconds."""
-
-    header_read: float = 10.0
-    body_idle: float = 30.0
-    upstream_idle: float = 60.0
-    client_write: float = 30.0
-
-
-def _no_count(kind: str) -> None:
-    pass
-
-
-class _BodyOnly:
-    """Parser callbacks for the body of an ``Upgrade`` request: llhttp skips that body (it
-    expects the new protocol to follow), so a second parser reads it as a plain message."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: _Conn) -> None:
-        self.conn = conn
-
-    def on_body(self, body: bytes) -> None:
-        self.conn.on_body(body)
-
-    def on_message_complete(self) -> None:
-        conn = self.conn
-        conn.on_message_complete()
-        conn.reading_done = True       # nothing after it is read: we did not switch protocols
-
-
 class _Conn(asyncio.Protocol):
     """One client connection."""
 
@@ -222,7 +193,7 @@ class _Conn(asyncio.Protocol):
             self._no_more()
             return
         self.cur = req
-        self.parser = httptools.HttpRequestParser(_BodyOnly(self))
+        self.parser = httptools.HttpRequestParser(BodyOnly(self))
         self.parser.feed_data(b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                               if req.chunked else
                               b"PUT / HTTP/1.1\r\nContent-Length: %d\r\n\r\n"
@@ -259,7 +230,7 @@ class _Conn(asyncio.Protocol):
         self.idle_timer = self.linger_timer = self.read_timer = None
         # the parser holds bound methods of this protocol: a cycle that would keep the
         # connection and its buffers until the cyclic collector runs
-        self.parser = _DEAD_PARSER
+        self.parser = DEAD_PARSER
         self._wake_writer()
         if self.task is None:
             self.server.forget(self)
@@ -317,7 +288,7 @@ class _Conn(asyncio.Protocol):
                 upgrade = True
         version = p.get_http_version()
         if hosts != 1 or chunked or b"#" in self.url or version != "1.1":
-            _check_head(version, hosts, coding, self.url)
+            check_head(version, hosts, coding, self.url)
         method = p.get_method().decode("latin-1")
         req = Request(self, method, self.url.decode("latin-1"), raw, length, chunked, expect,
                       p.should_keep_alive(), version == "1.0")
@@ -571,32 +542,12 @@ class _Conn(asyncio.Protocol):
             self._close()
 
 
-def _check_head(version: str, hosts: int, coding: bytes, url: bytes) -> None:
-    """The RFC 9112 MUSTs on a request head, off the common path (one Host, HTTP/1.1, no
-    Transfer-Encoding): raises the error to answer."""
-    if version not in ("1.1", "1.0"):
-        raise VersionNotSupported(f"HTTP/{version} is not supported: HTTP/1.1 or 1.0 only")
-    if hosts > 1:
-        raise BadRequest("more than one Host header")
-    if hosts == 0 and version == "1.1":
-        raise BadRequest("an HTTP/1.1 request needs a Host header")
-    if b"#" in url:
-        raise BadRequest("'#' (a fragment) is not allowed in the request target")
-    if coding:
-        codings = [c.strip().lower() for c in coding.split(b",")]
-        if codings != [b"chunked"]:
-            if codings[-1] != b"chunked":
-                raise BadRequest("chunked must be the final transfer coding")
-            raise NotImplementedCoding("only the chunked transfer coding is supported, got "
-                                       + coding.decode("latin-1"))
-
-
 class Server:
     """The listener and its connections."""
 
     def __init__(self, handler: Handler, *, keepalive_timeout: float = KEEPALIVE_TIMEOUT,
-                 deadlines: Deadlines = Deadlines(), max_body: int = 10 << 20,
-                 on_timeout: OnTimeout = _no_count) -> None:
+                 deadlines: Deadlines = DEFAULT_DEADLINES, max_body: int = 10 << 20,
+                 on_timeout: OnTimeout = no_count) -> None:
         self.handler = handler
         self.keepalive_timeout = keepalive_timeout
         self.deadlines = deadlines    # read by each connection at each use: a reload applies
@@ -638,10 +589,3 @@ class Server:
         await tasks.cancel_and_wait(*(c.task for c in left))
         if self._server is not None:
             await self._server.wait_closed()
-
-
-class _Nothing:
-    """Callbacks of the parser a closed connection keeps (it is never fed)."""
-
-
-_DEAD_PARSER = httptools.HttpRequestParser(_Nothing())

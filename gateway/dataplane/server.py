@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 from gateway import tasks
 from gateway.dataplane.balance import Endpoint
 from gateway.dataplane.batchers import Batchers
-from gateway.dataplane.http1 import WHOLE_BODY_LIMIT, Deadlines, Server
+from gateway.dataplane.http1 import WHOLE_BODY_LIMIT, Server
 from gateway.dataplane.http1msg import JSON_FIELD, Request, error_parts, header_lines
+from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.mirror import Primary
 from gateway.dataplane.paths import normalise
 from gateway.dataplane.proxy import request_head, response_fields

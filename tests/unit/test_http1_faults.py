@@ -10,7 +10,7 @@ import gc
 import orjson
 
 from gateway.dataplane import http1
-from gateway.dataplane.http1 import Deadlines
+from gateway.dataplane.http1rules import Deadlines
 from tests.unit.test_http1 import FLOOD_GONE, Client, get, post, serving
 
 FAST = Deadlines(header_read=0.3, body_idle=0.3, upstream_idle=0.3, client_write=0.3)
@@ -91,10 +91,10 @@ async def test_strict_http11_musts() -> None:
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "more than one Host"),
             (b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", 400, "needs a Host"),
             (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "HTTP/2.0"),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n"
-             b"5\r\nhello\r\n0\r\n\r\n", 501, "chunked"),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-             b"Transfer-Encoding: gzip\r\n\r\n", 400, "Transfer-Encoding"),
+            ((b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n"
+             b"5\r\nhello\r\n0\r\n\r\n"), 501, "chunked"),
+            ((b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+             b"Transfer-Encoding: gzip\r\n\r\n"), 400, "Transfer-Encoding"),
             (b"GET /v1/a#/../../v1/b HTTP/1.1\r\nHost: a\r\n\r\n", 400, "'#'"),
             (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(100))
              + b"\r\n", 431, "100 header lines"),
@@ -155,7 +155,7 @@ async def test_post_with_upgrade_keeps_its_body_and_is_served_as_http11() -> Non
 
 async def test_content_length_over_the_limit_is_handed_over_at_the_head() -> None:
     """The handler sees the request (and can answer 413) before any body byte is buffered."""
-    async with serving(max_body=1000) as (server, port):
+    async with serving(max_body=1000) as (_server, port):
         c = await Client.open(port)
         c.send(b"POST /reject HTTP/1.1\r\nHost: t\r\nContent-Length: 500000\r\n\r\n")
         status, headers, _ = await c.answer()       # no body sent at all
