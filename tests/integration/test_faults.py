@@ -11,8 +11,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.helpers import (REPO_ROOT, GatewayProc, echo_service, metric_value, run_cli,
-                           wait_until)
+from tests.helpers import REPO_ROOT, GatewayProc, echo_service, metric_value, run_cli, wait_until
 from tests.unit.test_http1 import Client
 
 RAW = f"{{python}} {REPO_ROOT}/tests/workers/rawworker.py {{port}}"
