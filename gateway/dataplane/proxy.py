@@ -77,12 +77,15 @@ def request_head(method: bytes, target: bytes, headers: tuple[tuple[bytes, bytes
         host = default_host
         parts += (b"Host: ", host, b"\r\n")
     parts += (b"X-Forwarded-For: ", xff + b", " + peer if xff else peer, b"\r\n")
-    if not xfp:
-        parts += (b"X-Forwarded-Proto: ", proto, b"\r\n")
-    if not xfh:
-        parts += (b"X-Forwarded-Host: ", host, b"\r\n")
-    parts += (b"Forwarded: ", fwd + b", " if fwd else b"", forwarded_element(peer, host, proto),
-              b"\r\n")
+    if xfp or xfh or fwd:
+        if not xfp:
+            parts += (b"X-Forwarded-Proto: ", proto, b"\r\n")
+        if not xfh:
+            parts += (b"X-Forwarded-Host: ", host, b"\r\n")
+        parts += (b"Forwarded: ", fwd + b", " if fwd else b"", forwarded_element(peer, host, proto),
+                  b"\r\n")
+    else:
+        parts.append(_our_lines(peer, host, proto))
     if body_length is None:
         parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
     elif body_length or method not in (b"GET", b"HEAD", b"DELETE", b"OPTIONS"):
@@ -90,6 +93,22 @@ def request_head(method: bytes, target: bytes, headers: tuple[tuple[bytes, bytes
     else:
         parts.append(b"\r\n")
     return b"".join(parts)
+
+
+_OUR_LINES: dict[tuple[bytes, bytes, bytes], bytes] = {}   # a memo: the same few keys repeat
+
+
+def _our_lines(peer: bytes, host: bytes, proto: bytes) -> bytes:
+    """X-Forwarded-Proto, X-Forwarded-Host and Forwarded as the gateway writes them, built once
+    per (peer, host, proto): a dict lookup instead of three lines' formatting per request."""
+    key = (peer, host, proto)
+    lines = _OUR_LINES.get(key)
+    if lines is None:
+        if len(_OUR_LINES) >= 4096:      # hosts are the client's to choose: stay bounded
+            _OUR_LINES.clear()
+        lines = _OUR_LINES[key] = b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n" \
+            b"Forwarded: %s\r\n" % (proto, host, forwarded_element(peer, host, proto))
+    return lines
 
 
 def forwarded_element(peer: bytes, host: bytes, proto: bytes) -> bytes:

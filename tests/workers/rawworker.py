@@ -6,6 +6,7 @@
 - ``stall-length``: a 200 announcing 10 MB, 1000 bytes, then silence;
 - ``flood``: a chunked 200 of up to 256 MiB, as fast as the reader takes it;
 - ``big-chunked``: a chunked 200 of 2 MiB, at once;
+- ``shadow-big``: the same for a mirror copy (``x-shadow`` set), else a small JSON 200;
 - anything else: reads the body (Content-Length or chunked) and answers ``{"n": length}``.
 
 Every request line is logged to $RAW_LOG as ``req METHOD PATH``; a connection the gateway
@@ -95,7 +96,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                 except ConnectionError:
                     record(f"closed {path}")
                     return
-            elif what == "big-chunked":
+            elif what == "big-chunked" or (what == "shadow-big" and "x-shadow" in headers):
                 writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
                 piece = b"10000\r\n" + b"b" * 65536 + b"\r\n"
                 for _ in range(32):
