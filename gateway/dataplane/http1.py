@@ -257,18 +257,17 @@ class _Conn(asyncio.Protocol):
             raise BadRequest(f"request target over {MAX_TARGET} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        fields = self.fields
-        fields.append((name, value))
+        self.fields.append((name, value))
         self.head_size += len(name) + len(value) + 4
         if self.head_size > MAX_HEAD:
             raise HeadTooLarge(f"request header fields over {MAX_HEAD} bytes")
-        if len(fields) > MAX_FIELDS:
-            raise HeadTooLarge(f"more than {MAX_FIELDS} header lines")
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         p = self.parser
         raw = tuple(self.fields)
+        if len(raw) > MAX_FIELDS:      # memory is bounded by MAX_HEAD already: checked once
+            raise HeadTooLarge(f"more than {MAX_FIELDS} header lines")
         length: int | None = None
         chunked = expect = upgrade = False
         hosts = 0

@@ -159,7 +159,10 @@ class DataPlane:
         body_len: int | None
         if not request.has_body:
             body, body_len = None, 0
-        elif length is None or length <= WHOLE_BODY_LIMIT:
+        elif length is not None and length <= WHOLE_BODY_LIMIT:
+            body = request.body if request.body is not None else await request.read()
+            body_len = len(body)
+        elif length is None:
             # a chunked body is read whole (up to the limit) before anything is forwarded, so
             # a body over the limit never reaches the worker as a head and a cut-off body
             body = await _whole_body(request, length, svc.max_body)
