@@ -206,16 +206,16 @@ class Mirror:
 
     def submit(self, method: str, target: str, headers: tuple[tuple[bytes, bytes], ...],
                peer: bytes, body: bytes | None, primary: Primary,
-               sent: bytes | None = None) -> None:
+               sent: bytes | None = None, trusted: bool = False) -> None:
         """Send one copy (tagged ``X-Shadow: 1``) now, or queue it behind ``concurrency``
         copies in flight, or drop it when the gate is full. ``sent``: the primary's upstream
-        head for this body, reused when given."""
+        head for this body, reused when given; ``trusted``: as for ``proxy.request_head``."""
         if not self.gate.enter():
             self.metrics.dropped.inc()
             return
         if sent is None:
             sent = request_head(method.encode(), target.encode(), headers, peer, b"http",
-                                len(body) if body else 0, self.service.encode())
+                                len(body) if body else 0, self.service.encode(), trusted)
         # the same head, one more line (a client's own X-Shadow never got into it)
         head = sent[:-2] + SHADOW_LINE
         if self._loop is None:

@@ -138,7 +138,8 @@ class DataPlane:
             primary = Primary(request.status, body, seconds)
             assert svc.mirror is not None
             svc.mirror.submit(request.method, target, request.raw_headers, request.peer_bytes,
-                              request.body if request.has_body else None, primary, head)
+                              request.body if request.has_body else None, primary, head,
+                              self.trusted)
         except Exception:  # the primary is answered whatever the mirror does
             log.exception("could not start a mirror copy for %s", svc.name)
 
