@@ -74,6 +74,8 @@ KEEPALIVE_TIMEOUT = 75.0
 LINGER = 2.0                    # how long the unread rest of a body is dropped before closing
 
 Handler = Callable[[Request], Awaitable[None]]
+
+
 class _Conn(asyncio.Protocol):
     """One client connection."""
 
