@@ -27,6 +27,7 @@ from gateway.control import rolloutapi, scale, traffic
 from gateway.control.autoscaler import Autoscaler
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
+from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.server import DataPlane
 from gateway.dataplane.table import TableHolder, build_table, service_weights
 from gateway.errors import ConfigError
@@ -196,8 +197,12 @@ class Gateway:
         return notes
 
     def _configure_dataplane(self) -> None:
-        access = self.spec.gateway.access_log
+        g = self.spec.gateway
+        access = g.access_log
         self.dataplane.access_sample = access.sample if access.enabled else 0.0
+        d = g.deadlines
+        self.dataplane.configure(Deadlines(d.header_read, d.body_idle, d.upstream_idle,
+                                           d.client_write), g.max_body_bytes, g.trusted_hops)
 
     def rebuild_table(self) -> None:
         """Compile the running spec plus live overrides into a new table and swap it in: the

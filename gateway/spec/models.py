@@ -67,6 +67,19 @@ class AccessLogSpec(Strict):
     sample: float = Field(0.01, ge=0.0, le=1.0, description="fraction of requests logged")
 
 
+class DeadlinesSpec(Strict):
+    """A deadline on every wait on a peer of the data plane (dataplane/http1.py, upstream.py)."""
+
+    header_read: Duration = Field(10.0, gt=0, le=3600, description="a request head not complete "
+                                  "this long after its first byte: 408 and close")
+    body_idle: Duration = Field(30.0, gt=0, le=3600, description="no request body byte for this "
+                                "long (while the gateway wants more): 408 and close")
+    upstream_idle: Duration = Field(60.0, gt=0, le=3600, description="no byte of a streamed worker "
+                                    "answer for this long: the answer is cut, both sides closed")
+    client_write: Duration = Field(30.0, gt=0, le=3600, description="a client that reads nothing "
+                                   "of our answer for this long is disconnected")
+
+
 class GatewaySpec(Strict):
     instance: str = Field("default", description="names this gateway in replica labels; two gateways "
                                                  "sharing a Docker daemon need different names")
@@ -82,6 +95,10 @@ class GatewaySpec(Strict):
     access_log: AccessLogSpec = AccessLogSpec()
     allow_empty: bool = Field(False, description="accept a config with no services (it serves "
                                                  "nothing); else it is refused at up and reload")
+    deadlines: DeadlinesSpec = DeadlinesSpec()
+    trusted_hops: int = Field(0, ge=0, le=16, description="proxies in front of the gateway whose "
+                              "X-Forwarded-Proto/-Host and Forwarded are kept; 0: the gateway is "
+                              "the edge and overwrites them")
 
 
 class HealthSpec(Strict):
