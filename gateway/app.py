@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.admin import AdminServer, reload_endpoint
+from gateway.adminclient import TOKEN_ENV
 from gateway.control.reload import ReloadResult, reload_config
 from gateway.control import rolloutapi, scale, traffic
 from gateway.control.autoscaler import Autoscaler
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
+from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.server import DataPlane
 from gateway.dataplane.table import TableHolder, build_table, service_weights
 from gateway.errors import ConfigError
@@ -70,7 +72,8 @@ class Gateway:
 
     async def start(self) -> None:
         spec = self.spec
-        self.admin.configure(spec.gateway.admin)   # refuses an open admin listener before any start
+        # refuses an open admin listener before any start
+        self.admin.configure(spec.gateway.admin, spec.gateway.state_dir)
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.rollouts.restore(spec)                # resumes journaled rollouts
@@ -82,6 +85,9 @@ class Gateway:
         self.rollouts.start()
         self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
         self.ports["admin"] = await self.admin.start(*split_listen(spec.gateway.admin.listen))
+        # <state_dir>/admin-token (0600) for the CLI; only once the listener is ours, so a second
+        # `up` that cannot bind never replaces the first one's token
+        self.admin.publish_token()
         log.info("serving on %s (admin %s), %d services, config %s",
                  _addr(spec.gateway.listen, self.ports["data"]),
                  _addr(spec.gateway.admin.listen, self.ports["admin"]),
@@ -109,6 +115,7 @@ class Gateway:
         await self.autoscaler.stop()
         await self.supervisor.shutdown(keep=keep_replicas)
         await self.admin.stop()
+        self.admin.withdraw_token()
         await self.runtime.close()
         log.info("stopped")
 
@@ -124,7 +131,10 @@ class Gateway:
             _settle_gc()
             while (cmd := await self._commands.get()) != "stop":
                 if cmd == "reload":
-                    await self.reload()
+                    try:
+                        await self.reload()
+                    except Exception:   # reload() reports its own failures; a bug must not stop us
+                        log.exception("reload failed; still serving config %s", self.spec.digest())
         finally:
             await self.stop(keep_replicas)
 
@@ -139,14 +149,37 @@ class Gateway:
         return result
 
     def _apply(self, spec: Spec) -> list[str]:
-        """Make ``spec`` the running config (reload.py's ``Apply``)."""
+        """Make ``spec`` the running config (reload.py's ``Apply``): in full, or, on any error,
+        not at all: the state as it was is put back (not the old file re-applied, which would
+        drop live weights and pins and read the way back as a new revision), then it raises."""
         self.admin.configure(spec.gateway.admin)   # the one step that may refuse: goes first
+        previous, loaded_at, overrides = self.spec, self.loaded_at, self.weight_overrides
+        restore_rollouts, restore_autoscaler = self.rollouts.checkpoint(), self.autoscaler.checkpoint()
+        try:
+            return self._commit(spec, previous)
+        except Exception:
+            try:
+                self.admin.configure(previous.gateway.admin)
+                self.spec, self.loaded_at, self.weight_overrides = previous, loaded_at, overrides
+                restore_rollouts()
+                effective = self.rollouts.overlay(previous)
+                self.supervisor.apply(effective)   # a desired state: the old one back restores it
+                restore_autoscaler()
+                self._swap_table(effective)
+                self._configure_dataplane()
+                self._record_config()
+            except Exception:
+                log.exception("restoring config %s after a failed reload failed too",
+                              previous.digest())
+            raise
+
+    def _commit(self, spec: Spec, previous: Spec) -> list[str]:
         notes = []
         if self.weight_overrides:
             notes.append("live weight changes for " + ", ".join(sorted(self.weight_overrides))
                          + " replaced by the file's weights")
             log.info("reload: %s", notes[-1])
-        previous, self.spec = self.spec, spec
+        self.spec = spec
         self.loaded_at = time.time()
         self.weight_overrides = {}
         notes += self.rollouts.apply(spec, previous)   # keeps, starts, supersedes or drops
@@ -164,8 +197,12 @@ class Gateway:
         return notes
 
     def _configure_dataplane(self) -> None:
-        access = self.spec.gateway.access_log
+        g = self.spec.gateway
+        access = g.access_log
         self.dataplane.access_sample = access.sample if access.enabled else 0.0
+        d = g.deadlines
+        self.dataplane.configure(Deadlines(d.header_read, d.body_idle, d.upstream_idle,
+                                           d.client_write), g.max_body_bytes, g.trusted_hops)
 
     def rebuild_table(self) -> None:
         """Compile the running spec plus live overrides into a new table and swap it in: the
@@ -224,6 +261,8 @@ def _runtime_options(spec: Spec) -> dict[str, Any]:
     opts: dict[str, Any] = {"state_dir": g.state_dir, "instance": g.instance}
     if g.runtime == "docker":
         opts.update(network=g.docker.network, base_url=g.docker.base_url, gpus=g.docker.gpus)
+    else:   # worker processes inherit the environment, minus the admin token's variables
+        opts["private_env"] = tuple(filter(None, (g.admin.token_env, TOKEN_ENV)))
     return opts
 
 
