@@ -71,7 +71,8 @@ async def test_queued_requests_go_to_replicas_that_become_ready(tmp_path: Path) 
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         burst = asyncio.gather(*(timed_post(s, gw.url("/m")) for _ in range(24)))
         await wait_until(lambda: metric_waiting(gw), 5, what="requests queued in the gateway")
-        async with s.post(gw.admin("/services/m/scale"), json={"replicas": 3}) as r:
+        async with s.post(gw.admin("/services/m/scale"), json={"replicas": 3},
+                          headers=gw.auth) as r:
             assert r.status == 200, await r.text()
         results = await burst
         assert {r[0] for r in results} == {200}
