@@ -215,6 +215,15 @@ class ReplicaSet:
             return e if e is not exclude and e.inflight < self.limit else None
         return p2c(eps, self._randrange, self._clock(), exclude, self.limit)
 
+    def pick_any(self) -> Endpoint | None:
+        """An endpoint for traffic bounded elsewhere, whatever its free slots: mirror copies
+        have their own concurrency and queue; a full replica would drop them. They count in
+        ``inflight`` all the same, so a replica busy with copies takes fewer requests."""
+        eps = self.endpoints
+        if len(eps) == 1:
+            return eps[0]
+        return p2c(eps, self._randrange, self._clock())
+
     def take(self, exclude: Endpoint | None = None) -> Endpoint | None:
         """A slot now (the caller must ``release`` it), or None. No task, no future: this is
         the whole cost of admission while a slot is free."""

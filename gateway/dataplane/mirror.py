@@ -228,7 +228,7 @@ class Mirror:
 
     def _start(self, copy: _Copy) -> None:
         self.running += 1
-        ep = self.replicas.pick()
+        ep = self.replicas.pick_any()     # copies are bounded by their own concurrency
         if ep is None:
             copy.done(0, None, NoReadyReplica(f"no ready replica of mirror {self.service}/"
                                               f"{self.version}"))
