@@ -301,6 +301,37 @@ async def test_a_new_revision_rolls_out_by_the_strategy_and_survives_a_restart(
                          20, what="the old revision stopped")
 
 
+@pytest.mark.parametrize("rollout", [
+    {"strategy": "ramped"},
+    {"strategy": "canary", "steps": [{"weight": 50, "pause": "1s"}], "analysis": None,
+     "scale_down_delay": "0s"},
+], ids=["ramped", "canary"])
+async def test_a_revision_rollout_waits_for_a_ready_new_revision(
+        tmp_path: Path, rollout: dict[str, Any]) -> None:
+    """Editing the serving version's env with a slow model load (3 s, longer than the 1 s queue
+    timeout): no request may be routed to the new revision before one of its replicas is ready.
+    On main the first step was planned before the supervisor applied the new config, counted
+    the old replicas as the new revision's, and sent traffic to a revision still loading."""
+    services = {"echo": {"route": "/v1/echo", "rewrite": "/predict",
+                         "versions": {"v1": {"command": ECHO, "env": {"ECHO_TAG": "old"},
+                                             "replicas": 2}},
+                         "rollout": rollout}}
+    async with GatewayProc(tmp_path, services, queue={"timeout": "1s"}) as gw:
+        async with Load([gw.url("/v1/echo")], clients=4) as load:
+            await wait_until(lambda: load.count() > 20, 20, what="load flowing")
+            config = copy.deepcopy(gw.config)
+            config["services"]["echo"]["versions"]["v1"]["env"] = {
+                "ECHO_TAG": "new", "ECHO_LOAD_SECONDS": "3"}
+            gw.rewrite(config)
+            code, _, err = await run_cli("reload", "--admin", gw.admin(""))
+            assert code == 0, err
+            await phase_is(gw, "done", deadline=90)
+            await wait_until(lambda: _tags(gw, {"new"}, n=10), 20, what="only the new revision")
+            await load.stop()
+        assert not load.failures, (len(load.failures), load.failures[:5])
+        assert load.count(served_by="echo/v1") > 0
+
+
 async def _tags(gw: GatewayProc, expected: set[str], n: int = 40) -> bool:
     seen = set()
     async with aiohttp.ClientSession() as s:
