@@ -121,6 +121,10 @@ def rollout(spec: Spec) -> Iterator[Finding]:
             continue
         at = ("services", sname, "rollout")
         known = ", ".join(svc.versions)
+        if r.strategy == "shadow" and r.analysis.max_p99_increase is not None:
+            # copies have no latency of their own to compare: the check could never pass
+            yield at + ("analysis", "max_p99_increase"), \
+                "only a canary has a stable version answering the same window to compare with"
         for key, name in (("to", r.to), ("from", r.from_)):
             if name is not None and name not in svc.versions:
                 yield at + (key,), f"no version named {name} (versions: {known})"
