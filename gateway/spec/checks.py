@@ -84,6 +84,9 @@ def traffic(spec: Spec) -> Iterator[Finding]:
             continue
         if mirror.to not in svc.versions:
             yield at + ("mirror", "to"), f"no version named {mirror.to} (versions: {known})"
+        if mirror.methods and "POST" in mirror.methods and not svc.mirror_post:
+            yield at + ("mirror", "methods"), "POST is copied only when the service says its " \
+                "POSTs have no side effects: set mirror_post: true on the service"
         try:
             plugins.create("comparator", mirror.comparator, mirror.options)
         except plugins.PluginError as exc:

@@ -206,6 +206,9 @@ class MirrorSpec(Strict):
     percent: float = Field(ge=0, le=100)
     comparator: str = Field("exact", description="built-in name or 'module:attr'")
     options: dict[str, Any] = Field({}, description="the comparator's keyword arguments")
+    methods: list[Literal["GET", "HEAD", "POST"]] | None = Field(
+        None, min_length=1, description="the methods copied and compared (a shadow rollout's "
+        "analysis counts only these); default GET and HEAD, plus POST with mirror_post")
     max_body: Size = Field(1 << 20, ge=0, le=1 << 20, description="larger bodies are not mirrored")
     concurrency: int = Field(16, ge=1, description="mirror requests in flight at once")
     queue: int = Field(64, ge=0, description="copies waiting for a slot; beyond, copies are dropped")

@@ -170,6 +170,44 @@ async def test_ramped_recreate_shadow_and_bluegreen_drop_nothing(tmp_path: Path)
         assert code == 1 and "refused" in err, err
 
 
+async def test_shadow_example_compares_only_the_methods_it_asks_for(tmp_path: Path) -> None:
+    """config/rollout-shadow.yaml asks for inference POSTs to be compared: GETs that probe the
+    route are not copied, so they never fill the analysis' min_requests or its agreement (on
+    main every GET was copied, compared and counted as a disagreement)."""
+    services = example("shadow", percent=100, duration="1h")
+    services["echo"]["versions"]["v2"]["replicas"] = 1
+    async with GatewayProc(tmp_path, services, ready=False) as gw:
+        await wait_until(lambda: _versions(gw, lambda v: v["v2"]["ready"] == 1), 30,
+                         what="the shadow ready")
+        await wait_until(_mirroring(gw), 20, what="the rollout mirroring")
+
+        async def compared(results: tuple[str, ...] = ("agree", "disagree")) -> float:
+            text = await metrics(gw)
+            return sum(metric_value(text, "serve_gateway_shadow_comparisons_total",
+                                    service="echo", version="v2", result=r) or 0.0
+                       for r in results)
+
+        async with aiohttp.ClientSession() as s:
+            for method in ("GET", "POST"):
+                for _ in range(30):
+                    async with s.request(method, gw.url("/v1/echo"), data=b'{"x": 1}') as r:
+                        await r.read()
+        await wait_until(lambda: _at_least(compared, 30), 20, what="30 POST copies compared")
+        # and not one of the 30 GETs: their answers name the replica (pid, id), so each copy
+        # was a disagreement that failed a good v2's agreement check
+        assert (await compared(("agree",)), await compared(("disagree",))) == (30, 0)
+
+
+def _mirroring(gw: GatewayProc) -> Any:
+    async def check() -> bool:
+        return (await rollout_of(gw))["mirror"] is not None
+    return check
+
+
+async def _at_least(value: Any, n: float) -> bool:
+    return bool(await value() >= n)
+
+
 async def _served(gw: GatewayProc, path: str, headers: dict[str, str], by: str) -> bool:
     async with aiohttp.ClientSession() as s, \
             s.post(gw.url(path), data=b'{"x": 1}', headers=headers) as r:
