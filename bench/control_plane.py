@@ -29,7 +29,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers import ECHO, GatewayProc, group_members, run_cli, wait_until  # noqa: E402
+from tests.helpers import ECHO, GatewayProc, group_members, run_cli, wait_until
 
 SHELL = ["sh", "-c", "serve-gateway worker examples.models.echo:Echo --port {port}; true"]
 STRATEGIES: dict[str, dict[str, Any]] = {
