@@ -285,7 +285,7 @@ class AnalysisSpec(Strict):
     max_error_rate: float | None = Field(0.01, ge=0, le=1, description="5xx share of answers")
     max_p99: Duration | None = Field(None, description="p99 latency of the new version")
     max_p99_increase: Duration | None = Field(
-        None, le=3600.0, description="canary only: its p99 minus the stable version's p99 over "
+        None, ge=0.0, le=3600.0, description="canary only: its p99 minus the stable version's p99 over "
         "the same window (a slower model fails this whatever its absolute latency)")
     min_agreement: float | None = Field(None, ge=0, le=1,
                                         description="shadow agreement ratio (needs mirroring)")

@@ -305,12 +305,15 @@ def _ready_members(sup: Supervisor, key: tuple[str, str]) -> None:
     del g.members[g.desired:]
 
 
-def test_shipped_autoscale_example_stays_at_zero_after_one_request() -> None:
-    """config/autoscale.yaml as shipped: one request, then 5 minutes of silence. The version goes
-    to zero after idle_to_zero and stays there: no replica started for nobody."""
+@pytest.mark.parametrize("policy", ["default", "queue_latency"])
+def test_shipped_autoscale_example_stays_at_zero_after_one_request(policy: str) -> None:
+    """config/autoscale.yaml as shipped (and with the plugin it names): one request, then 5
+    minutes of silence. The version goes to zero after idle_to_zero and stays there: no replica
+    started for nobody (on main: a start and a stop every 2 s)."""
     from tests.helpers import REPO_ROOT
 
-    spec = parse_spec((REPO_ROOT / "config" / "autoscale.yaml").read_text())
+    text = (REPO_ROOT / "config" / "autoscale.yaml").read_text()
+    spec = parse_spec(text.replace("policy: default", f"policy: {policy}"))
     metrics = Metrics()
     sup = Supervisor(None, metrics)  # type: ignore[arg-type]
     clock = Clock()
