@@ -202,7 +202,9 @@ class ProcessRuntime:
         suffix = "" if instance == "default" else f".{_UNSAFE_NAME.sub('_', instance)}"
         self._state_path = self._state_dir / f"process-replicas{suffix}.json"
         self._children: dict[str, _Child] = {}
-        self._reaper = Reaper(str(self._state_dir))    # started with the first replica
+        # started with the first replica; a restarted one learns the running groups
+        self._reaper = Reaper(str(self._state_dir), lambda: [
+            c.pgid for c in self._children.values() if c.proc.returncode is None])
         self._save_lock = asyncio.Lock()
         self._closed = False
 

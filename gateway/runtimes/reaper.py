@@ -22,11 +22,15 @@ a bare interpreter and never a heavy import.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+log = logging.getLogger("gateway.runtimes.reaper")
 
 
 def start_time(pid: int) -> int | None:
@@ -41,8 +45,9 @@ def start_time(pid: int) -> int | None:
 class Reaper:
     """The gateway's side: starts the reaper, registers and unregisters groups, closes it."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, live: Callable[[], Iterable[int]] = tuple) -> None:
         self.label = label                    # in the reaper's argv, for `ps`
+        self.live = live                      # groups running now: a new reaper learns them
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd: int | None = None
 
@@ -50,6 +55,9 @@ class Reaper:
     def fd(self) -> int:
         """The write end, for a child's ``preexec_fn``: (re)starts the reaper when needed."""
         if self._proc is None or self._proc.poll() is not None or self._fd is None:
+            if self._proc is not None:
+                log.warning("the worker reaper (pid %d) is gone: starting another",
+                            self._proc.pid)
             self._start()
         assert self._fd is not None
         return self._fd
@@ -69,6 +77,8 @@ class Reaper:
         # never block the event loop on a stopped reaper: a lost line is logged, not waited for
         os.set_blocking(write, False)
         self._fd = write
+        for pgid in self.live():             # the groups the last reaper guarded
+            send(write, b"+%d\n" % pgid)
 
     def forget(self, pgid: int) -> None:
         """The group is swept: no need to kill it later (and its pgid may be reused)."""

@@ -55,3 +55,30 @@ async def test_a_stopped_gateway_leaves_no_reaper(tmp_path: Path) -> None:
     async with GatewayProc(tmp_path, services) as gw:
         assert len(reapers(gw.state_dir)) == 1
     await wait_until(lambda: not reapers(gw.state_dir), 10, what="the reaper to exit")
+
+
+async def test_a_restarted_reaper_guards_the_groups_already_running(tmp_path: Path) -> None:
+    """Someone kills the reaper: the next replica start brings a new one, which learns every
+    running group, not only the new one."""
+    from gateway.runtimes.base import ReplicaSpec
+    from gateway.runtimes.process import ProcessRuntime
+
+    rt = ProcessRuntime(state_dir=str(tmp_path))
+    sleeper = ReplicaSpec("svc", "v1", "r1", command=("sh", "-c", "sleep 60; true"))
+    first = await rt.start(sleeper)
+    reaper = rt._reaper._proc                     # the process under test
+    assert reaper is not None
+    os.kill(reaper.pid, signal.SIGKILL)
+    reaper.wait()
+    second = await rt.start(sleeper)
+    groups = [r.pid for r in (first, second) if r.pid]
+    try:
+        await wait_until(lambda: all(len(group_members(g)) == 2 for g in groups), 10,
+                         what="sh and its sleep in each group")
+        rt._reaper.close()                        # end of file, as when the gateway dies
+        await wait_until(lambda: not any(group_members(g) for g in groups), 10,
+                         what="both groups killed by the new reaper")
+    finally:
+        for g in groups:
+            kill_group(g)
+        await rt.close()
