@@ -125,7 +125,7 @@ async def batch_histogram(admin: int, service: str) -> tuple[float, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     reader, writer = await asyncio.open_connection("127.0.0.1", admin)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     data = await reader.read()
     writer.close()
     text = data.partition(b"\r\n\r\n")[2].decode()

@@ -1,16 +1,26 @@
-"""The admin HTTP API, on its own listener (never reachable through the data listener).
+"""The admin API, on its own listener (never reachable through the data listener).
 
-One middleware applies the security rules to every route, the ones features add included:
+One middleware applies the security rules to every route, the ones features add included
+(``Access.check``, a pure function of the request's method, path and headers):
 
+- ``/healthz`` and ``/readyz`` are always open, for load balancers;
+- a ``Host`` that is neither an IP literal, the listen host, nor in ``admin.allow_hosts``
+  (default: localhost) gets 403: a DNS-rebinding page names its own host, so it cannot read
+  ``/status`` (pids, log paths) or ``/metrics`` through an operator's browser;
 - a request carrying a browser ``Origin`` that is not in ``gateway.admin.allow_origins`` gets
   403, so a web page cannot drive the API through an operator's browser;
-- a mutating route (``add_route(..., mutating=True)``) is POST only (GET is 405) and, when a token
-  is configured, needs ``Authorization: Bearer <token>`` (401 otherwise);
+- a mutating route (``add_route(..., mutating=True)``) is POST only (GET is 405) and always needs
+  ``Authorization: Bearer <token>`` (401 otherwise), so no local process (a model worker
+  included) can reload, scale or move traffic without it;
+- on a non-loopback listener, reads need the token too, except the ``admin.public`` ones;
 - the listener refuses a non-loopback address unless a token is configured.
 
 The token comes from the environment variable named by ``admin.token_env`` or the file named by
 ``admin.token_file`` (a relative path is relative to the gateway's working directory), never
-from the YAML. Every error is JSON: ``{"error": kind, "service": name or null, "detail": text}``.
+from the YAML. With neither, the gateway generates one at start and writes it, mode 0600, to
+``<state_dir>/admin-token`` (removed at exit), where the CLI finds it by itself: the way Jupyter
+protects its server. Every error is JSON: ``{"error": kind, "service": name or null, "detail":
+text}``.
 """
 
 from __future__ import annotations
@@ -18,7 +28,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import os
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -26,7 +40,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.adminclient import TokenError, read_token
+from gateway.adminclient import TOKEN_FILE, TokenError, read_token
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.metrics import Metrics
 from gateway.spec.models import AdminSpec
@@ -41,6 +55,7 @@ log = logging.getLogger("gateway.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 1 << 20
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})   # load balancers send no token
 _KINDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 413: "body_too_large"}
 
@@ -112,14 +127,116 @@ def resolve_token(spec: AdminSpec) -> str | None:
         raise ConfigError([ConfigProblem(f"gateway.admin.{exc.key}", str(exc))]) from None
 
 
+def host_name(header: str) -> str:
+    """The name part of a Host header: ``h:8081`` -> ``h``, ``[::1]:8081`` -> ``::1``."""
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    if _is_ip(header):          # a bare IPv6 address (not valid in Host, but not a name either)
+        return header
+    name, _, port = header.rpartition(":")
+    return name if name and port.isdigit() else header
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call what (see the module docstring). ``where`` says where the token is, for the
+    401's message."""
+
+    token: str
+    where: str
+    hosts: frozenset[str] = frozenset({"localhost"})
+    origins: frozenset[str] = frozenset()
+    reads_need_token: bool = False
+    public: frozenset[str] = frozenset()
+
+    def check(self, method: str, path: str, headers: Mapping[str, str],
+              mutating: bool) -> AdminError | None:
+        """None when the request may go on, else the error to answer with."""
+        if path in OPEN_PATHS and method in ("GET", "HEAD"):
+            return None
+        host = host_name(headers.get("Host", "").strip().lower())
+        # an IP literal cannot be a rebound name: the page was loaded from that address itself
+        if host and "*" not in self.hosts and host not in self.hosts and not _is_ip(host):
+            return AdminError(403, "forbidden_host",
+                              f"Host {host} is not allowed (gateway.admin.allow_hosts)")
+        origin = headers.get("Origin")
+        if origin is not None and origin not in self.origins:
+            return AdminError(403, "forbidden_origin",
+                              f"origin {origin} is not allowed (gateway.admin.allow_origins)")
+        public = path.strip("/").split("/", 1)[0] in self.public
+        if mutating or (self.reads_need_token and not public):
+            return self._authorize(headers.get("Authorization", ""))
+        return None
+
+    def _authorize(self, header: str) -> AdminError | None:
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return AdminError(401, "unauthorized",
+                              f"this endpoint needs 'Authorization: Bearer <token>'; "
+                              f"the token is {self.where}")
+        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            return AdminError(401, "unauthorized", f"wrong token; the token is {self.where}")
+        return None
+
+
+def access_for(spec: AdminSpec, token: str | None, generated: str,
+               token_path: str) -> Access:
+    """The rules of ``spec``: its configured token, else the ``generated`` one (which must be
+    written to ``token_path``). Raises ConfigError for an open non-loopback listener."""
+    host, _ = split_listen(spec.listen)
+    loopback = is_loopback(host)
+    if token is None and not loopback:
+        raise ConfigError([ConfigProblem(
+            "gateway.admin.listen",
+            f"refusing to serve the admin API on non-loopback address {spec.listen} without a "
+            "token: set gateway.admin.token_env or gateway.admin.token_file")])
+    if spec.token_env:
+        where = f"in ${spec.token_env}"
+    elif spec.token_file:
+        where = f"in {spec.token_file}"
+    else:
+        where = f"in {token_path} (the CLI reads it with -c CONFIG)"
+    hosts = {h.lower() for h in spec.allow_hosts}
+    if host and not _is_ip(host):
+        hosts.add(host.lower())   # the name it listens on
+    return Access(token=token or generated, where=where, hosts=frozenset(hosts),
+                  origins=frozenset(spec.allow_origins), reads_need_token=not loopback,
+                  public=frozenset(spec.public))
+
+
+def write_token(path: Path, token: str) -> None:
+    """Write ``token`` to ``path``, readable by its owner only (0600 from creation on: a temp
+    file created with that mode, then renamed over the old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)       # the umask may not have narrowed it; never widen it
+        os.write(fd, token.encode() + b"\n")
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 class AdminServer:
     """GET /healthz, /readyz, /status, /metrics, plus the routes features add (``add_route``)."""
 
     def __init__(self, status: Callable[[], dict[str, Any]], metrics: Metrics) -> None:
         self._status = status
         self._metrics = metrics
-        self._token: str | None = None
-        self._origins: frozenset[str] = frozenset()
+        self._generated = secrets.token_urlsafe(32)   # used when the config names no token
+        self._token_path: Path | None = None          # where it was written, if it was
+        self._publishing = False                      # between publish_token and withdraw_token
+        self._state_dir = ".serve-gateway"
+        self._access = Access(self._generated, "generated")
         self._mutating: set[AbstractRoute] = set()
         self.app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
         self.app.router.add_get("/healthz", self.healthz)
@@ -128,17 +245,51 @@ class AdminServer:
         self.app.router.add_get("/metrics", self.metrics)
         self._runner: web.AppRunner | None = None
 
-    def configure(self, spec: AdminSpec) -> None:
+    def configure(self, spec: AdminSpec, state_dir: str | None = None) -> None:
         """Take the auth settings of ``spec`` (at start and on reload). Raises ConfigError, with
-        nothing changed, if the token cannot be read or the listener would be open without one."""
-        token = resolve_token(spec)
-        host, _ = split_listen(spec.listen)
-        if token is None and not is_loopback(host):
-            raise ConfigError([ConfigProblem(
-                "gateway.admin.listen",
-                f"refusing to serve the admin API on non-loopback address {spec.listen} without a "
-                "token: set gateway.admin.token_env or gateway.admin.token_file")])
-        self._token, self._origins = token, frozenset(spec.allow_origins)
+        nothing changed, if the token cannot be read or the listener would be open without one.
+        ``state_dir``: where the generated token goes (``publish_token``)."""
+        if state_dir is not None:
+            self._state_dir = state_dir
+        path = str(Path(self._state_dir) / TOKEN_FILE)
+        self._access = access_for(spec, resolve_token(spec), self._generated, path)
+        if self._publishing:
+            try:
+                self._sync_token_file()
+            except OSError as exc:   # the token itself applies; only the CLI's copy is missing
+                log.error("cannot write the admin token to %s: %s", path, exc)
+
+    @property
+    def generated_token(self) -> bool:
+        """The config names no token: the generated one is in use."""
+        return self._access.token == self._generated
+
+    def publish_token(self) -> None:
+        """Write the generated token (when it is the one in use) to ``<state_dir>/admin-token``
+        for the CLI. Called once the state_dir is ours (start-up); from then on a reload that
+        switches between a configured token and the generated one keeps the file in step."""
+        self._publishing = True
+        self._sync_token_file()
+
+    def withdraw_token(self) -> None:
+        """At exit: the token dies with this gateway, so its file goes too."""
+        self._publishing = False
+        self._sync_token_file()
+
+    def _sync_token_file(self) -> None:
+        path = Path(self._state_dir) / TOKEN_FILE
+        try:
+            if self._publishing and self.generated_token:
+                write_token(path, self._generated)
+                self._token_path = path
+            elif self._token_path is not None:
+                self._token_path.unlink(missing_ok=True)
+                self._token_path = None
+        except OSError as exc:
+            if not self._publishing:
+                log.warning("cannot remove %s: %s", path, exc)
+                return
+            raise
 
     def add_route(self, method: str, path: str, handler: Handler, mutating: bool = False) -> None:
         """Features add their endpoints here. A ``mutating`` route must be POST; it gets the
@@ -166,12 +317,10 @@ class AdminServer:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            origin = request.headers.get("Origin")
-            if origin is not None and origin not in self._origins:
-                raise AdminError(403, "forbidden_origin",
-                                 f"origin {origin} is not allowed (gateway.admin.allow_origins)")
-            if request.match_info.route in self._mutating:
-                self._authorize(request)
+            mutating = request.match_info.route in self._mutating
+            refused = self._access.check(request.method, request.path, request.headers, mutating)
+            if refused is not None:
+                raise refused
             return await handler(request)
         except AdminError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -186,16 +335,6 @@ class AdminServer:
         except Exception as exc:
             log.exception("admin %s %s failed", request.method, request.path)
             return error_response(500, "internal_error", repr(exc))
-
-    def _authorize(self, request: web.Request) -> None:
-        if self._token is None:
-            return
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise AdminError(401, "unauthorized",
-                             "this endpoint needs 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(given.strip().encode(), self._token.encode()):
-            raise AdminError(401, "unauthorized", "wrong token")
 
     # -- read-only endpoints ------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:

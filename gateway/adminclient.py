@@ -2,7 +2,9 @@
 
 ``from_args(args)`` finds the admin URL and bearer token from the gateway's config file
 (``-c``; read leniently, so that even a file the gateway would refuse still names its admin
-address) or from ``--admin URL`` (token from ``$SERVE_GATEWAY_ADMIN_TOKEN``), and
+address; the token from ``admin.token_env``, ``admin.token_file`` or, with neither, the file
+``<state_dir>/admin-token`` the gateway writes at start) or from ``--admin URL`` (token from
+``$SERVE_GATEWAY_ADMIN_TOKEN``), and
 ``AdminClient.request(method, path, json=None) -> (status, doc)`` sends one request. It stays
 import-light (no aiohttp, no pydantic): CLI commands start fast.
 """
@@ -23,6 +25,8 @@ import yaml
 
 DEFAULT_ADMIN = "127.0.0.1:8081"
 TOKEN_ENV = "SERVE_GATEWAY_ADMIN_TOKEN"
+TOKEN_FILE = "admin-token"          # in the state_dir: the token a gateway generated at start
+DEFAULT_STATE_DIR = ".serve-gateway"
 
 
 class AdminClientError(Exception):
@@ -59,10 +63,12 @@ def read_token(token_env: str | None, token_file: str | None) -> str | None:
 class AdminClient:
     """One admin API endpoint (``url``) and its token."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0,
+                 token_hint: str = "") -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.token_hint = token_hint    # what to set when the API answers 401
         # loopback admin APIs must not go through an http_proxy from the environment
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -89,16 +95,21 @@ class AdminClient:
             reason = getattr(exc, "reason", None) or exc
             raise AdminClientError(f"cannot reach the admin API at {self.url}: {reason}") from None
         try:
-            return status, orjson.loads(body)
+            doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return status, body.decode("utf-8", "replace")
+        if status == 401 and isinstance(doc, dict) and self.token_hint:
+            doc = {**doc, "detail": f"{doc.get('detail', '')}; {self.token_hint}"}
+        return status, doc
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``-c CONFIG`` / ``--admin URL``, for every command that talks to a running gateway."""
-    parser.add_argument("-c", "--config", metavar="CONFIG",
+    # SUPPRESS: a flag given before the command (on the main parser) is not reset by the
+    # command's own default
+    parser.add_argument("-c", "--config", metavar="CONFIG", default=argparse.SUPPRESS,
                         help="the gateway's config file: the admin address and token come from it")
-    parser.add_argument("--admin", metavar="URL",
+    parser.add_argument("--admin", metavar="URL", default=argparse.SUPPRESS,
                         help=f"the admin API, e.g. http://{DEFAULT_ADMIN} (overrides the config's "
                              f"address; without -c the token comes from ${TOKEN_ENV})")
 
@@ -109,15 +120,18 @@ def from_args(args: argparse.Namespace) -> AdminClient:
     admin: str | None = getattr(args, "admin", None)
     token = os.environ.get(TOKEN_ENV) or None
     url = f"http://{DEFAULT_ADMIN}"
+    hint = (f"set ${TOKEN_ENV} to the gateway's admin token, or pass -c CONFIG to read it "
+            f"from the config's admin.token_env / admin.token_file / <state_dir>/{TOKEN_FILE}")
     if config:
-        url, token = from_config(config)
+        url, token, hint = from_config(config)
     if admin:
         url = admin if "://" in admin else f"http://{admin}"
-    return AdminClient(url, token)
+    return AdminClient(url, token, token_hint=hint)
 
 
-def from_config(path: str | Path) -> tuple[str, str | None]:
-    """(admin URL, token) from a config file, read leniently (only gateway.admin matters)."""
+def from_config(path: str | Path) -> tuple[str, str | None, str]:
+    """(admin URL, token, what to do on a 401) from a config file, read leniently (only
+    gateway.admin and gateway.state_dir matter)."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -126,7 +140,8 @@ def from_config(path: str | Path) -> tuple[str, str | None]:
         raise AdminClientError(f"{path} is not valid YAML, so it does not tell where the admin "
                                f"API is ({exc.__class__.__name__}); pass --admin URL") from None
     gateway = data.get("gateway") if isinstance(data, dict) else None
-    admin = gateway.get("admin") if isinstance(gateway, dict) else None
+    gateway = gateway if isinstance(gateway, dict) else {}
+    admin = gateway.get("admin")
     admin = admin if isinstance(admin, dict) else {}
     listen = str(admin.get("listen") or DEFAULT_ADMIN)
     host, _, port = listen.rpartition(":")
@@ -138,11 +153,29 @@ def from_config(path: str | Path) -> tuple[str, str | None]:
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
     if ":" in host:
         host = f"[{host}]"
+    token_env, token_file = _str(admin.get("token_env")), _str(admin.get("token_file"))
     try:
-        token = read_token(_str(admin.get("token_env")), _str(admin.get("token_file")))
+        token = read_token(token_env, token_file)
     except TokenError as exc:
         raise AdminClientError(f"{path}: gateway.admin.{exc.key}: {exc}") from None
-    return f"http://{host}:{port}", token
+    if token_env:
+        hint = f"set ${token_env} (gateway.admin.token_env of {path}) to the gateway's token"
+    elif token_file:
+        hint = f"put the gateway's token in {token_file} (gateway.admin.token_file of {path})"
+    else:
+        generated = Path(_str(gateway.get("state_dir")) or DEFAULT_STATE_DIR) / TOKEN_FILE
+        token = _read_generated(generated)
+        hint = (f"the gateway writes its token to {generated} at start: run this from the "
+                f"gateway's working directory as its user, or set ${TOKEN_ENV}")
+        token = token or os.environ.get(TOKEN_ENV) or None
+    return f"http://{host}:{port}", token, hint
+
+
+def _read_generated(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:     # no gateway running with this state_dir (or not ours): the 401 says so
+        return None
 
 
 def _str(value: Any) -> str | None:
@@ -193,7 +226,7 @@ def render_status(doc: dict[str, Any], now: float | None = None) -> str:
         out.append(f"last reload {_ago(now - last.get('at', now))} ago: {state}")
         if last.get("needs_restart"):
             out.append("needs restart: " + ", ".join(last["needs_restart"]))
-    versions, replicas = [], []
+    versions, replicas, crashed = [], [], []
     for sname, svc in (doc.get("services") or {}).items():
         weights = svc.get("weights") or {}
         total = sum(weights.values()) or 1
@@ -205,6 +238,8 @@ def render_status(doc: dict[str, Any], now: float | None = None) -> str:
                                      ("CRASH LOOP", v.get("crash_loop"))) if on]
             if v.get("last_exit"):
                 notes.append(f"last exit: {v['last_exit']}")
+            if v.get("last_log") and (v.get("crash_loop") or v.get("ready", 0) == 0):
+                crashed.append((f"{sname}/{vname}", v["last_log"][-5:]))
             members = v.get("replicas") or []
             versions.append((sname, svc.get("route", ""), vname, weight, v.get("ready", 0),
                              v.get("desired", 0), v.get("restarts", 0),
@@ -217,6 +252,9 @@ def render_status(doc: dict[str, Any], now: float | None = None) -> str:
     if replicas:
         out += ["", table(("REPLICA", "SERVICE", "VERSION", "ADDRESS", "STATE", "INFLIGHT",
                            "REVISION"), replicas)]
+    for name, lines in crashed:    # what a replica that keeps failing said last
+        out += ["", f"{name}: last log lines of the replica that exited:"]
+        out += [f"  {line}" for line in lines]
     return "\n".join(out)
 
 

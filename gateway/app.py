@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.admin import AdminServer, reload_endpoint
+from gateway.adminclient import TOKEN_ENV
 from gateway.control.reload import ReloadResult, reload_config
 from gateway.control import rolloutapi, scale, traffic
 from gateway.control.autoscaler import Autoscaler
@@ -75,7 +76,8 @@ class Gateway:
     async def start(self) -> None:
         spec = self.spec
         self.state_lock.acquire(str(self.config_path or ""))   # before anything is touched
-        self.admin.configure(spec.gateway.admin)   # refuses an open admin listener before any start
+        # refuses an open admin listener before any start
+        self.admin.configure(spec.gateway.admin, spec.gateway.state_dir)
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.rollouts.restore(spec)                # resumes journaled rollouts
@@ -87,6 +89,9 @@ class Gateway:
         self.rollouts.start()
         self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
         self.ports["admin"] = await self.admin.start(*split_listen(spec.gateway.admin.listen))
+        # <state_dir>/admin-token (0600) for the CLI; only once the listener is ours, so a second
+        # `up` that cannot bind never replaces the first one's token
+        self.admin.publish_token()
         log.info("serving on %s (admin %s), %d services, config %s",
                  _addr(spec.gateway.listen, self.ports["data"]),
                  _addr(spec.gateway.admin.listen, self.ports["admin"]),
@@ -116,6 +121,7 @@ class Gateway:
         await self.autoscaler.stop()
         await self.supervisor.shutdown(keep=keep_replicas)
         await self.admin.stop()
+        self.admin.withdraw_token()
         await self.runtime.close()
         self.state_lock.release()
         log.info("stopped")
@@ -232,6 +238,8 @@ def _runtime_options(spec: Spec) -> dict[str, Any]:
     opts: dict[str, Any] = {"state_dir": g.state_dir, "instance": g.instance}
     if g.runtime == "docker":
         opts.update(network=g.docker.network, base_url=g.docker.base_url, gpus=g.docker.gpus)
+    else:   # worker processes inherit the environment, minus the admin token's variables
+        opts["private_env"] = tuple(filter(None, (g.admin.token_env, TOKEN_ENV)))
     return opts
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 
 if TYPE_CHECKING:
     from gateway.spec import Spec
@@ -39,6 +40,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ConfigError as exc:   # refused at start: an admin listener open without a token ...
         print(exc.render(), file=sys.stderr)
         return 1
+    except GatewayError as exc:  # the runtime cannot start (Docker unreachable ...): its message
+        print(f"serve-gateway: {exc}", file=sys.stderr)   # says what failed and what to do
+        return 1
     return 0
 
 
@@ -66,7 +70,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     try:
         client = adminclient.from_args(args)
     except adminclient.AdminClientError as exc:
-        if args.config:   # the file may be too broken to name its admin API: show what is wrong
+        if getattr(args, "config", None):   # too broken to name its admin API: say what is wrong
             load_config(args.config)
         print(f"serve-gateway: {exc}; nothing was reloaded", file=sys.stderr)
         return 1
@@ -180,17 +184,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return worker.run(args)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("serve-gateway")
+    except PackageNotFoundError:   # run from a source tree that was never installed
+        return "unknown"
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    """The config file of ``up`` / ``validate``: positional, or ``-c FILE`` anywhere on the line
+    like every other command's."""
+    parser.add_argument("config", nargs="?", default=argparse.SUPPRESS,
+                        help="the YAML config file (or -c FILE)")
+    parser.add_argument("-c", "--config", dest="config", metavar="CONFIG",
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.set_defaults(needs_config=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from gateway import adminclient
+
     p = argparse.ArgumentParser(
         prog="serve-gateway",
         description="A model-serving gateway: routing, micro-batching, rollouts and autoscaling "
                     "in front of model workers.")
+    p.add_argument("--version", action="version", version=f"serve-gateway {_version()}")
+    # -c / --admin before the command too: `serve-gateway -c gw.yaml status`
+    adminclient.add_arguments(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="run the gateway in the foreground",
                         description="Start the workers a config describes and serve traffic until "
                                     "SIGTERM or Ctrl-C, which drain requests and stop every worker.")
-    up.add_argument("config", help="the YAML config file")
+    _config_argument(up)
     up.add_argument("--log-format", choices=["text", "json"], default="text")
     up.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     up.add_argument("--keep-replicas", action="store_true",
@@ -201,14 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config file and exit",
                        description="Exit 0 if the config is valid; else print each problem with "
                                    "its YAML path and line and exit 1.")
-    v.add_argument("config")
+    _config_argument(v)
     v.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("schema", help="print the config's JSON Schema (for editors)",
                        description="Print the JSON Schema of the config file format.")
     s.set_defaults(func=cmd_schema)
-
-    from gateway import adminclient
 
     st = sub.add_parser("status", help="show services, versions, weights and replicas",
                         description="Ask a running gateway's admin API what it runs: one row "
@@ -260,9 +286,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "needs_config", False) and not getattr(args, "config", None):
+        parser.error(f"{args.command}: give the config file (CONFIG or -c CONFIG)")
     func: Command = args.func
-    return func(args)
+    try:
+        code = func(args)
+        sys.stdout.flush()           # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except KeyboardInterrupt:        # Ctrl-C (rollout status --watch ...): no traceback
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:          # `serve-gateway rollout status | head`: the reader left
+        # stdout is gone: point it at /dev/null so the interpreter's last flush stays quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141                   # 128 + SIGPIPE, as a command killed by it would
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import orjson
 
 from gateway import adminclient
 
-ACTIONS = ("promote", "pause", "resume", "abort", "undo")
+ACTIONS = ("promote", "pause", "resume", "abort", "undo", "retry")
 
 
 def add_commands(sub: Any) -> None:
@@ -23,8 +23,9 @@ def add_commands(sub: Any) -> None:
         "rollout", help="show or steer a running gateway's rollouts",
         description="status [SERVICE] [--watch]: phase, step, weights, analysis and time to the "
                     "next step. promote SERVICE [--full]: go to the next step (--full: switch "
-                    "now). pause / resume / abort / undo SERVICE. Exit 1 when the gateway "
-                    "refused the command (the reason is printed).")
+                    "now). pause / resume / abort / undo SERVICE. retry SERVICE: start an "
+                    "aborted or rolled-back rollout again from its first step. Exit 1 when the "
+                    "gateway refused the command (the reason is printed).")
     ro.add_argument("action", choices=("status", *ACTIONS))
     ro.add_argument("service", nargs="?")
     ro.add_argument("--full", action="store_true", help="promote: skip every remaining step")
@@ -119,7 +120,13 @@ def render(doc: dict[str, Any], width: int = 30) -> str:
         lines.append(f"  rule: {rule}")
     for check in doc.get("analysis") or []:
         lines.append(f"  analysis: {check}")
-    if doc.get("next_step_in") is not None:
+    live = doc["phase"] in ("progressing", "paused", "promoting")
+    if doc.get("failure_limit") is not None and live:
+        lines.append(f"  failed analyses in a row: {doc.get('failures', 0)}/"
+                     f"{doc['failure_limit']} (rolls back at {doc['failure_limit']})")
+    if doc.get("held"):        # "next step in 0s" would hide that nothing is moving
+        lines.append(f"  {doc['held']}")
+    elif doc.get("next_step_in") is not None:
         lines.append(f"  next step in {doc['next_step_in']:.0f}s")
     if doc.get("reason"):
         lines.append(f"  {doc['reason']}")
@@ -141,7 +148,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     running: dict[str, Any] | None = None
     rollouts: dict[str, Any] = {}
     rates: dict[str, float] = {}
-    if args.admin or args.config:
+    if getattr(args, "admin", None) or getattr(args, "config", None):
         try:
             client = adminclient.from_args(args)
             running, rollouts, rates = _observe(client)

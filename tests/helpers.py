@@ -102,12 +102,19 @@ def echo_service(route: str = "/v1/echo", replicas: int = 2, **extra: object) ->
             "versions": {"v1": {"command": ECHO, "replicas": replicas}}, **extra}
 
 
+# admin port -> the admin token of the gateway there, so that ``run_cli(..., "--admin", URL)``
+# can pass it the way an operator would ($SERVE_GATEWAY_ADMIN_TOKEN)
+_TOKENS: dict[int, str] = {}
+
+
 class GatewayProc:
     """``serve-gateway up`` on free loopback ports, with its state in a temp dir.
 
     Use ``async with GatewayProc(tmp_path, services) as gw``: it waits until every service has a
     ready replica (``ready=False`` to skip), and on exit stops the gateway with SIGTERM, checks
     it exited 0 and that no worker it ran is left; whatever happens, it kills what is left.
+    ``gw.auth`` is the Authorization header of the admin token the gateway generated into its
+    state_dir (empty when the config names its own token).
     """
 
     def __init__(self, tmp_path: Path, services: dict, ready: bool = True, **gateway: object) -> None:
@@ -126,6 +133,23 @@ class GatewayProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.worker_pids: set[int] = set()
         self.expect_exit_code: int | None = 0
+        self.token: str | None = None
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def read_token(self) -> str | None:
+        """The token the gateway wrote to <state_dir>/admin-token at start (None: it names its
+        own); it is written once the admin listener is up, hence the short wait."""
+        path = self.state_dir / "admin-token"
+        admin = self.config["gateway"].get("admin") or {}
+        if admin.get("token_env") or admin.get("token_file"):
+            return None
+        await wait_until(path.exists, 5, what=f"{path}")
+        self.token = path.read_text().strip()
+        _TOKENS[self.admin_port] = self.token
+        return self.token
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -163,6 +187,7 @@ class GatewayProc:
                                      start_new_session=True)
         try:
             await wait_http_ok(self.admin("/healthz"), 15)
+            await self.read_token()
             if self.wait_ready:
                 await wait_until(self.all_ready, 30, what="every replica ready", interval=0.1)
             await self.status()
@@ -213,8 +238,14 @@ async def run_cli(*args: str | Path, env: dict[str, str] | None = None,
     import sys
 
     exe = str(Path(sys.executable).with_name("serve-gateway"))
+    argv = [str(a) for a in args]
+    extra = {}
+    if "--admin" in argv[:-1]:   # a harness gateway's token, as the operator would export it
+        port = argv[argv.index("--admin") + 1].rstrip("/").rpartition(":")[2]
+        if port.isdigit() and int(port) in _TOKENS:
+            extra["SERVE_GATEWAY_ADMIN_TOKEN"] = _TOKENS[int(port)]
     proc = await asyncio.create_subprocess_exec(
-        exe, *map(str, args), cwd=REPO_ROOT, env={**os.environ, **(env or {})},
+        exe, *argv, cwd=REPO_ROOT, env={**os.environ, **extra, **(env or {})},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)

@@ -3,7 +3,8 @@
 - ``GET /rollouts``: every service's rollout (phase, step, weights, analysis, next step, log);
 - ``GET /rollouts/{name}``: one service's;
 - ``POST /rollouts/{name}/{action}``, action one of promote (``?full=1``: skip every remaining
-  step), pause, resume, abort, undo: mutating, so the admin token rules apply.
+  step), pause, resume, abort, undo, retry (an aborted or rolled-back rollout from its first step
+  again): mutating, so the admin token rules apply.
 
 A command runs one planner tick at once, so the answer carries the new phase; ``accepted`` is
 false when the planner refused or ignored it (the reason is the last line of ``log``).

@@ -28,6 +28,7 @@ from typing import Any
 from gateway import tasks
 from gateway.control import rollout, rolloutobs
 from gateway.control.rollout import journal
+from gateway.control.rollout.analysis import held as held_step
 from gateway.control.rollout.common import end
 from gateway.control.rollout.fromspec import serving_of, stable_of, to_plan
 from gateway.control.rollout.model import (
@@ -48,7 +49,7 @@ from gateway.spec.models import MatchSpec, MirrorSpec, RuleSpec, ServiceSpec, Sp
 
 log = logging.getLogger("gateway.rollout")
 TICK = 0.5
-HISTORY = 30
+HISTORY = journal.HISTORY
 
 
 @dataclass
@@ -60,8 +61,9 @@ class Run:
     window_at: float | None = None         # where the current analysis window opened ...
     baseline: dict[str, Counts] = field(default_factory=dict)   # ... and the counts then
     routed: Any = None                     # the routing part of the last applied decision
-    saved: RolloutState | None = None      # what the journal holds
+    saved: RolloutState | None = None      # what the journal holds ...
     history: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    saved_history: journal.History = ()    # ... with these lines
     revisions: dict[str, str] = field(default_factory=dict)   # version -> what the config runs
     _old: VersionSpec | None = None
 
@@ -94,6 +96,7 @@ class Rollouts:
         self._lock = asyncio.Lock()       # one tick (and its journal writes) at a time
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._histories: dict[str, journal.History] = {}   # from the journals, while restoring
 
     # -- configuration ------------------------------------------------------------------------
     def restore(self, spec: Spec) -> list[str]:
@@ -106,7 +109,11 @@ class Rollouts:
             log.error("%s; its rollout is not resumed", exc)
             self.metrics.rollout_journal_errors.inc()
             self.corrupt.append(str(exc))
-        return self._apply(spec, None, result.states)
+        self._histories = result.histories   # the lines each resumed rollout shows again
+        try:
+            return self._apply(spec, None, result.states)
+        finally:
+            self._histories = {}
 
     def apply(self, spec: Spec, previous: Spec | None = None) -> list[str]:
         """Take a reloaded config (``previous``: the one it replaces, to see new revisions);
@@ -150,10 +157,13 @@ class Rollouts:
             if run is not None:
                 run.plan = plan          # same rollout: new thresholds apply from the next tick
                 return ""
-            self.runs[name] = Run(plan, state, saved=state)
+            history = self._histories.get(name, ())
+            resumed = self.runs[name] = Run(plan, state, saved=state, saved_history=history)
+            resumed.history.extend(history)
             line = f"{name}: rollout {state.stable} -> {state.target} resumed " \
                    f"({state.phase.value}, step {state.step + 1}, {state.target} at {state.weight}%)"
             log.info(line)
+            resumed.history.append((now, line.partition(": ")[2] + " after a gateway restart"))
             return line
         if revised and old is not None and (r.to is None or state is not None
                                             and rollout.current_stable(state) == serving):
@@ -361,14 +371,15 @@ class Rollouts:
 
     async def _save(self) -> None:
         for name, run in list(self.runs.items()):
-            if run.state == run.saved:
+            history = tuple(run.history)
+            if run.state == run.saved and history == run.saved_history:
                 continue
             try:
-                await asyncio.to_thread(journal.save, self.state_dir, run.state)
+                await asyncio.to_thread(journal.save, self.state_dir, run.state, history)
             except OSError as exc:   # retried at the next tick; the rollout itself goes on
                 log.error("%s: writing the rollout journal failed: %s", name, exc)
                 continue
-            run.saved = run.state
+            run.saved, run.saved_history = run.state, history
 
     # -- observation --------------------------------------------------------------------------
     def describe(self, service: str) -> dict[str, Any] | None:
@@ -380,6 +391,8 @@ class Rollouts:
         s, d, now = run.state, run.decision, self.clock()
         nxt = d.next_step_at if d is not None else None
         steps = getattr(run.plan, "steps", None)
+        limit = getattr(getattr(run.plan, "analysis", None), "failure_limit", None)
+        held = held_step(s, nxt, now) if limit is not None else None
         return {
             "service": service, "strategy": s.strategy, "stable": s.stable, "target": s.target,
             "phase": s.phase.value, "step": s.step, "steps": len(steps) if steps else None,
@@ -388,7 +401,8 @@ class Rollouts:
             if d is not None and d.mirror is not None else None,
             "rules": [f"{r.kind} {r.name}={r.value} -> {r.to}" for r in d.rules] if d else [],
             "analysis": list(s.last_checks), "last_verdict": s.last_verdict,
-            "failures": s.failures, "started_at": s.started_at, "ended_at": s.ended_at,
+            "failures": s.failures, "failure_limit": limit, "held": held,
+            "started_at": s.started_at, "ended_at": s.ended_at,
             "next_step_at": nxt, "next_step_in": None if nxt is None else max(0.0, nxt - now),
             "reason": s.reason, "draining": list(run.drain),
             "log": [{"at": at, "line": line} for at, line in run.history],

@@ -81,6 +81,7 @@ class Group:
     removed: bool = False      # the version left the config: drain everything
     joined: bool = True        # False for a version added by a reload until a replica is ready
     last_exit: str = ""
+    last_log: tuple[str, ...] = ()   # the last crashed replica's last log lines
 
     @property
     def revision(self) -> str:
@@ -344,7 +345,8 @@ class Supervisor:
         else:
             reason = info.kind.value
         self.metrics.replica_exits.labels(m.group.service, m.group.version, reason).inc()
-        self._crashed(m.group, _describe(info))
+        m.group.last_log = info.log_tail
+        self._crashed(m.group, _describe(info, m.replica.log_path))
         self.metrics.replica_restarts.labels(m.group.service, m.group.version).inc()
         # what is left of it (an exited container) goes now, not at the next gateway start
         self._spawn(self._remove(m.replica), f"remove {m.replica.id}")
@@ -408,7 +410,8 @@ class Supervisor:
                 "joining": not g.joined,
                 "ready": sum(1 for m in g.members if m.state == READY),
                 "restarts": g.restarts, "crash_loop": len(g.crashes) >= CRASH_LOOP,
-                "last_exit": g.last_exit, "waiting": g.replica_set.waiting,
+                "last_exit": g.last_exit, "last_log": list(g.last_log),
+                "waiting": g.replica_set.waiting,
                 "replicas": [{
                     "id": m.replica.id, "address": m.replica.address, "state": m.state,
                     "revision": m.revision, "pid": m.replica.pid,
@@ -433,9 +436,16 @@ class Supervisor:
                     ["service", "version"], (((s, v), g.replica_set.waiting) for (s, v), g in self.groups.items()))
 
 
-def _describe(info: ExitInfo) -> str:
+def _describe(info: ExitInfo, log_path: str | None = None) -> str:
     if info.kind == ExitKind.OOM:
-        return "was OOM-killed"
-    if info.kind == ExitKind.KILLED:
-        return f"was killed ({info.detail or info.code})"
-    return f"exited with code {info.code}"
+        how = "was OOM-killed"
+    elif info.kind == ExitKind.KILLED:
+        how = f"was killed ({info.detail or info.code})"
+    else:
+        how = f"exited with code {info.code}"
+    if info.kind != ExitKind.EXITED or not info.log_tail:
+        return how      # killed from outside: the log would not say why (it is in last_log)
+    # a worker that ended by itself: the last line of its log is where a Python traceback says
+    # what went wrong
+    where = f" (full log: {log_path})" if log_path else ""
+    return f"{how}: {info.log_tail[-1]}{where}"

@@ -42,6 +42,21 @@ class ExitInfo:
     kind: ExitKind
     code: int | None = None
     detail: str = ""
+    # the replica's last log lines when it ended on its own (a model that failed to import says
+    # why there), for the operator's message and /status
+    log_tail: tuple[str, ...] = ()
+
+
+def log_tail(data: bytes, lines: int = 10) -> tuple[str, ...]:
+    """The last ``lines`` non-empty lines of a replica's log (``data``: its end), after the
+    last ``=== ... start:`` header the process runtime writes at each launch."""
+    text = data.decode("utf-8", "replace")
+    kept = [line.rstrip() for line in text.splitlines() if line.strip()]
+    for i in range(len(kept) - 1, -1, -1):
+        if kept[i].startswith("=== ") and " start: " in kept[i]:
+            kept = kept[i + 1:]
+            break
+    return tuple(line[:500] for line in kept[-lines:])
 
 
 @dataclass

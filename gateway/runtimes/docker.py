@@ -35,7 +35,7 @@ import requests
 import urllib3.exceptions
 
 from gateway.errors import RuntimeFailure
-from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec
+from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, log_tail
 from gateway.runtimes.docker_attrs import (
     DEFAULT_PORT,
     L_INSTANCE,
@@ -120,7 +120,16 @@ class DockerRuntime:
                 self._client_lock = asyncio.Lock()
             async with self._client_lock:
                 if self._client is None:
-                    self._client = await self._off_loop("cannot reach the daemon", self._new_client)
+                    try:
+                        self._client = await asyncio.to_thread(self._new_client)
+                    except _SDK_ERRORS as exc:
+                        # the SDK's own text buries the cause under three wrappers: say what
+                        # failed, why in a few words, and what to do
+                        raise RuntimeFailure(
+                            f"cannot reach the Docker daemon at {self._where()} "
+                            f"({_root_cause(exc)}): start dockerd, or point DOCKER_HOST or "
+                            "gateway.docker.base_url at it, or use gateway.runtime: process"
+                        ) from None
         return self._client
 
     async def _allocator(self) -> GpuAllocator:
@@ -295,6 +304,9 @@ class DockerRuntime:
                 raise RuntimeFailure(f"docker runtime closed while waiting for {self._ref(replica)}")
             info = await self._exit_state(client, replica)
         if rid not in self._exits:
+            if info.kind != ExitKind.STOPPED and not info.log_tail:
+                info = dataclasses.replace(info, log_tail=await asyncio.to_thread(
+                    _logs_tail, client, self._ref(replica)))
             self._finished(rid, info)
         return info
 
@@ -385,6 +397,32 @@ def _inspect(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
         return attrs
     except docker.errors.NotFound:
         return None
+
+
+def _logs_tail(client: docker.DockerClient, ref: str) -> tuple[str, ...]:
+    """Blocking. An ended container's last log lines (why a model failed to load); () when
+    Docker cannot give them."""
+    try:
+        return log_tail(client.api.logs(ref, tail=20))
+    except _SDK_ERRORS:
+        return ()
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS error's words (``No such file or directory``, ``Permission denied``),
+    else the error's own text."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror:
+            return str(e.strerror)
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+        todo += [a for a in e.args if isinstance(a, BaseException)]
+    return _explain(exc)
 
 
 def _explain(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import functools
 import logging
 import os
@@ -34,7 +35,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import RuntimeFailure
-from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec
+from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, log_tail
 from gateway.runtimes.reaper import Reaper, send
 from gateway.spec.models import Spec
 from gateway.tasks import cancel_and_wait, spawn
@@ -196,9 +197,13 @@ class ProcessRuntime:
 
     name = "process"
 
-    def __init__(self, state_dir: str = ".serve-gateway", instance: str = "default") -> None:
+    def __init__(self, state_dir: str = ".serve-gateway", instance: str = "default",
+                 private_env: tuple[str, ...] = ()) -> None:
         self._state_dir = Path(state_dir)
         self._instance = instance
+        # the gateway's own secrets (the admin token's variables): a worker inherits the rest of
+        # the environment, never the means to drive the admin API
+        self._private_env = frozenset(private_env)
         suffix = "" if instance == "default" else f".{_UNSAFE_NAME.sub('_', instance)}"
         self._state_path = self._state_dir / f"process-replicas{suffix}.json"
         self._children: dict[str, _Child] = {}
@@ -261,7 +266,11 @@ class ProcessRuntime:
         code = await asyncio.shield(child.exited)    # one waiter's cancel must not end the rest
         if code is None:
             raise RuntimeFailure(f"runtime closed before replica {replica.id} exited")
-        return _exit_info(code, child.stop_requested)
+        info = _exit_info(code, child.stop_requested)
+        if info.kind != ExitKind.STOPPED and replica.log_path:
+            info = dataclasses.replace(
+                info, log_tail=await asyncio.to_thread(_read_tail, Path(replica.log_path)))
+        return info
 
     async def adopt(self) -> list[Replica]:
         entries = await asyncio.to_thread(_read_state, self._state_path)
@@ -289,7 +298,7 @@ class ProcessRuntime:
         return rid
 
     def _env(self, spec: ReplicaSpec, rid: str, port: int) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in self._private_env}
         env.update(spec.env)
         env.update(PORT=str(port), SGW_SERVICE=spec.service, SGW_VERSION=spec.version,
                    SGW_REPLICA_ID=rid, SGW_GATEWAY_INSTANCE=self._instance)
@@ -357,6 +366,16 @@ def _signal(child: _Child, sig: int) -> None:
     # Only an unreaped leader (running or zombie) pins its pgid; after the reap it may be reused.
     if child.proc.returncode is None:
         _killpg(child.pgid, sig)
+
+
+def _read_tail(path: Path, size: int = 8192) -> tuple[str, ...]:
+    """The last lines of a replica's log file; () when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return log_tail(f.read())
+    except OSError:
+        return ()
 
 
 def _exit_info(code: int, stop_requested: bool) -> ExitInfo:

@@ -26,6 +26,14 @@ class AdminSpec(Strict):
     token_env: str | None = Field(None, description="environment variable holding the bearer token")
     token_file: str | None = Field(None, description="file holding the bearer token")
     allow_origins: tuple[str, ...] = Field((), description="browser Origins allowed to call the admin API")
+    # Host names (besides IP literals and the listen address) a request may name: a page that
+    # DNS-rebinds its own name to 127.0.0.1 is refused because its Host is that name. "*": any.
+    allow_hosts: tuple[str, ...] = Field(
+        ("localhost",), max_length=64,
+        description="Host header names accepted besides IP literals ('*': any)")
+    public: tuple[Literal["metrics", "status", "rollouts"], ...] = Field(
+        (), description="GET endpoints served without the token on a non-loopback listener "
+                        "(reads are open on loopback; /healthz and /readyz always are)")
 
 
 class QueueSpec(Strict):

@@ -139,8 +139,10 @@ async def test_compose_gateway_serves_from_containers_and_reloads_on_hup(
     up = False
     base = f"http://127.0.0.1:{admin}"
 
-    async def ready(n: int) -> bool:
-        async with aiohttp.ClientSession() as s, s.get(f"{base}/status") as r:
+    auth = {"Authorization": f"Bearer {token}"}
+
+    async def ready(n: int) -> bool:    # admin on 0.0.0.0: reads need the token too
+        async with aiohttp.ClientSession() as s, s.get(f"{base}/status", headers=auth) as r:
             group = (await r.json())["services"]["echo"]["versions"]["v1"]
             return bool(group["ready"] == n)
 
@@ -154,6 +156,11 @@ async def test_compose_gateway_serves_from_containers_and_reloads_on_hup(
                 assert r.status == 200 and (await r.json())["predictions"] == [7]
             async with s.post(f"{base}/reload") as r:          # admin on 0.0.0.0: token needed
                 assert r.status == 401
+            async with s.get(f"{base}/status") as r:
+                assert r.status == 401
+            # how Prometheus scrapes it: no token (gateway.admin.public), Host "gateway"
+            async with s.get(f"{base}/metrics", headers={"Host": "gateway:8081"}) as r:
+                assert r.status == 200
         (worker,) = labelled("containers", instance)
         attrs = inspect(worker)
         assert network in attrs["NetworkSettings"]["Networks"]

@@ -226,7 +226,7 @@ async def test_reload_adds_then_removes_a_version(tmp_path: Path, instance: str)
         svc["versions"]["v2"] = {**v1, "env": {"ECHO_TAG": "v2"}}
         svc["traffic"] = {"weights": {"v1": 1, "v2": 1}}
         gw.rewrite(two)
-        async with s.post(gw.admin("/reload")) as r:
+        async with s.post(gw.admin("/reload"), headers=gw.auth) as r:
             assert r.status == 200 and (await r.json())["ok"]
         await wait_until(gw.all_ready, 20, what="v2 ready", interval=0.1)
 
@@ -247,7 +247,7 @@ async def test_reload_adds_then_removes_a_version(tmp_path: Path, instance: str)
         svc["versions"].pop("v1")
         svc["traffic"] = {"weights": {"v2": 1}}
         gw.rewrite(two)
-        async with s.post(gw.admin("/reload")) as r:
+        async with s.post(gw.admin("/reload"), headers=gw.auth) as r:
             assert r.status == 200 and (await r.json())["ok"]
         assert await tags() == {"v2"}
         await wait_until(lambda: len(running_ids(instance)) == 1, 15,

@@ -45,9 +45,11 @@ async def test_token_methods_and_origins(tmp_path: Path, monkeypatch: pytest.Mon
         status, doc, headers = await call(gw, "POST", "/reload")
         assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
         assert doc == {"error": "unauthorized", "service": None,
-                       "detail": "this endpoint needs 'Authorization: Bearer <token>'"}
+                       "detail": "this endpoint needs 'Authorization: Bearer <token>'; the "
+                                 f"token is in ${TOKEN_ENV}"}
         status, doc, _ = await call(gw, "POST", "/reload", token="wrong-token")
-        assert (status, doc["error"], doc["detail"]) == (401, "unauthorized", "wrong token")
+        assert (status, doc["error"]) == (401, "unauthorized")
+        assert doc["detail"].startswith("wrong token")
         status, doc, _ = await call(gw, "POST", "/reload", token="right-token")
         assert status == 200 and doc["ok"]
 

@@ -160,7 +160,7 @@ async def test_manual_pin_auto_and_reload_keep_the_count(tmp_path: Path) -> None
         # a reload must not undo the autoscaler: 3 clamped into the new [1, 2], not the file's 1
         gw.config["services"]["echo"]["autoscale"]["max_replicas"] = 2
         gw.rewrite(gw.config)
-        async with aiohttp.ClientSession() as s, s.post(gw.admin("/reload")) as r:
+        async with aiohttp.ClientSession() as s, s.post(gw.admin("/reload"), headers=gw.auth) as r:
             assert r.status == 200, await r.text()
         await until(gw, lambda v: v["desired"] == 2 and len(v["replicas"]) == 2, "clamped to 2")
         assert (await v1(gw))["autoscale"]["last_decision"]["source"] == "reload"

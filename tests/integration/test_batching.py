@@ -171,7 +171,7 @@ async def test_reload_keeps_queued_requests_and_applies_new_settings(tmp_path: P
         config = gw.config
         config["services"]["echo"]["batching"]["max_queue"] = 3
         gw.rewrite(config)
-        async with s.post(gw.admin("/reload")) as r:
+        async with s.post(gw.admin("/reload"), headers=gw.auth) as r:
             doc = await r.json()
         assert r.status == 200 and doc["ok"], doc
         status, body, _ = await post(s, url, {"n": "over"})      # the new limit applies at once

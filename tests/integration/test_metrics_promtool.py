@@ -33,10 +33,10 @@ async def test_metrics_pass_promtool(tmp_path: Path) -> None:
         async with s.get(gw.url("/no/such/secret-path")) as r:
             assert r.status == 404
         gw.config_path.write_text("gateway: [unclosed\n")
-        async with s.post(gw.admin("/reload")) as r:
+        async with s.post(gw.admin("/reload"), headers=gw.auth) as r:
             assert r.status == 422
         gw.rewrite(gw.config)
-        async with s.post(gw.admin("/reload")) as r:
+        async with s.post(gw.admin("/reload"), headers=gw.auth) as r:
             assert r.status == 200
         config_hash = (await gw.status())["config"]["hash"]
         async with s.get(gw.admin("/metrics")) as r:

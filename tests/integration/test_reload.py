@@ -148,7 +148,7 @@ async def test_removed_version_is_drained_then_stopped(tmp_path: Path) -> None:
         del config["services"]["echo"]["versions"]["v1"]
         del config["services"]["echo"]["traffic"]
         gw.rewrite(config)
-        async with s.post(gw.admin("/reload")) as r:
+        async with s.post(gw.admin("/reload"), headers=gw.auth) as r:
             doc = await r.json()
         assert r.status == 200 and doc["ok"], doc
         assert "version echo/v1 removed" in doc["changes"]
@@ -266,7 +266,7 @@ async def test_ten_reloads_under_load_fail_no_request(tmp_path: Path) -> None:
                             return (await gw.status())["config"]["hash"] == want
                         await wait_until(applied, 5, what=f"SIGHUP reload {i}")
                     else:
-                        async with admin.post(gw.admin("/reload")) as r:
+                        async with admin.post(gw.admin("/reload"), headers=gw.auth) as r:
                             doc = await r.json()
                         assert r.status == 200 and doc["ok"] and doc["changes"], doc
                         hashes[name] = doc["hash"]

@@ -164,7 +164,7 @@ async def test_sticky_cookie_is_set_then_honoured(gw: GatewayProc,
 async def test_live_override_via_admin_api(gw: GatewayProc, http: aiohttp.ClientSession) -> None:
     url = gw.admin("/services/ab/traffic")
     try:
-        async with http.post(url, json={"weights": {"v2": 3, "v3": 1}}) as r:
+        async with http.post(url, json={"weights": {"v2": 3, "v3": 1}}, headers=gw.auth) as r:
             assert r.status == 200
             doc = await r.json()
         assert doc["weights"] == {"v1": 0, "v2": 3, "v3": 1}
@@ -175,14 +175,14 @@ async def test_live_override_via_admin_api(gw: GatewayProc, http: aiohttp.Client
         assert svc["weight_override"] == {"v1": 0, "v2": 3, "v3": 1}
         for bad in ({"weights": {"v9": 1}}, {"weights": {"v1": -1}}, {"weights": {"v1": 0}},
                     {"weights": {"v1": "x"}}):
-            async with http.post(url, json=bad) as r:
+            async with http.post(url, json=bad, headers=gw.auth) as r:
                 assert r.status == 400, bad
-        async with http.post(gw.admin("/services/nope/traffic"), json={"weights": {}}) as r:
+        async with http.post(gw.admin("/services/nope/traffic"), json={"weights": {}}, headers=gw.auth) as r:
             assert r.status == 404
         async with http.get(url) as r:
             assert r.status == 405
     finally:
-        async with http.post(url, json={"reset": True}) as r:
+        async with http.post(url, json={"reset": True}, headers=gw.auth) as r:
             assert r.status == 200 and (await r.json())["weight_override"] is None
     assert (await gw.status())["services"]["ab"]["weights"] == {"v1": 90, "v2": 10, "v3": 0}
 

@@ -26,13 +26,20 @@ def test_admin_address_and_token_come_from_the_config(tmp_path: Path,
     monkeypatch.setenv("MY_TOKEN", " s3cret\n")
     p = write(tmp_path, "gateway:\n  admin: {listen: '0.0.0.0:7001', token_env: MY_TOKEN}\n"
                         "services: {bad: 1}\n")      # invalid for the gateway; fine for us
-    assert adminclient.from_config(p) == ("http://127.0.0.1:7001", "s3cret")
+    assert adminclient.from_config(p)[:2] == ("http://127.0.0.1:7001", "s3cret")
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
     p = write(tmp_path, f"gateway:\n  admin: {{listen: '[::1]:7002', token_file: {token_file}}}\n")
-    assert adminclient.from_config(p) == ("http://[::1]:7002", "from-file")
+    assert adminclient.from_config(p)[:2] == ("http://[::1]:7002", "from-file")
+    monkeypatch.chdir(tmp_path)
     p = write(tmp_path, "services: {}\n")
-    assert adminclient.from_config(p) == ("http://127.0.0.1:8081", None)
+    assert adminclient.from_config(p)[:2] == ("http://127.0.0.1:8081", None)
+    # with no token configured, the one the gateway generated into its state_dir
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "admin-token").write_text("generated\n")
+    p = write(tmp_path, "gateway: {state_dir: st}\n")
+    _, token, hint = adminclient.from_config(p)
+    assert token == "generated" and "st/admin-token" in hint
 
 
 @pytest.mark.parametrize("text, message", [
@@ -51,8 +58,9 @@ def test_admin_flag_overrides_the_config_address(tmp_path: Path,
     client = adminclient.from_args(argparse.Namespace(config=None, admin="127.0.0.1:9"))
     assert (client.url, client.token) == ("http://127.0.0.1:9", "env-token")
     p = write(tmp_path, "gateway:\n  admin: {listen: '127.0.0.1:7001'}\n")
+    monkeypatch.chdir(tmp_path)
     client = adminclient.from_args(argparse.Namespace(config=str(p), admin="http://h:1/"))
-    assert (client.url, client.token) == ("http://h:1", None)
+    assert (client.url, client.token) == ("http://h:1", "env-token")   # no token file: $VAR
 
 
 @pytest.mark.parametrize("host, loopback", [

@@ -42,7 +42,27 @@ def plan(rollout: Plan, state: RolloutState, obs: Observations, now: float,
     if state.strategy != strategy or state.target != rollout.target:
         raise ValueError(f"state of a {state.strategy} rollout to {state.target} given to a "
                          f"{strategy} plan to {rollout.target}; use retarget()")
+    if command is not None and command.kind == "retry":
+        return _retry(rollout, state, obs, now)
     return PLANNERS[strategy](rollout, state, obs, now, command)
+
+
+def _retry(rollout: Plan, state: RolloutState, obs: Observations,
+           now: float) -> tuple[Decision, RolloutState]:
+    """Start an aborted or rolled-back rollout again from its first step (the same plan: the
+    operator fixed what failed, or wants a second look); any other phase refuses."""
+    planner = PLANNERS[STRATEGIES[type(rollout)]]
+    if state.phase not in (Phase.ABORTED, Phase.DEGRADED):
+        why = "it is done" if state.phase == Phase.DONE else f"it is {state.phase.value}"
+        line = f"retry refused: {why}; only an aborted or rolled-back rollout starts again"
+        d, state = planner(rollout, state, obs, now, None)
+        return replace(d, reasons=(line, *d.reasons)), state
+    line = f"retry by operator: {state.stable} -> {state.target} starts again from the first " \
+           f"step (was {state.phase.value}: {state.reason})"
+    # a revision rollout keeps the old revision's definition to run it as the stable again
+    fresh = replace(start_state(rollout, now), stable_spec=state.stable_spec)
+    d, fresh = planner(rollout, fresh, obs, now, None)
+    return replace(d, reasons=(line, *d.reasons)), fresh
 
 
 def current_stable(state: RolloutState) -> str:

@@ -57,8 +57,9 @@ def plan(rollout: ABPlan, state: RolloutState, obs: Observations, now: float,
         reasons += more
         if state.phase == Phase.PROGRESSING and spec.promote_after_passes is not None \
                 and state.passes >= spec.promote_after_passes:
-            state, more = promote_full(state, now)
-            reasons += [f"candidate matched the baseline {state.passes} intervals"] + more
+            state, more = promote_full(state, now, f"after the candidate matched the baseline "
+                                       f"{state.passes} intervals (promote_after_passes)")
+            reasons += more
     if state.phase == Phase.PROGRESSING and state.step_started_at is None \
             and cand.ready >= rollout.candidate_replicas:
         state = replace(state, weight=rollout.weight, step_started_at=now,

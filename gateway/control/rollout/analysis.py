@@ -14,6 +14,7 @@ from gateway.control.rollout.model import (
     AnalysisSpec,
     ArmComparison,
     CheckResult,
+    Phase,
     RolloutState,
     Verdict,
     VersionObs,
@@ -131,3 +132,13 @@ def failure_reason(result: AnalysisResult, failures: int) -> str:
     """The log line of an automatic rollback: which checks failed with which values."""
     names = "; ".join(str(c) for c in result.failed())
     return f"analysis failed {failures} consecutive intervals: {names}"
+
+
+def held(state: RolloutState, next_step_at: float | None, now: float) -> str | None:
+    """Why a rollout whose step is due does not move (the planners go on only after a passing
+    analysis), for ``rollout status``; None when it is not held. "next step in 0s" would say
+    nothing is wrong."""
+    if next_step_at is None or now < next_step_at or state.phase != Phase.PROGRESSING \
+            or state.last_verdict == "pass":
+        return None
+    return f"step held: waiting for a passing analysis (last: {state.last_verdict or 'none yet'})"

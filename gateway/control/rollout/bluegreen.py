@@ -48,6 +48,9 @@ def plan(rollout: BlueGreenPlan, state: RolloutState, obs: Observations, now: fl
             reasons.append(state.reason)
         due = _due(rollout, state, now)
         if ready >= rollout.replicas and (state.approved or (due is not None and now >= due)):
+            if not state.approved:   # the history says who switched: here, the timer
+                reasons.append(f"promoting {rollout.target}: ready for "
+                               f"{rollout.auto_promote_after or 0:g}s (auto_promote_after)")
             state = replace(state, phase=Phase.PROMOTING, approved=False)
     if state.phase in (Phase.PROMOTING, Phase.PROMOTED):
         before = state.phase

@@ -68,12 +68,14 @@ def control(state: RolloutState, command: Command | None,
     return state, [], True
 
 
-def promote_full(state: RolloutState, now: float) -> tuple[RolloutState, list[str]]:
-    """Skip every remaining step: scale the new version to full size, then switch."""
+def promote_full(state: RolloutState, now: float,
+                 why: str = "by operator") -> tuple[RolloutState, list[str]]:
+    """Skip every remaining step: scale the new version to full size, then switch. ``why`` says
+    who decided (an operator, or the analysis of an automatic promotion) for the log."""
     if effective(state) in (Phase.PROMOTING, Phase.PROMOTED):
         return state, [f"promote ignored: already {effective(state).value}"]
     return replace(state, phase=Phase.PROMOTING, paused_from=None, paused_at=None,
-                   step_started_at=now), ["promoting to full by operator"]
+                   step_started_at=now), [f"promoting to full {why}"]
 
 
 def fold(state: RolloutState, result: AnalysisResult, now: float,

@@ -1,6 +1,7 @@
 """Durable rollout state: one JSON file per service under ``<state_dir>/rollouts/``.
 
-Writes are atomic (temp file in the same directory, fsync, rename, fsync of the directory), so a
+Each file also keeps the rollout's recent history (the lines ``rollout status`` shows), so a
+restarted gateway still says what happened before it. Writes are atomic (temp file in the same directory, fsync, rename, fsync of the directory), so a
 SIGKILL at any instant leaves either the old journal or the new one, never half of one. A journal
 that cannot be read or parsed is *moved aside* (renamed with a timestamp) and reported, never
 silently reset: resetting would restart a half-done rollout from step 0, or forget that it had
@@ -25,6 +26,9 @@ from gateway.errors import GatewayError
 
 FORMAT = 1
 SUFFIX = ".json"
+HISTORY = 30        # lines kept per service
+
+History = tuple[tuple[float, str], ...]   # (when, what), oldest first
 
 
 class CorruptJournal(GatewayError):
@@ -41,6 +45,7 @@ class LoadResult:
 
     states: dict[str, RolloutState]
     corrupt: tuple[CorruptJournal, ...]
+    histories: dict[str, History] = dataclasses.field(default_factory=dict)
 
 
 def journal_dir(state_dir: str | Path) -> Path:
@@ -52,16 +57,31 @@ def path_for(state_dir: str | Path, service: str) -> Path:
     return journal_dir(state_dir) / (quote(service, safe="") + SUFFIX)
 
 
-def encode(state: RolloutState) -> bytes:
-    return json.dumps({"format": FORMAT, "state": dataclasses.asdict(state)}, indent=1,
+def encode(state: RolloutState, history: History = ()) -> bytes:
+    return json.dumps({"format": FORMAT, "state": dataclasses.asdict(state),
+                       "history": [list(entry) for entry in history[-HISTORY:]]}, indent=1,
                       sort_keys=True).encode()
 
 
 def decode(raw: bytes) -> RolloutState:
     """Parse a journal; any deviation raises ValueError (so the caller moves it aside)."""
+    return decode_all(raw)[0]
+
+
+def decode_all(raw: bytes) -> tuple[RolloutState, History]:
+    """The state and history of a journal. The history is informational: entries that are not
+    (number, text) pairs are skipped rather than costing the state it sits beside."""
     doc = json.loads(raw)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"not a format-{FORMAT} rollout journal")
+    entries = doc.get("history")
+    history = tuple((float(e[0]), e[1]) for e in (entries if isinstance(entries, list) else ())
+                    if isinstance(e, list) and len(e) == 2 and isinstance(e[1], str)
+                    and isinstance(e[0], int | float) and not isinstance(e[0], bool))
+    return _state(doc), history[-HISTORY:]
+
+
+def _state(doc: dict[str, Any]) -> RolloutState:
     data: Any = doc.get("state")
     if not isinstance(data, dict):
         raise ValueError("no state object")  # noqa: TRY004 - every ValueError moves it aside
@@ -103,14 +123,15 @@ def _check_types(state: RolloutState) -> None:
             raise ValueError(f"field {f.name}: unexpected value {value!r}")
 
 
-def save(state_dir: str | Path, state: RolloutState) -> Path:
-    """Write ``state`` atomically; returns the journal's path."""
+def save(state_dir: str | Path, state: RolloutState, history: History = ()) -> Path:
+    """Write ``state`` (and its last ``HISTORY`` lines) atomically; returns the journal's
+    path."""
     path = path_for(state_dir, state.service)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(encode(state))
+            f.write(encode(state, history))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -158,10 +179,11 @@ def archive(state_dir: str | Path, service: str, now: float) -> Path | None:
 def load(state_dir: str | Path, service: str, now: float | None = None) -> RolloutState | None:
     """The service's journal, ``None`` when there is none; raises ``CorruptJournal`` (after
     moving the file aside) when there is one that cannot be used."""
-    return _load(path_for(state_dir, service), service, time.time() if now is None else now)
+    found = _load(path_for(state_dir, service), service, time.time() if now is None else now)
+    return None if found is None else found[0]
 
 
-def _load(path: Path, service: str, now: float) -> RolloutState | None:
+def _load(path: Path, service: str, now: float) -> tuple[RolloutState, History] | None:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -169,12 +191,12 @@ def _load(path: Path, service: str, now: float) -> RolloutState | None:
     except OSError as exc:
         raise CorruptJournal(path, move_aside(path, now), f"read failed: {exc}") from exc
     try:
-        state = decode(raw)
+        state, history = decode_all(raw)
         if state.service != service:
             raise ValueError(f"journal of service {state.service!r}")
     except ValueError as exc:   # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise CorruptJournal(path, move_aside(path, now), str(exc)) from exc
-    return state
+    return state, history
 
 
 def load_all(state_dir: str | Path, now: float | None = None) -> LoadResult:
@@ -182,6 +204,7 @@ def load_all(state_dir: str | Path, now: float | None = None) -> LoadResult:
     directory = journal_dir(state_dir)
     stamp = time.time() if now is None else now
     states: dict[str, RolloutState] = {}
+    histories: dict[str, History] = {}
     corrupt: list[CorruptJournal] = []
     if not directory.is_dir():
         return LoadResult({}, ())
@@ -190,10 +213,10 @@ def load_all(state_dir: str | Path, now: float | None = None) -> LoadResult:
             continue   # a temp file left by a killed writer; the rename never happened
         service = unquote(path.name[:-len(SUFFIX)])
         try:
-            state = _load(path, service, stamp)
+            found = _load(path, service, stamp)
         except CorruptJournal as exc:
             corrupt.append(exc)
             continue
-        if state is not None:
-            states[service] = state
-    return LoadResult(states, tuple(corrupt))
+        if found is not None:
+            states[service], histories[service] = found
+    return LoadResult(states, tuple(corrupt), histories)

@@ -33,7 +33,7 @@ class Phase(StrEnum):
 
 ENDED = frozenset({Phase.ABORTED, Phase.DEGRADED, Phase.DONE})
 
-CommandKind = Literal["promote", "pause", "resume", "abort", "undo"]
+CommandKind = Literal["promote", "pause", "resume", "abort", "undo", "retry"]
 
 
 @dataclass(frozen=True)

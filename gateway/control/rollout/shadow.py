@@ -64,8 +64,9 @@ def plan(rollout: ShadowPlan, state: RolloutState, obs: Observations, now: float
     if state.phase == Phase.PROGRESSING and soak_end is not None and now >= soak_end \
             and state.last_verdict == "pass":
         if rollout.auto_promote:
-            state, more = promote_full(state, now)
-            reasons += ["shadow analysis passed"] + more
+            state, more = promote_full(state, now, "after a passing shadow analysis "
+                                       "(auto_promote)")
+            reasons += more
         elif not state.reason.startswith("analysis passed"):
             state = replace(state, reason="analysis passed; waiting for promote")
             reasons.append(state.reason)
