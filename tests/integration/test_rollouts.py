@@ -127,6 +127,27 @@ async def test_canary_with_5pct_errors_rolls_back_by_itself(tmp_path: Path) -> N
         assert "rolled back" in gw.log()
 
 
+async def test_shipped_canary_rolls_back_a_version_200ms_slower(tmp_path: Path) -> None:
+    """config/rollout-canary.yaml's thresholds as shipped (only the interval and the sample count
+    shortened for a test): a v2 answering 200 ms slower than v1 is rolled back on its p99
+    increase; on main its p99 (~0.25 s) passed the 500 ms ceiling and v2 was promoted."""
+    shipped = yaml.safe_load((REPO_ROOT / "config" / "rollout-canary.yaml").read_text())
+    # one client, so that v2's answers take 200 ms more and never queue behind each other (a
+    # queue would push its p99 past the 500 ms ceiling, which main caught too)
+    analysis = {**shipped["services"]["echo"]["rollout"]["analysis"], "interval": "3s",
+                "min_requests": 5, "failure_limit": 2}
+    services = example("canary", steps=[{"weight": 50, "pause": "1s"}], analysis=analysis,
+                       scale_down_delay="0s")
+    services["echo"]["versions"]["v2"]["env"]["ECHO_DELAY_SECONDS"] = "0.2"
+    async with GatewayProc(tmp_path, services, ready=False) as gw:
+        async with Load([gw.url("/v1/echo")], clients=1) as load:
+            degraded = await phase_is(gw, "degraded", deadline=60)
+            await load.stop()
+        assert not load.failures, load.failures[:5]          # slower, never failed
+        assert "p99_increase" in degraded["reason"], degraded["reason"]
+        assert degraded["weights"] == {"v1": 100, "v2": 0}
+
+
 async def test_ramped_recreate_shadow_and_bluegreen_drop_nothing(tmp_path: Path) -> None:
     services = {
         **example("ramped", "ramped", "/ramped"),
