@@ -1,6 +1,6 @@
 """Control-plane figures a user feels, measured on a real gateway with real echo workers.
 
-    .venv/bin/python bench/control_plane.py [--runs 3] [--clients 4] [--only revision|sigkill]
+    .venv/bin/python bench/control_plane.py [--runs 3] [--clients 4] [--only revision|sigkill|zero]
 
 - ``revision``: a revision rollout (the serving version's env edited, then a reload) under
   closed-loop load, ramped and canary: latency percentiles and the worst request from the reload
@@ -8,6 +8,9 @@
   ready replica shows up as a max of about one model load (a cold start), or as 503s.
 - ``sigkill``: a gateway whose workers run through a shell (``sh -c "...; true"``) is SIGKILLed;
   the time until no process of any worker group is left (the reaper's work).
+
+- ``zero``: config/autoscale.yaml as shipped (ports and state moved): once at zero, one request,
+  then 75 s of silence; the replica launches in that time (1: the request's own cold start).
 
 Uses the test harness (tests/helpers.py: ``GatewayProc``, loopback ports, temp state).
 """
@@ -26,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers import ECHO, GatewayProc, group_members, run_cli, wait_until
+from tests.helpers import ECHO, REPO_ROOT, GatewayProc, group_members, run_cli, wait_until
 
 SHELL = ["sh", "-c", "serve-gateway worker examples.models.echo:Echo --port {port}; true"]
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -92,14 +96,29 @@ async def sigkill(tmp: Path) -> float:
         return time.monotonic() - t0
 
 
+async def zero(tmp: Path, silence: float = 75.0) -> int:
+    doc = yaml.safe_load((REPO_ROOT / "config" / "autoscale.yaml").read_text())
+    async with GatewayProc(tmp, doc["services"], queue=doc["gateway"]["queue"]) as gw, \
+            aiohttp.ClientSession() as s:
+        async def at_zero() -> bool:
+            v = (await gw.status())["services"]["echo"]["versions"]["v1"]
+            return bool(v["desired"] == 0 and not v["replicas"])
+        await wait_until(at_zero, 90, what="scaled to zero", interval=0.5)
+        before = gw.log().count("started echo/v1 replica")
+        async with s.post(gw.url("/v1/echo"), json={"x": 1}) as r:
+            assert r.status == 200, await r.text()
+        await asyncio.sleep(silence)
+        return gw.log().count("started echo/v1 replica") - before
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--only", choices=("revision", "sigkill"))
+    parser.add_argument("--only", choices=("revision", "sigkill", "zero"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sgw-bench-") as root:
-        for strategy in STRATEGIES if args.only != "sigkill" else ():
+        for strategy in STRATEGIES if args.only in (None, "revision") else ():
             for i in range(args.runs):
                 tmp = Path(root) / f"{strategy}{i}"
                 tmp.mkdir()
@@ -107,11 +126,16 @@ async def main() -> None:
                 print(f"revision {strategy:6s} run {i}: {r['requests']} requests, "
                       f"{r['non_2xx']} non-2xx, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
                       f"max {r['max_ms']:.1f} ms")
-        for i in range(args.runs if args.only != "revision" else 0):
+        for i in range(args.runs if args.only in (None, "sigkill") else 0):
             tmp = Path(root) / f"kill{i}"
             tmp.mkdir()
             print(f"sigkill run {i}: every shell-started worker gone after "
                   f"{1000 * await sigkill(tmp):.1f} ms")
+        if args.only in (None, "zero"):
+            tmp = Path(root) / "zero"
+            tmp.mkdir()
+            print(f"zero: {await zero(tmp)} replica launch(es) in the 75 s after one request "
+                  "at zero")
 
 
 if __name__ == "__main__":
