@@ -136,7 +136,7 @@ def from_config(path: str | Path) -> tuple[str, str | None, str]:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise AdminClientError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:   # too deep, not UTF-8 ...
         raise AdminClientError(f"{path} is not valid YAML, so it does not tell where the admin "
                                f"API is ({exc.__class__.__name__}); pass --admin URL") from None
     gateway = data.get("gateway") if isinstance(data, dict) else None

@@ -28,6 +28,7 @@ from gateway.control import rolloutapi, scale, traffic
 from gateway.control.autoscaler import Autoscaler
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
+from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.server import DataPlane
 from gateway.dataplane.table import TableHolder, build_table, service_weights
 from gateway.errors import ConfigError
@@ -138,7 +139,10 @@ class Gateway:
             _settle_gc()
             while (cmd := await self._commands.get()) != "stop":
                 if cmd == "reload":
-                    await self.reload()
+                    try:
+                        await self.reload()
+                    except Exception:   # reload() reports its own failures; a bug must not stop us
+                        log.exception("reload failed; still serving config %s", self.spec.digest())
         finally:
             await self.stop(keep_replicas)
 
@@ -153,14 +157,37 @@ class Gateway:
         return result
 
     def _apply(self, spec: Spec) -> list[str]:
-        """Make ``spec`` the running config (reload.py's ``Apply``)."""
+        """Make ``spec`` the running config (reload.py's ``Apply``): in full, or, on any error,
+        not at all: the state as it was is put back (not the old file re-applied, which would
+        drop live weights and pins and read the way back as a new revision), then it raises."""
         self.admin.configure(spec.gateway.admin)   # the one step that may refuse: goes first
+        previous, loaded_at, overrides = self.spec, self.loaded_at, self.weight_overrides
+        restore_rollouts, restore_autoscaler = self.rollouts.checkpoint(), self.autoscaler.checkpoint()
+        try:
+            return self._commit(spec, previous)
+        except Exception:
+            try:
+                self.admin.configure(previous.gateway.admin)
+                self.spec, self.loaded_at, self.weight_overrides = previous, loaded_at, overrides
+                restore_rollouts()
+                effective = self.rollouts.overlay(previous)
+                self.supervisor.apply(effective)   # a desired state: the old one back restores it
+                restore_autoscaler()
+                self._swap_table(effective)
+                self._configure_dataplane()
+                self._record_config()
+            except Exception:
+                log.exception("restoring config %s after a failed reload failed too",
+                              previous.digest())
+            raise
+
+    def _commit(self, spec: Spec, previous: Spec) -> list[str]:
         notes = []
         if self.weight_overrides:
             notes.append("live weight changes for " + ", ".join(sorted(self.weight_overrides))
                          + " replaced by the file's weights")
             log.info("reload: %s", notes[-1])
-        previous, self.spec = self.spec, spec
+        self.spec = spec
         self.loaded_at = time.time()
         self.weight_overrides = {}
         notes += self.rollouts.apply(spec, previous)   # keeps, starts, supersedes or drops
@@ -178,8 +205,12 @@ class Gateway:
         return notes
 
     def _configure_dataplane(self) -> None:
-        access = self.spec.gateway.access_log
+        g = self.spec.gateway
+        access = g.access_log
         self.dataplane.access_sample = access.sample if access.enabled else 0.0
+        d = g.deadlines
+        self.dataplane.configure(Deadlines(d.header_read, d.body_idle, d.upstream_idle,
+                                           d.client_write), g.max_body_bytes, g.trusted_hops)
 
     def rebuild_table(self) -> None:
         """Compile the running spec plus live overrides into a new table and swap it in: the

@@ -61,6 +61,7 @@ class ProxyError(GatewayError):
     kind = "upstream_error"
     metric = "protocol"   # the serve_gateway_upstream_errors_total{kind} label
     retry_after: int | None = None
+    deadline: str | None = None   # the serve_gateway_timeouts_total{kind} a handler counts
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail)
@@ -75,6 +76,25 @@ class BadRequest(ProxyError):
 class HeadTooLarge(ProxyError):
     status = 431
     kind = "head_too_large"
+
+
+class RequestTimeout(ProxyError):
+    """The client was too slow sending its request head or body (a deadline on that wait)."""
+
+    status = 408
+    kind = "request_timeout"
+
+
+class VersionNotSupported(ProxyError):
+    status = 505
+    kind = "http_version_not_supported"
+
+
+class NotImplementedCoding(ProxyError):
+    """A transfer coding other than chunked (RFC 9112 6.1: 501)."""
+
+    status = 501
+    kind = "not_implemented"
 
 
 class NotFound(ProxyError):
@@ -111,6 +131,13 @@ class UpstreamTimeout(ProxyError):
     status = 504
     kind = "upstream_timeout"
     metric = "timeout"
+
+
+class UpstreamStalled(UpstreamTimeout):
+    """A streamed worker answer sent nothing for ``deadlines.upstream_idle``."""
+
+    kind = "upstream_idle_timeout"
+    deadline = "upstream_idle"
 
 
 class DeadlineExceeded(ProxyError):

@@ -19,6 +19,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 DIFF_BUCKETS = (-5.0, -1.0, -0.25, -0.1, -0.05, -0.025, -0.01, -0.005, -0.001, 0.0, 0.001,
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 START_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+TIMEOUT_KINDS = ("header_read", "body_idle", "upstream_idle", "client_write")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -146,6 +147,10 @@ class Metrics:
                                ["service", "version"], registry=r)
         self.errors = Counter("serve_gateway_errors", "Errors the gateway answered itself",
                               ["kind"], registry=r)
+        self.timeouts = Counter("serve_gateway_timeouts", "Waits on a peer cut by their deadline "
+                                "(gateway.deadlines), by kind", ["kind"], registry=r)
+        for kind in TIMEOUT_KINDS:   # every series exists from the start, for rate()
+            self.timeouts.labels(kind)
         self.replica_restarts = Counter("serve_gateway_replica_restarts",
                                         "Replicas restarted after an exit",
                                         ["service", "version"], registry=r)
@@ -238,6 +243,10 @@ class Metrics:
         if vm is None:
             vm = self._versions[key] = VersionMetrics(self, service, version)
         return vm
+
+    def timeout(self, kind: str) -> None:
+        """One wait on a peer cut by its deadline (one of ``TIMEOUT_KINDS``)."""
+        self.timeouts.labels(kind).inc()
 
     def reloaded(self, ok: bool, restart_pending: bool = False) -> None:
         """Count one config reload; a failed one leaves the running config (and its gauges)."""

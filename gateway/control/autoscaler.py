@@ -28,6 +28,7 @@ sample's spike neither scales out nor cancels a scale-in.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import time
@@ -218,6 +219,27 @@ class Autoscaler:
         self.metrics.autoscale_decisions.labels(sc.service, sc.version, direction, source).inc()
         log.info("%s/%s: scale %s %d -> %d (%s: %s)", sc.service, sc.version, direction, before,
                  n, source, reason)
+
+    def checkpoint(self) -> Callable[[], None]:
+        """Every version's settings, counts and pins as they are now, and the way to put them
+        back (a reload that fails half-way). Call the restore after ``Supervisor.apply`` of the
+        restored spec: like ``apply``, it sets the counts the supervisor just reset."""
+        saved = [(key, sc, copy.copy(sc)) for key, sc in self.versions.items()]
+        starting = {key: g.replica_set.starting for key, g in self.supervisor.groups.items()}
+
+        def restore() -> None:
+            self.versions = {}
+            for key, sc, was in saved:
+                vars(sc).update(vars(was))
+                self.versions[key] = sc
+                g = self.supervisor.groups.get(key)
+                if g is None:
+                    continue
+                g.replica_set.starting = starting.get(key, g.replica_set.starting)
+                if (sc.bounds is not None or sc.pin is not None) and not self.held(*key) \
+                        and g.desired != sc.desired:
+                    self.supervisor.set_desired(*key, sc.desired)
+        return restore
 
     # -- the loop -----------------------------------------------------------------------------
     def start(self) -> None:

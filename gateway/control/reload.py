@@ -25,7 +25,8 @@ from gateway.spec.diff import SpecDiff, diff_specs, keep_restart_fields
 log = logging.getLogger("gateway.reload")
 
 # apply(spec) makes ``spec`` the running config and returns notes for the operator. It raises
-# ConfigError only before changing anything (a token file it cannot read ...).
+# ConfigError only before changing anything (a token file it cannot read ...), and any other
+# error only after putting the running state back as it was (never by re-applying a spec).
 Apply = Callable[[Spec], list[str]]
 # check(spec) raises ConfigError for a plan the runtime cannot run (more GPUs than exist ...).
 Check = Callable[[Spec], Awaitable[None]]
@@ -81,27 +82,22 @@ async def reload_config(path: Path | None, running: Spec, apply: Apply,
     try:
         # reading and validating is blocking work; the loop keeps serving meanwhile
         new = await asyncio.to_thread(load_spec, path)
+        diff = diff_specs(running, new)
+        effective = keep_restart_fields(running, new)
+        if check is not None:
+            await check(effective)
     except ConfigError as exc:
         return failed(exc)
-    diff = diff_specs(running, new)
-    effective = keep_restart_fields(running, new)
-    if check is not None:
-        try:
-            await check(effective)
-        except ConfigError as exc:
-            return failed(exc)
+    except Exception as exc:   # a bug: nothing has changed yet; report it, keep serving
+        log.exception("checking the reloaded config failed")
+        return failed(internal(exc, "checking", source))
     try:
         notes = apply(effective)
     except ConfigError as exc:   # refused before any change (a token file it cannot read ...)
         return failed(ConfigError(exc.problems, exc.source or source or ""))
-    except Exception as exc:   # a bug: put the old config back whole, then report
-        log.exception("applying the reloaded config failed; restoring config %s", old)
-        try:
-            apply(running)
-        except Exception:
-            log.exception("restoring config %s failed", old)
-        return failed(ConfigError([ConfigProblem("", f"internal error while applying: {exc!r}")],
-                                  source or ""))
+    except Exception as exc:   # a bug: apply has put the running state back as it was
+        log.exception("applying the reloaded config failed; config %s restored", old)
+        return failed(internal(exc, "applying", source))
     metrics.reloaded(True, restart_pending=bool(diff.needs_restart))
     result = ReloadResult(True, source, effective.digest(), old, diff, notes=notes,
                           seconds=time.monotonic() - began)
@@ -111,3 +107,8 @@ async def reload_config(path: Path | None, running: Spec, apply: Apply,
         log.warning("config %s asks for changes that need a restart: %s", source,
                     ", ".join(diff.needs_restart))
     return result
+
+
+def internal(exc: Exception, stage: str, source: str | None) -> ConfigError:
+    return ConfigError([ConfigProblem("", f"internal error while {stage} the config, which was "
+                                          f"not applied: {exc!r}")], source or "")

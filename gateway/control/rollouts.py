@@ -18,6 +18,7 @@ removed ``rollout:`` section hands the service back to the file's weights.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections import deque
@@ -218,6 +219,19 @@ class Rollouts:
                f"dropped: {why}; the file's weights apply"
         log.info(line)
         return line
+
+    def checkpoint(self) -> Callable[[], None]:
+        """The runs as they are now, and the way to put them back: a reload that fails half-way
+        must leave every rollout as it was (a journal write is not undone; the next tick
+        rewrites it from the restored state)."""
+        saved = [(name, run, copy.copy(run)) for name, run in self.runs.items()]
+
+        def restore() -> None:
+            self.runs = {}
+            for name, run, was in saved:
+                vars(run).update(vars(was))
+                self.runs[name] = run
+        return restore
 
     def overlay(self, spec: Spec) -> Spec:
         """``spec`` as the rollouts want it run: each rolled-out service's replica counts,

@@ -14,6 +14,23 @@ the answer), on a malformed or oversized head (400 / 431, JSON, after the answer
 requests before it) and after ``keepalive_timeout`` idle (one timer per connection, re-armed
 only when it fires). ``shutdown`` stops accepting, closes idle connections at once, lets requests
 in flight finish until the drain timeout and then closes the rest.
+
+Every wait on the client has a deadline (``Deadlines``): a head still incomplete
+``header_read`` after its first byte, or a body with no byte for ``body_idle`` (while we want
+more), gets 408 and a close; a client that takes nothing of our answer for ``client_write`` is
+dropped. The read timer is armed only when a head or body spans packets, so a request that
+arrives in one piece costs no timer work.
+
+Strict where RFC 9112 says MUST: one Host (and one at all on HTTP/1.1), HTTP/1.0 or 1.1 only
+(505), no fragment in the request-target, ``chunked`` as the only transfer coding (501 for
+others), at most ``MAX_FIELDS`` header lines (431). A body with a Content-Length over the body
+limit is handed over at once, so the handler refuses it (413) before a byte is buffered. An
+``Upgrade`` request is served as plain HTTP/1.1 (we never switch): its body is read and
+forwarded, then the connection closes.
+
+Memory comes back when a connection ends: the parser (which holds bound methods of its
+protocol, a reference cycle) is dropped and buffered body bytes are released at once, without
+waiting for the cyclic collector.
 """
 
 from __future__ import annotations
@@ -27,7 +44,24 @@ import httptools
 
 from gateway import tasks
 from gateway.dataplane.http1msg import Request, answer, error_parts
-from gateway.errors import BadRequest, ClientGone, HeadTooLarge, InternalError, ProxyError
+from gateway.dataplane.http1rules import (
+    DEAD_PARSER,
+    DEFAULT_DEADLINES,
+    MAX_FIELDS,
+    BodyOnly,
+    Deadlines,
+    OnTimeout,
+    check_head,
+    no_count,
+)
+from gateway.errors import (
+    BadRequest,
+    ClientGone,
+    HeadTooLarge,
+    InternalError,
+    ProxyError,
+    RequestTimeout,
+)
 
 log = logging.getLogger("gateway.http1")
 
@@ -47,12 +81,14 @@ class _Conn(asyncio.Protocol):
 
     __slots__ = (
         "active",
+        "body_seen",
         "closing",
         "cur",
         "drain_waiter",
         "fields",
         "head_read",
         "head_size",
+        "head_start",
         "idle_since",
         "idle_timer",
         "in_head",
@@ -65,10 +101,12 @@ class _Conn(asyncio.Protocol):
         "pending_error",
         "queue",
         "read_paused",
+        "read_timer",
         "reading_done",
         "server",
         "task",
         "transport",
+        "upgrading",
         "url",
         "write_paused",
     )
@@ -84,9 +122,12 @@ class _Conn(asyncio.Protocol):
         self.in_head = False
         self.head_read = 0             # bytes fed while inside one head (a hard bound)
         self.head_size = 0
+        self.head_start = 0.0          # when a head spanning packets began (0: not yet seen)
+        self.body_seen = 0.0           # when the last body bytes of ``cur`` arrived
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
         self.cur: Request | None = None          # head parsed, body still arriving
+        self.upgrading: Request | None = None    # an Upgrade request whose body llhttp skips
         # serving
         self.queue: deque[Request] = deque()     # ready, waiting for their turn
         self.active: Request | None = None
@@ -101,6 +142,7 @@ class _Conn(asyncio.Protocol):
         self.idle_since = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
         self.linger_timer: asyncio.TimerHandle | None = None
+        self.read_timer: asyncio.TimerHandle | None = None   # header_read / body_idle
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,39 +162,77 @@ class _Conn(asyncio.Protocol):
         in_head = self.in_head
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # the request before the protocol switch was parsed; we do not switch
-            self.reading_done = True
-            self._no_more()
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[exc.args[0]:] if exc.args else b"")
             return
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             self._broken(cause if isinstance(cause, ProxyError)
                          else BadRequest(f"malformed request: {exc}"))
             return
-        if in_head and self.in_head:     # all of it inside one head not yet complete
-            self.head_read += len(data)
-            if self.head_read > 2 * MAX_HEAD:
-                self._broken(HeadTooLarge(f"request head over {MAX_HEAD} bytes"))
+        if self.in_head:                 # a head spanning packets: its deadline runs
+            if in_head:
+                self.head_read += len(data)
+                if self.head_read > 2 * MAX_HEAD:
+                    self._broken(HeadTooLarge(f"request head over {MAX_HEAD} bytes"))
+                    return
+            if not self.head_start:
+                self.head_start = self.loop.time()
+            if self.read_timer is None:
+                self._arm_read(self.head_start + self.server.deadlines.header_read)
+        elif self.cur is not None and not self.reading_done:   # a body spanning packets
+            self.body_seen = now = self.loop.time()
+            if self.read_timer is None:
+                self._arm_read(now + self.server.deadlines.body_idle)
+
+    def _upgrade(self, rest: bytes) -> None:
+        """llhttp stopped at an ``Upgrade`` request. We never switch protocols: the request is
+        served as HTTP/1.1; its body (which llhttp skipped) is read by a second parser; then
+        nothing more is read and the connection closes after the answer."""
+        req, self.upgrading = self.upgrading, None
+        if req is None:                  # no body (or CONNECT): the request is whole already
+            self.reading_done = True
+            self._no_more()
+            return
+        self.cur = req
+        self.parser = httptools.HttpRequestParser(BodyOnly(self))
+        self.parser.feed_data(b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              if req.chunked else
+                              b"PUT / HTTP/1.1\r\nContent-Length: %d\r\n\r\n"
+                              % (req.content_length or 0))
+        if rest:
+            self.data_received(rest)
 
     def eof_received(self) -> bool:
         self.reading_done = True
         cur = self.cur
         if cur is not None:
+            self.cur = None
             cur._fail(ClientGone("the client stopped sending the request body"))
+            if not cur.streamed:
+                cur._chunks = []         # nobody will read a body cut short: free it now
         # half-closed while requests are being served: their answers can still be written
         return self.active is not None or bool(self.queue)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         gone = ClientGone("the client closed the connection")
-        for req in (self.cur, self.active, *self.queue):
+        for req in (self.cur, self.upgrading, self.active, *self.queue):
             if req is not None:
                 req._fail(gone)
+        cur = self.cur
+        if cur is not None and not cur.streamed:
+            cur._chunks = []             # a body cut short: free it now, not at the next gc
+        self.cur = self.upgrading = None
         self.queue.clear()
-        for timer in (self.idle_timer, self.linger_timer):
+        self.reading_done = True
+        for timer in (self.idle_timer, self.linger_timer, self.read_timer):
             if timer is not None:
                 timer.cancel()
+        self.idle_timer = self.linger_timer = self.read_timer = None
+        # the parser holds bound methods of this protocol: a cycle that would keep the
+        # connection and its buffers until the cyclic collector runs
+        self.parser = DEAD_PARSER
         self._wake_writer()
         if self.task is None:
             self.server.forget(self)
@@ -169,6 +249,7 @@ class _Conn(asyncio.Protocol):
         self.in_head = True
         self.head_read = 0
         self.head_size = 0
+        self.head_start = 0.0
         self.url = b""
         self.fields = []
 
@@ -187,21 +268,38 @@ class _Conn(asyncio.Protocol):
         self.in_head = False
         p = self.parser
         raw = tuple(self.fields)
+        if len(raw) > MAX_FIELDS:      # memory is bounded by MAX_HEAD already: checked once
+            raise HeadTooLarge(f"more than {MAX_FIELDS} header lines")
         length: int | None = None
-        chunked = expect = False
+        chunked = expect = upgrade = False
+        hosts = 0
+        coding = b""
         for name, value in raw:
             n = len(name)
-            if n == 14 and name.lower() == b"content-length":
+            if n == 4 and name.lower() == b"host":
+                hosts += 1
+            elif n == 14 and name.lower() == b"content-length":
                 length = int(value)
             elif n == 17 and name.lower() == b"transfer-encoding":
                 chunked = True
+                coding = coding + b"," + value if coding else value
             elif n == 6 and name.lower() == b"expect":
                 expect = value.lower() == b"100-continue"
+            elif n == 7 and name.lower() == b"upgrade":
+                upgrade = True
+        version = p.get_http_version()
+        if hosts != 1 or chunked or b"#" in self.url or version != "1.1":
+            check_head(version, hosts, coding, self.url)
         method = p.get_method().decode("latin-1")
         req = Request(self, method, self.url.decode("latin-1"), raw, length, chunked, expect,
-                      p.should_keep_alive(), p.get_http_version() == "1.0")
-        self.cur = req
-        if chunked or (length and (length > WHOLE_BODY_LIMIT or expect)):
+                      p.should_keep_alive(), version == "1.0")
+        if upgrade and p.should_upgrade() and method != "CONNECT" and (chunked or length):
+            self.upgrading = req         # llhttp will skip this body: see _upgrade
+        else:
+            self.cur = req
+        if chunked or (length and (length > WHOLE_BODY_LIMIT or expect
+                                   or length > self.server.max_body)):
+            # streamed, and over the limit: the handler refuses it before a byte is buffered
             req.streamed = True
             self._ready(req)
 
@@ -308,6 +406,36 @@ class _Conn(asyncio.Protocol):
         self.pending_error = exc
         self._no_more()
 
+    def _arm_read(self, when: float) -> None:
+        self.read_timer = self.loop.call_at(when, self._on_read_timer)
+
+    def _on_read_timer(self) -> None:
+        """The header_read / body_idle deadline. Re-armed while the wait is ours (reading
+        paused, 100 Continue not sent yet) or the deadline moved; else 408 and close."""
+        self.read_timer = None
+        if self.lost or self.reading_done:
+            return
+        d = self.server.deadlines
+        now = self.loop.time()
+        cur = self.cur
+        if self.in_head:
+            if self.read_paused:
+                self.head_start = now
+            deadline, kind, limit = self.head_start + d.header_read, "header_read", d.header_read
+        elif cur is not None:
+            if self.read_paused or cur.expect:
+                self.body_seen = now
+            deadline, kind, limit = self.body_seen + d.body_idle, "body_idle", d.body_idle
+        else:
+            return
+        if deadline > now:
+            self._arm_read(deadline)
+            return
+        self.server.on_timeout(kind)
+        what = "request head" if kind == "header_read" else "request body"
+        self._broken(RequestTimeout(f"the {what} did not arrive in time "
+                                    f"({kind} deadline of {limit:g}s)"))
+
     def _close_after(self, req: Request) -> None:
         """Close once the answer is out; if the body was not all read, drop what still comes
         for a moment first, so the client reads our answer rather than a reset."""
@@ -374,12 +502,26 @@ class _Conn(asyncio.Protocol):
             self.writelines(parts)
 
     async def drain(self) -> None:
-        while self.write_paused and not self.lost:
-            self.drain_waiter = self.loop.create_future()
-            try:
-                await self.drain_waiter
-            finally:
-                self.drain_waiter = None
+        """Wait while the client is slow to read; drop it past ``client_write``."""
+        if not self.write_paused or self.lost:
+            return
+        timer = self.loop.call_later(self.server.deadlines.client_write, self._write_stalled)
+        try:
+            while self.write_paused and not self.lost:
+                self.drain_waiter = self.loop.create_future()
+                try:
+                    await self.drain_waiter
+                finally:
+                    self.drain_waiter = None
+        finally:
+            timer.cancel()
+
+    def _write_stalled(self) -> None:
+        if not self.lost:
+            self.server.on_timeout("client_write")
+            log.debug("client %s read nothing for %gs: dropped", self.peer,
+                      self.server.deadlines.client_write)
+            self.abort()
 
     def _wake_writer(self) -> None:
         w = self.drain_waiter
@@ -404,9 +546,14 @@ class _Conn(asyncio.Protocol):
 class Server:
     """The listener and its connections."""
 
-    def __init__(self, handler: Handler, *, keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> None:
+    def __init__(self, handler: Handler, *, keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+                 deadlines: Deadlines = DEFAULT_DEADLINES, max_body: int = 10 << 20,
+                 on_timeout: OnTimeout = no_count) -> None:
         self.handler = handler
         self.keepalive_timeout = keepalive_timeout
+        self.deadlines = deadlines    # read by each connection at each use: a reload applies
+        self.max_body = max_body      # a Content-Length over this is handed over unbuffered
+        self.on_timeout = on_timeout
         self.loop = asyncio.get_running_loop()
         self.conns: set[_Conn] = set()
         self.accepting = True

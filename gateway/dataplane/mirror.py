@@ -40,7 +40,6 @@ log = logging.getLogger("gateway.mirror")
 
 Compare = Callable[[Any, Any], bool]
 SAFE_METHODS = frozenset({"GET", "HEAD"})
-SHADOW_HEADER = (b"X-Shadow", b"1")
 SHADOW_LINE = b"X-Shadow: 1\r\n\r\n"     # appended to a reused head
 THREAD_COMPARE_BYTES = 64 * 1024    # above this, decoding and comparing leave the event loop
 
@@ -207,18 +206,18 @@ class Mirror:
 
     def submit(self, method: str, target: str, headers: tuple[tuple[bytes, bytes], ...],
                peer: bytes, body: bytes | None, primary: Primary,
-               sent: bytes | None = None) -> None:
+               sent: bytes | None = None, trusted: bool = False) -> None:
         """Send one copy (tagged ``X-Shadow: 1``) now, or queue it behind ``concurrency``
         copies in flight, or drop it when the gate is full. ``sent``: the primary's upstream
-        head for this body, reused when given."""
+        head for this body, reused when given; ``trusted``: as for ``proxy.request_head``."""
         if not self.gate.enter():
             self.metrics.dropped.inc()
             return
-        if sent is not None:    # the same head, one more line: no second header rewrite
-            head = sent[:-2] + SHADOW_LINE
-        else:
-            head = request_head(method.encode(), target.encode(), headers + (SHADOW_HEADER,),
-                                peer, b"http", len(body) if body else 0, self.service.encode())
+        if sent is None:
+            sent = request_head(method.encode(), target.encode(), headers, peer, b"http",
+                                len(body) if body else 0, self.service.encode(), trusted)
+        # the same head, one more line (a client's own X-Shadow never got into it)
+        head = sent[:-2] + SHADOW_LINE
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         copy = _Copy(self, head, body or None, method == "HEAD", primary)

@@ -17,9 +17,10 @@ from gateway.dataplane.balance import Endpoint
 from gateway.dataplane.batchers import Batchers
 from gateway.dataplane.http1 import WHOLE_BODY_LIMIT, Server
 from gateway.dataplane.http1msg import JSON_FIELD, Request, error_parts, header_lines
+from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.mirror import Primary
 from gateway.dataplane.paths import normalise
-from gateway.dataplane.proxy import chunked, request_head, response_fields
+from gateway.dataplane.proxy import request_head, response_fields
 from gateway.dataplane.table import Headers, ServiceRoute, TableHolder, VersionRoute
 from gateway.dataplane.upstream import UpstreamResponse
 from gateway.errors import (
@@ -46,13 +47,21 @@ class DataPlane:
     def __init__(self, holder: TableHolder, metrics: Metrics) -> None:
         self.holder = holder
         self.metrics = metrics
-        self._http = Server(self.handle)     # idle keep-alive connections close after 75 s
+        self._http = Server(self.handle, on_timeout=metrics.timeout)   # keep-alive: 75 s
+        self.deadlines = Deadlines()
+        self.trusted = False         # gateway.trusted_hops > 0: keep their forwarding headers
         # kept: asyncio.get_running_loop() costs a getpid() syscall per call on Python 3.11
         self._loop = asyncio.get_running_loop()
         self.access_sample = 0.0     # fraction of requests in the access log (0: off)
         self._random = random.random
         self.batchers = Batchers(metrics)   # one per batching version, kept across tables
         self._extra: dict[Headers, bytes] = {}   # served_by -> its header lines
+
+    def configure(self, deadlines: Deadlines, max_body: int, trusted_hops: int) -> None:
+        """The gateway-wide data-plane settings (at start and on each reload)."""
+        self.deadlines = self._http.deadlines = deadlines
+        self._http.max_body = max_body
+        self.trusted = trusted_hops > 0
 
     async def start(self, host: str, port: int) -> int:
         return await self._http.start(host, port)
@@ -111,6 +120,8 @@ class DataPlane:
             fields, err = error_parts(exc, svc.name if svc else None)
             request.respond(exc.status, fields + extra, err)
             self.metrics.errors.labels(exc.kind).inc()
+            if exc.deadline is not None:
+                self.metrics.timeout(exc.deadline)
         if version is not None:
             version.metrics.observe(request.status, loop.time() - start)
         if self.access_sample and self._random() < self.access_sample:
@@ -127,7 +138,8 @@ class DataPlane:
             primary = Primary(request.status, body, seconds)
             assert svc.mirror is not None
             svc.mirror.submit(request.method, target, request.raw_headers, request.peer_bytes,
-                              request.body if request.has_body else None, primary, head)
+                              request.body if request.has_body else None, primary, head,
+                              self.trusted)
         except Exception:  # the primary is answered whatever the mirror does
             log.exception("could not start a mirror copy for %s", svc.name)
 
@@ -151,12 +163,16 @@ class DataPlane:
         elif length is not None and length <= WHOLE_BODY_LIMIT:
             body = request.body if request.body is not None else await request.read()
             body_len = len(body)
+        elif length is None:
+            # a chunked body is read whole (up to the limit) before anything is forwarded, so
+            # a body over the limit never reaches the worker as a head and a cut-off body
+            body = await _whole_body(request, length, svc.max_body)
+            body_len = len(body)
         else:
             body, body_len = _limited(request.stream(), svc.max_body), length
-            if length is None:
-                body = chunked(body)
         head = request_head(method.encode(), target.encode(), request.raw_headers,
-                            request.peer_bytes, b"http", body_len, svc.name.encode())
+                            request.peer_bytes, b"http", body_len, svc.name.encode(),
+                            self.trusted)
         replayable = not isinstance(body, AsyncIterator)
         idempotent = method in IDEMPOTENT
         loop = self._loop
@@ -170,7 +186,8 @@ class DataPlane:
             ep.inflight += 1
             sent = loop.time()
             try:
-                resp = await ep.pool.request(head, body, svc.request_timeout, method == "HEAD")
+                resp = await ep.pool.request(head, body, svc.request_timeout, method == "HEAD",
+                                             self.deadlines.upstream_idle)
             except (UpstreamConnectError, UpstreamReset) as exc:
                 ep.inflight -= 1
                 version.metrics.upstream_error(exc.metric)

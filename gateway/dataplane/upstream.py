@@ -15,7 +15,12 @@ Errors say whether the worker can have seen the request:
   wrote: never seen, safe to retry elsewhere;
 - ``UpstreamReset``: closed after we wrote, before any response byte: retry only if idempotent;
 - ``UpstreamError``: broken after response bytes arrived: never retried;
-- ``UpstreamTimeout``: the deadline passed.
+- ``UpstreamTimeout``: the deadline passed (``UpstreamStalled``: a streamed answer sent nothing
+  for ``stream_idle`` seconds).
+
+When a connection ends, its parser (a reference cycle: it holds bound methods of the protocol)
+and any body bytes nobody will read are dropped at once, so the memory comes back without
+waiting for the cyclic collector.
 """
 
 from __future__ import annotations
@@ -26,12 +31,18 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 import httptools
 
-from gateway.errors import (UpstreamConnectError, UpstreamError, UpstreamReset,
-                            UpstreamTimeout)
+from gateway.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamReset,
+    UpstreamStalled,
+    UpstreamTimeout,
+)
 
 BUFFER_LIMIT = 1 << 20         # responses up to this size are returned whole
 STREAM_HIGH_WATER = 1 << 18    # pause reading a streamed response above this many buffered bytes
 MAX_IDLE = 256
+STREAM_IDLE = 60.0             # default deadline between two pieces of a streamed answer
 
 # (status, body, None) once a buffered exchange is complete, or (0, None, error)
 Done = Callable[[int, bytes | None, Exception | None], None]
@@ -40,7 +51,7 @@ Done = Callable[[int, bytes | None, Exception | None], None]
 class UpstreamResponse:
     """Status, raw headers and either a complete ``body`` or a ``stream`` of chunks."""
 
-    __slots__ = ("status", "headers", "body", "_conn")
+    __slots__ = ("_conn", "body", "headers", "status")
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
                  conn: _Conn | None) -> None:
@@ -82,6 +93,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.reused = False
+        self.stream_idle = STREAM_IDLE
         self._reset()
 
     def _reset(self) -> None:
@@ -129,6 +141,10 @@ class _Conn(asyncio.Protocol):
                 self._fail(UpstreamReset("worker closed the connection without answering"))
             else:
                 self._fail(UpstreamError("worker closed the connection mid-response"))
+            self.chunks = []           # an answer cut short is never read: free it now
+            self.buffered = 0
+        # the parser holds bound methods of this protocol: drop the cycle with its buffers
+        self.parser = _DEAD_PARSER
         self._wake_writer()
 
     def pause_writing(self) -> None:
@@ -158,6 +174,8 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.closed:
+            return                     # aborted (too large, timed out): the rest is dropped
         self.chunks.append(body)
         self.buffered += len(body)
         if self.done is not None:    # a callback exchange buffers, up to the limit
@@ -233,11 +251,18 @@ class _Conn(asyncio.Protocol):
         self._fail(UpstreamTimeout("worker did not answer in time"))
         self.abort()
 
+    def _on_stalled(self) -> None:
+        self._fail(UpstreamStalled(f"the worker sent nothing for {self.stream_idle:g}s "
+                                   "in the middle of its answer"))
+        self.abort()
+
     # -- one exchange -------------------------------------------------------------------------
     async def exchange(self, head: bytes, body: bytes | AsyncIterable[bytes] | None,
-                       timeout: float, head_only: bool = False) -> UpstreamResponse:
+                       timeout: float, head_only: bool = False,
+                       stream_idle: float = STREAM_IDLE) -> UpstreamResponse:
         assert self.transport is not None
         self.head_only = head_only
+        self.stream_idle = stream_idle
         timer = self.loop.call_later(timeout, self._on_timeout)
         try:
             if self.closed or self.transport.is_closing():
@@ -287,6 +312,7 @@ class _Conn(asyncio.Protocol):
         self.done = self.timer = None
         if self.error is not None:
             self.abort()
+            self.chunks = []           # e.g. an answer cut at the limit: free it now
             done(0, None, self.error)
             return
         status, chunks = self.status, self.chunks
@@ -301,10 +327,15 @@ class _Conn(asyncio.Protocol):
             await self._drain()
 
     async def next_chunk(self) -> bytes | None:
+        """The next piece of a streamed answer; ``UpstreamStalled`` past ``stream_idle``."""
         while not self.chunks:
             if self.complete:
                 return None
-            await self._wait()
+            timer = self.loop.call_later(self.stream_idle, self._on_stalled)
+            try:
+                await self._wait()
+            finally:
+                timer.cancel()
         out = self.chunks
         self.chunks = []
         self.buffered = 0
@@ -337,12 +368,15 @@ class UpstreamPool:
         self.closed = False
 
     async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None,
-                      timeout: float, head_only: bool = False) -> UpstreamResponse:
+                      timeout: float, head_only: bool = False,
+                      stream_idle: float = STREAM_IDLE) -> UpstreamResponse:
         """Send one request. ``head`` is the complete request head (request line, headers,
         blank line); ``body`` bytes (Content-Length already in head) or an async iterable
-        of bytes written as they come (framed already: see proxy.chunked). ``head_only`` for HEAD."""
+        of bytes written as they come (framed already: see proxy.chunked). ``head_only`` for HEAD.
+        ``timeout`` bounds the wait for the answer's head (and a whole body); ``stream_idle``
+        each wait between pieces of a streamed answer."""
         conn = self._idle_conn() or await self.connect()
-        return await conn.exchange(head, body, timeout, head_only)
+        return await conn.exchange(head, body, timeout, head_only, stream_idle)
 
     def send(self, head: bytes, body: bytes | None, timeout: float, head_only: bool,
              done: Done) -> bool:
@@ -394,3 +428,10 @@ class UpstreamPool:
         self.closed = True
         while self.idle:
             self.idle.pop().abort()
+
+
+class _Nothing:
+    """Callbacks of the parser a closed connection keeps (it is never fed)."""
+
+
+_DEAD_PARSER = httptools.HttpResponseParser(_Nothing())

@@ -18,6 +18,14 @@ Check = Callable[[Spec], Iterator[Finding]]
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,62})$")
 
 
+def not_empty(spec: Spec) -> Iterator[Finding]:
+    """A config that lost its services (a truncated or emptied file) would stop every replica
+    on reload and answer 404 to everyone: refused unless said on purpose."""
+    if not spec.services and not spec.gateway.allow_empty:
+        yield ("services",), ("no services: the gateway would serve nothing (a truncated "
+                              "file?); set gateway.allow_empty: true if that is intended")
+
+
 def names(spec: Spec) -> Iterator[Finding]:
     """Service and version names end up in labels, container names and metrics."""
     for sname, svc in spec.services.items():
@@ -144,4 +152,4 @@ def rollout(spec: Spec) -> Iterator[Finding]:
             yield at, f"with {len(svc.versions)} versions, say which one serves now: 'from'"
 
 
-CHECKS: list[Check] = [names, routes, launch, weights, traffic, autoscale, rollout]
+CHECKS: list[Check] = [not_empty, names, routes, launch, weights, traffic, autoscale, rollout]

@@ -16,6 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.spec.types import Duration, Listen, Size
 
+# Bounds: every duration and count has one, so that a value that validates also behaves (a
+# request timeout of 0 would answer every request 504, a liveness interval of 0 would probe in
+# a busy loop). Durations are seconds.
+MAX_REPLICAS = 100        # per version; more is a fleet, not a box
+MAX_COUNT = 1_000_000     # queues, request counts, weights
+HOUR, DAY = 3600.0, 86400.0
+MIN_PROBE_INTERVAL = 0.05
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -39,8 +47,8 @@ class AdminSpec(Strict):
 class QueueSpec(Strict):
     """Requests that find no ready replica wait here (bounded in size and time)."""
 
-    max_waiting: int = Field(1024, ge=0)
-    timeout: Duration = 10.0
+    max_waiting: int = Field(1024, ge=0, le=MAX_COUNT)
+    timeout: Duration = Field(10.0, ge=0, le=HOUR)
 
 
 class DockerSpec(Strict):
@@ -59,6 +67,19 @@ class AccessLogSpec(Strict):
     sample: float = Field(0.01, ge=0.0, le=1.0, description="fraction of requests logged")
 
 
+class DeadlinesSpec(Strict):
+    """A deadline on every wait on a peer of the data plane (dataplane/http1.py, upstream.py)."""
+
+    header_read: Duration = Field(10.0, gt=0, le=3600, description="a request head not complete "
+                                  "this long after its first byte: 408 and close")
+    body_idle: Duration = Field(30.0, gt=0, le=3600, description="no request body byte for this "
+                                "long (while the gateway wants more): 408 and close")
+    upstream_idle: Duration = Field(60.0, gt=0, le=3600, description="no byte of a streamed worker "
+                                    "answer for this long: the answer is cut, both sides closed")
+    client_write: Duration = Field(30.0, gt=0, le=3600, description="a client that reads nothing "
+                                   "of our answer for this long is disconnected")
+
+
 class GatewaySpec(Strict):
     instance: str = Field("default", description="names this gateway in replica labels; two gateways "
                                                  "sharing a Docker daemon need different names")
@@ -67,27 +88,35 @@ class GatewaySpec(Strict):
     runtime: Literal["process", "docker"] = "process"
     docker: DockerSpec = DockerSpec()
     state_dir: str = ".serve-gateway"
-    max_body_bytes: Size = Field(10 * 1024 * 1024, ge=0)
+    max_body_bytes: Size = Field(10 * 1024 * 1024, ge=0, le=1 << 40)
     queue: QueueSpec = QueueSpec()
-    drain_timeout: Duration = Field(30.0, description="how long in-flight requests may finish on shutdown or scale-in")
-    stop_grace: Duration = Field(10.0, description="SIGTERM to SIGKILL delay when stopping a replica")
+    drain_timeout: Duration = Field(30.0, ge=0, le=HOUR, description="how long in-flight requests may finish on shutdown or scale-in")
+    stop_grace: Duration = Field(10.0, ge=0, le=HOUR, description="SIGTERM to SIGKILL delay when stopping a replica")
     access_log: AccessLogSpec = AccessLogSpec()
+    allow_empty: bool = Field(False, description="accept a config with no services (it serves "
+                                                 "nothing); else it is refused at up and reload")
+    deadlines: DeadlinesSpec = DeadlinesSpec()
+    trusted_hops: int = Field(0, ge=0, le=16, description="proxies in front of the gateway whose "
+                              "X-Forwarded-Proto/-Host and Forwarded are kept; 0: the gateway is "
+                              "the edge and overwrites them")
 
 
 class HealthSpec(Strict):
     path: str = "/ready"
-    interval: Duration = Field(0.2, description="readiness probe period while a replica starts")
-    liveness_interval: Duration = 5.0
-    timeout: Duration = 2.0
-    failure_threshold: int = Field(3, ge=1)
-    start_timeout: Duration = Field(300.0, description="a replica not ready by then is restarted")
+    interval: Duration = Field(0.2, ge=MIN_PROBE_INTERVAL, le=60.0,
+                               description="readiness probe period while a replica starts")
+    liveness_interval: Duration = Field(5.0, ge=0.1, le=HOUR)
+    timeout: Duration = Field(2.0, gt=0, le=300.0)
+    failure_threshold: int = Field(3, ge=1, le=100)
+    start_timeout: Duration = Field(300.0, gt=0, le=DAY, description="a replica not ready by then is restarted")
 
 
 class ResourcesSpec(Strict):
-    cpus: float | None = Field(None, gt=0)
-    memory: Size | None = None
-    shm_size: Size | None = None
-    gpus: int | list[int] | Literal["all"] | None = None
+    cpus: float | None = Field(None, gt=0, le=4096)
+    memory: Size | None = Field(None, gt=0, le=1 << 50)
+    shm_size: Size | None = Field(None, gt=0, le=1 << 50)
+    gpus: Annotated[int, Field(ge=0, le=1024)] | list[Annotated[int, Field(ge=0, le=1024)]] \
+        | Literal["all"] | None = None
 
 
 class AutoscaleSpec(Strict):
@@ -95,13 +124,13 @@ class AutoscaleSpec(Strict):
     (its keys override the service's); a version's ``replicas`` is then its starting count."""
 
     enabled: bool = Field(True, description="false on a version turns the service's block off")
-    min_replicas: int = Field(1, ge=0, description="0 allows scale to zero after idle_to_zero")
-    max_replicas: int = Field(4, ge=1)
+    min_replicas: int = Field(1, ge=0, le=MAX_REPLICAS, description="0 allows scale to zero after idle_to_zero")
+    max_replicas: int = Field(4, ge=1, le=MAX_REPLICAS)
     target_pending: int | None = Field(
-        None, ge=1, description="pending requests per replica; default: batching.max_batch_size, else 1")
-    scale_out_interval: Duration = Field(10.0, description="minimum time between two scale-outs")
-    scale_in_interval: Duration = Field(60.0, description="low load this long scales in by one")
-    idle_to_zero: Duration = Field(300.0, description="with min_replicas 0: idle this long -> 0")
+        None, ge=1, le=MAX_COUNT, description="pending requests per replica; default: batching.max_batch_size, else 1")
+    scale_out_interval: Duration = Field(10.0, ge=0, le=DAY, description="minimum time between two scale-outs")
+    scale_in_interval: Duration = Field(60.0, ge=0, le=DAY, description="low load this long scales in by one")
+    idle_to_zero: Duration = Field(300.0, ge=0, le=30 * DAY, description="with min_replicas 0: idle this long -> 0")
     policy: str = Field("default", description="'default', a plugin name or 'module:function'")
     options: dict[str, Any] = Field({}, description="the policy plugin's keyword arguments")
 
@@ -114,7 +143,7 @@ class VersionSpec(Strict):
     env: dict[str, str] = {}
     workdir: str | None = None
     volumes: list[str] = Field([], description="docker only: 'host_path:container_path[:ro]'")
-    replicas: int = Field(1, ge=0)
+    replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
     health: HealthSpec = HealthSpec()
     resources: ResourcesSpec = ResourcesSpec()
     autoscale: AutoscaleSpec | None = None
@@ -128,7 +157,11 @@ class VersionSpec(Strict):
     @classmethod
     def _env_strings(cls, value: object) -> object:
         if isinstance(value, dict):
-            return {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in value.items()}
+            try:
+                return {k: v if isinstance(v, str) else orjson.dumps(v).decode()
+                        for k, v in value.items()}
+            except orjson.JSONEncodeError as exc:   # a !!binary value ...
+                raise ValueError(f"values must be text or JSON: {exc}") from None
         return value
 
     def revision(self) -> str:
@@ -138,8 +171,8 @@ class VersionSpec(Strict):
 
 
 class TimeoutsSpec(Strict):
-    connect: Duration = 2.0
-    request: Duration = Field(30.0, description="upstream response deadline; past it the client gets 504")
+    connect: Duration = Field(2.0, gt=0, le=300.0)
+    request: Duration = Field(30.0, gt=0, le=DAY, description="upstream response deadline; past it the client gets 504")
 
 
 class ValueMatch(Strict):
@@ -197,7 +230,7 @@ class StickySpec(Strict):
 
     cookie: str | None = None
     header: str | None = None
-    max_age: Duration = Field(30 * 86400.0, description="Max-Age of the cookie the gateway sets")
+    max_age: Duration = Field(30 * DAY, ge=0, le=3650 * DAY, description="Max-Age of the cookie the gateway sets")
 
     @model_validator(mode="after")
     def _one(self) -> StickySpec:
@@ -218,9 +251,9 @@ class MirrorSpec(Strict):
         None, min_length=1, description="the methods copied and compared (a shadow rollout's "
         "analysis counts only these); default GET and HEAD, plus POST with mirror_post")
     max_body: Size = Field(1 << 20, ge=0, le=1 << 20, description="larger bodies are not mirrored")
-    concurrency: int = Field(16, ge=1, description="mirror requests in flight at once")
-    queue: int = Field(64, ge=0, description="copies waiting for a slot; beyond, copies are dropped")
-    timeout: Duration = Field(5.0, description="a mirror answer later than this counts as an error")
+    concurrency: int = Field(16, ge=1, le=4096, description="mirror requests in flight at once")
+    queue: int = Field(64, ge=0, le=MAX_COUNT, description="copies waiting for a slot; beyond, copies are dropped")
+    timeout: Duration = Field(5.0, gt=0, le=300.0, description="a mirror answer later than this counts as an error")
 
 
 class TrafficSpec(Strict):
@@ -234,8 +267,8 @@ class TrafficSpec(Strict):
     @classmethod
     def _non_negative(cls, value: dict[str, int]) -> dict[str, int]:
         for name, w in value.items():
-            if w < 0:
-                raise ValueError(f"weight of {name} must be >= 0")
+            if not 0 <= w <= MAX_COUNT:
+                raise ValueError(f"weight of {name} must be from 0 to {MAX_COUNT}")
         return value
 
 
@@ -248,17 +281,17 @@ class BatchingSpec(Strict):
         5.0, description="how long the oldest request may wait for company, and only when the "
                          "arrival pace could fill the batch; 'adaptive' fits batch time a + c*b "
                          "and waits only while that pays")
-    max_queue: int = Field(1024, ge=1, description="queued requests; beyond: 503 + Retry-After")
+    max_queue: int = Field(1024, ge=1, le=MAX_COUNT, description="queued requests; beyond: 503 + Retry-After")
     slots_per_replica: int = Field(1, ge=1, le=64, description="batches in flight per replica")
-    timeout_ms: float = Field(10000.0, gt=0, description="per request, from arrival")
+    timeout_ms: float = Field(10000.0, gt=0, le=DAY * 1000, description="per request, from arrival")
     timeout_header: str = Field("x-request-timeout-ms",
                                 description="request header that may shorten timeout_ms")
 
     @field_validator("max_wait_ms")
     @classmethod
     def _wait(cls, value: float | str) -> float | str:
-        if not isinstance(value, str) and value < 0:
-            raise ValueError("must be >= 0 or 'adaptive'")
+        if not isinstance(value, str) and not 0 <= value <= 60_000:
+            raise ValueError("must be from 0 to 60000 or 'adaptive'")
         return value
 
 
@@ -287,14 +320,14 @@ class AnalysisSpec(Strict):
     ``min_requests`` samples a check is inconclusive: it holds, never promotes. ``failure_limit``
     failed intervals in a row roll the new version back. A threshold left out is not checked."""
 
-    interval: Duration = 30.0
-    min_requests: int = Field(50, ge=1)
-    failure_limit: int = Field(3, ge=1)
+    interval: Duration = Field(30.0, gt=0, le=DAY)
+    min_requests: int = Field(50, ge=1, le=MAX_COUNT)
+    failure_limit: int = Field(3, ge=1, le=1000)
     max_error_rate: float | None = Field(0.01, ge=0, le=1, description="5xx share of answers")
-    max_p99: Duration | None = Field(None, description="p99 latency of the new version")
+    max_p99: Duration | None = Field(None, gt=0, le=HOUR, description="p99 latency of the new version")
     max_p99_increase: Duration | None = Field(
-        None, ge=0.0, le=3600.0, description="canary only: its p99 minus the stable version's p99 over "
-        "the same window (a slower model fails this whatever its absolute latency)")
+        None, ge=0, le=HOUR, description="canary only: its p99 minus the stable version's p99 "
+        "over the same window (a slower model fails this whatever its absolute latency)")
     min_agreement: float | None = Field(None, ge=0, le=1,
                                         description="shadow agreement ratio (needs mirroring)")
 
@@ -302,17 +335,17 @@ class AnalysisSpec(Strict):
 class ArmComparisonSpec(Strict):
     """A/B analysis: the candidate arm against the baseline arm."""
 
-    interval: Duration = 60.0
-    min_requests: int = Field(100, ge=1)
-    failure_limit: int = Field(3, ge=1)
-    max_error_rate_delta: float | None = Field(0.01, description="candidate minus baseline")
-    max_p99_ratio: float | None = Field(1.2, gt=0, description="candidate p99 / baseline p99")
-    promote_after_passes: int | None = Field(None, ge=1, description="unset: a person promotes")
+    interval: Duration = Field(60.0, gt=0, le=DAY)
+    min_requests: int = Field(100, ge=1, le=MAX_COUNT)
+    failure_limit: int = Field(3, ge=1, le=1000)
+    max_error_rate_delta: float | None = Field(0.01, ge=-1, le=1, description="candidate minus baseline")
+    max_p99_ratio: float | None = Field(1.2, gt=0, le=1000, description="candidate p99 / baseline p99")
+    promote_after_passes: int | None = Field(None, ge=1, le=1000, description="unset: a person promotes")
 
 
 class CanaryStepSpec(Strict):
     weight: int = Field(ge=0, le=100, description="percent of traffic to the new version")
-    pause: Duration | None = Field(60.0, description="soak before the next step; null: until promoted")
+    pause: Duration | None = Field(60.0, ge=0, le=30 * DAY, description="soak before the next step; null: until promoted")
 
 
 class RolloutCommon(Strict):
@@ -325,7 +358,7 @@ class RolloutCommon(Strict):
 
     to: str | None = Field(None, description="the version to move to")
     from_: str | None = Field(None, alias="from", description="the version serving now")
-    scale_down_delay: Duration = Field(30.0, description="the old set stays warm this long for undo")
+    scale_down_delay: Duration = Field(30.0, ge=0, le=30 * DAY, description="the old set stays warm this long for undo")
 
 
 class RecreateRollout(RolloutCommon):
@@ -334,23 +367,23 @@ class RecreateRollout(RolloutCommon):
 
 class RampedRollout(RolloutCommon):
     strategy: Literal["ramped"]
-    max_surge: int = Field(1, ge=0)
-    max_unavailable: int = Field(0, ge=0)
+    max_surge: int = Field(1, ge=0, le=MAX_REPLICAS)
+    max_unavailable: int = Field(0, ge=0, le=MAX_REPLICAS)
 
 
 class BlueGreenRollout(RolloutCommon):
     strategy: Literal["blue_green"]
     preview: RouteRuleSpec | None = Field(None, description="reach the new set before the switch")
     auto_promote_after: Duration | None = Field(
-        0.0, description="switch this long after every new replica is ready; null: on promote")
+        0.0, ge=0, le=30 * DAY, description="switch this long after every new replica is ready; null: on promote")
 
 
 class CanaryRollout(RolloutCommon):
     strategy: Literal["canary"]
     steps: list[CanaryStepSpec] = Field(
-        [CanaryStepSpec(weight=10), CanaryStepSpec(weight=50)], min_length=1)
+        [CanaryStepSpec(weight=10), CanaryStepSpec(weight=50)], min_length=1, max_length=100)
     analysis: AnalysisSpec | None = AnalysisSpec()
-    canary_replicas: int | Literal["auto"] = Field(
+    canary_replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] | Literal["auto"] = Field(
         "auto", description="replicas of the new version; auto: follow its weight")
     mirror_percent: float = Field(0.0, ge=0, le=100,
                                   description="also mirror stable traffic (agreement check)")
@@ -360,7 +393,7 @@ class ABRollout(RolloutCommon):
     strategy: Literal["ab"]
     rule: RouteRuleSpec | None = None
     weight: int = Field(0, ge=0, le=100)
-    candidate_replicas: int = Field(1, ge=1)
+    candidate_replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
     analysis: ArmComparisonSpec | None = None
 
     @model_validator(mode="after")
@@ -373,7 +406,7 @@ class ABRollout(RolloutCommon):
 class ShadowRollout(RolloutCommon):
     strategy: Literal["shadow"]
     percent: float = Field(10.0, gt=0, le=100)
-    duration: Duration = 300.0
+    duration: Duration = Field(300.0, gt=0, le=30 * DAY)
     analysis: AnalysisSpec = AnalysisSpec()
     auto_promote: bool = True
 

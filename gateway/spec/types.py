@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -18,13 +19,14 @@ def parse_duration(value: Any) -> Any:
     """'500ms', '10s', '5m', '1h' or a number of seconds -> float seconds."""
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 500ms, 10s or 5m")
+    seconds = None
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError("must be a duration such as 500ms, 10s or 5m")
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds is None or not math.isfinite(seconds):   # 400 digits read as a float: inf
+        raise ValueError("must be a duration such as 500ms, 10s or 5m")
+    return seconds
 
 
 def parse_size(value: Any) -> Any:
@@ -37,7 +39,9 @@ def parse_size(value: Any) -> Any:
         m = _SIZE.match(value)
         if m:
             unit = (m.group(2) or "").lower().removesuffix("b")
-            return int(float(m.group(1)) * _SIZE_UNITS[unit])
+            size = float(m.group(1)) * _SIZE_UNITS[unit]
+            if math.isfinite(size):
+                return int(size)
     raise ValueError("must be a size such as 512KiB or 10MB")
 
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 
 from gateway.dataplane.http1 import MAX_PIPELINED, Server
 from gateway.dataplane.http1msg import JSON_FIELD, Request
+from gateway.errors import ClientGone
 
 Answer = tuple[int, dict[str, str], bytes]
+FLOOD_GONE: list[str] = []      # /flood requests whose client was dropped
 
 
 async def handler(req: Request) -> None:
@@ -38,14 +41,24 @@ async def handler(req: Request) -> None:
         return
     elif path == "/boom":
         raise RuntimeError("boom")
+    elif path == "/flood":        # a large streamed answer, as fast as the client takes it
+        req.start(200, b"")
+        try:
+            for _ in range(int(query)):
+                await req.write(b"z" * 65536)
+        except ClientGone:
+            FLOOD_GONE.append(req.target)
+            raise
+        req.end()
+        return
     body = await req.read()
     req.respond(200, b"X-Target: %s\r\nX-Method: %s\r\n" % (req.target.encode(),
                                                             req.method.encode()), body)
 
 
 @contextlib.asynccontextmanager
-async def serving(keepalive: float = 75.0) -> AsyncIterator[tuple[Server, int]]:
-    server = Server(handler, keepalive_timeout=keepalive)
+async def serving(keepalive: float = 75.0, **options: Any) -> AsyncIterator[tuple[Server, int]]:
+    server = Server(handler, keepalive_timeout=keepalive, **options)
     port = await server.start("127.0.0.1", 0)
     try:
         yield server, port

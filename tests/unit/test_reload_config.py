@@ -117,14 +117,28 @@ async def test_a_refusal_from_apply_changes_nothing(config: Path) -> None:
     assert count(m, "failure") == 1
 
 
-async def test_a_bug_while_applying_restores_the_running_config(config: Path) -> None:
+async def test_a_bug_while_applying_is_reported_not_reapplied(config: Path) -> None:
     running = parse_spec(GOOD)
     target, m = Target(running, fail=RuntimeError("boom")), Metrics()
     config.write_text(GOOD.replace("replicas: 1", "replicas: 2"))
     result = await reload_config(config, running, target, m)
     assert not result.ok and "internal error" in result.as_dict()["detail"]
-    assert target.applied[-1] is running and target.running is running
+    assert result.digest == running.digest()
+    # apply restores its own state; the old spec is not pushed through it a second time
+    assert len(target.applied) == 1 and target.applied[0] is not running
     assert count(m, "failure") == 1
+
+
+async def test_a_bug_while_checking_is_a_failure_not_an_exception(config: Path) -> None:
+    running = parse_spec(GOOD)
+    target, m = Target(running), Metrics()
+
+    async def buggy(spec: Spec) -> None:
+        raise KeyError("oops")
+
+    result = await reload_config(config, running, target, m, check=buggy)
+    assert not result.ok and "internal error while checking" in result.as_dict()["detail"]
+    assert target.applied == [] and count(m, "failure") == 1
 
 
 async def test_no_config_file_is_a_failure() -> None:

@@ -72,7 +72,7 @@ def test_shapes_are_checked() -> None:
         ("services.ab.traffic.rules.1.match: a match needs at least one header or cookie "
         "condition (line 14)"),
         "services.ab.traffic.sticky: give exactly one of 'cookie' or 'header' (line 16)",
-        "services.ab.traffic.mirror.percent: must be <= 100.0 (line 17)",
+        "services.ab.traffic.mirror.percent: must be <= 100 (line 17)",
     ]
 
 
