@@ -341,9 +341,7 @@ class AdminServer:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        doc = self._status()
-        not_ready = [name for name, svc in doc["services"].items()
-                     if not any(v["ready"] for v in svc["versions"].values())]
+        not_ready = unready_services(self._status())
         return json_response({"ready": not not_ready, "not_ready": not_ready},
                              200 if not not_ready else 503)
 
@@ -353,6 +351,22 @@ class AdminServer:
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.render(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def unready_services(status: dict[str, Any]) -> list[str]:
+    """Services that can neither serve nor buffer a request now, from a ``/status`` document.
+
+    Ready means "a request sent now gets an answer": a version has a ready replica, or it scales
+    from zero (autoscaled with ``min_replicas: 0``, not pinned, not crash-looping), so a request
+    waits in the queue while a replica starts. A load balancer checking ``/readyz`` must not take
+    the whole gateway out of service because an idle service sits at zero."""
+    def buffers(version: dict[str, Any]) -> bool:
+        auto = version.get("autoscale") or {}
+        return bool(auto.get("enabled")) and auto.get("pinned") is None \
+            and auto.get("min_replicas") == 0 and not version.get("crash_loop")
+
+    return [name for name, svc in status["services"].items()
+            if not any(v["ready"] or buffers(v) for v in svc["versions"].values())]
 
 
 def reload_endpoint(reload: Callable[[], Awaitable[ReloadResult]]) -> Handler:

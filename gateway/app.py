@@ -1,6 +1,7 @@
 """Composition root: builds both planes from a Spec and owns start-up and ordered shutdown.
 
-Start: runtime (whose ``check`` refuses a plan it cannot run, e.g. too many GPUs) -> supervisor
+Start: the state lock (one gateway per state_dir and instance, statelock.py) -> runtime (whose
+``check`` refuses a plan it cannot run, e.g. too many GPUs) -> supervisor
 (adopts survivors, starts replicas) -> routing table -> data listener -> admin listener. Stop
 (SIGTERM / SIGINT): stop accepting and drain in-flight requests (bounded) -> stop every replica
 (``up --keep-replicas``: leave them running for the next ``up`` to adopt) -> close the admin
@@ -36,6 +37,7 @@ from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.spec import Spec
 from gateway.spec.types import split_listen
+from gateway.statelock import StateLock
 
 log = logging.getLogger("gateway")
 
@@ -46,6 +48,8 @@ class Gateway:
         self.config_path = Path(config_path) if config_path else None
         self.loaded_at = time.time()
         self.metrics = Metrics()
+        # one gateway per state_dir and instance; taken first thing in start()
+        self.state_lock = StateLock(spec.gateway.state_dir, spec.gateway.instance)
         self.runtime: Runtime = create_runtime(spec.gateway.runtime, **_runtime_options(spec))
         g = spec.gateway
         self.supervisor = Supervisor(self.runtime, self.metrics, stop_grace=g.stop_grace,
@@ -72,6 +76,7 @@ class Gateway:
 
     async def start(self) -> None:
         spec = self.spec
+        self.state_lock.acquire(str(self.config_path or ""))   # before anything is touched
         # refuses an open admin listener before any start
         self.admin.configure(spec.gateway.admin, spec.gateway.state_dir)
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
@@ -104,6 +109,8 @@ class Gateway:
     async def stop(self, keep_replicas: bool = False) -> None:
         """Drain, then stop the replicas, or with ``keep_replicas`` leave them running for the
         next ``up`` to adopt (process replicas cannot outlive the gateway: they are stopped)."""
+        if not self.state_lock.held:
+            return                # refused at start: another gateway's replicas are not ours
         g = self.spec.gateway
         log.info("stopping: draining in-flight requests (up to %.0fs)", g.drain_timeout)
         await self.dataplane.stop(g.drain_timeout)
@@ -117,6 +124,7 @@ class Gateway:
         await self.admin.stop()
         self.admin.withdraw_token()
         await self.runtime.close()
+        self.state_lock.release()
         log.info("stopped")
 
     async def run(self, keep_replicas: bool = False) -> None:

@@ -39,6 +39,17 @@ class ConfigError(GatewayError):
         return head + "\n" + "\n".join(f"  {p}" for p in self.problems)
 
 
+class StateDirLocked(ConfigError):
+    """Another gateway holds this state_dir and instance (gateway/statelock.py): refused before
+    anything was touched, so the running gateway and its replicas are left alone."""
+
+    def __init__(self, message: str, source: str = "") -> None:
+        super().__init__([ConfigProblem("gateway.state_dir", message)], source)
+
+    def render(self) -> str:
+        return f"serve-gateway: not started: {self.problems[0].message}"
+
+
 class RuntimeFailure(GatewayError):
     """A runtime could not start, stop or inspect a replica."""
 

@@ -5,7 +5,8 @@
 - a dict instance with ``"fail": message`` makes predict raise ``RuntimeError(message)``;
 - env ``ECHO_TAG``: each dict prediction gets ``"tag": ECHO_TAG`` (tells versions apart);
 - env ``ECHO_LOAD_SECONDS``: load() takes that long (exercises readiness gating);
-- env ``ECHO_FAIL_EVERY`` = N: every N-th predict call raises (a bad version: 20 gives 5% 500s).
+- env ``ECHO_FAIL_EVERY`` = N: every N-th predict call raises (a bad version: 20 gives 5% 500s);
+- env ``ECHO_DELAY_SECONDS``: every predict call takes that much longer (a slower version).
 
 Serve it: ``serve-gateway worker examples.models.echo:Echo --port 9000``.
 """
@@ -23,19 +24,22 @@ class Echo:
     def __init__(self) -> None:
         self.tag: str | None = None
         self.fail_every = 0
+        self.delay = 0.0
         self.calls = 0
 
     def load(self) -> None:
         time.sleep(float(os.environ.get("ECHO_LOAD_SECONDS", "0") or 0))
         self.tag = os.environ.get("ECHO_TAG") or None
         self.fail_every = int(os.environ.get("ECHO_FAIL_EVERY", "0") or 0)
+        self.delay = float(os.environ.get("ECHO_DELAY_SECONDS", "0") or 0)
 
     def predict(self, items: list[Any]) -> list[Any]:
         self.calls += 1
         if self.fail_every and self.calls % self.fail_every == 0:
             raise RuntimeError(f"call {self.calls}: failing every {self.fail_every}th call")
         knobs = [item for item in items if isinstance(item, dict)]
-        delay = max((float(item["sleep"]) for item in knobs if "sleep" in item), default=0.0)
+        delay = self.delay + max((float(item["sleep"]) for item in knobs if "sleep" in item),
+                                 default=0.0)
         if delay > 0:
             time.sleep(delay)
         for item in knobs:

@@ -8,6 +8,8 @@ The default policy is the Lightning AutoScaler's, made robust:
 - below 25% of the target for a whole ``scale_in_interval``: scale in by one (never below one
   replica; zero is ``idle_to_zero``'s business), at most once per ``scale_in_interval``;
 - with ``min_replicas: 0``, no request pending and none arriving for ``idle_to_zero``: zero;
+  at zero only requests waiting now (``pending_now``) scale out, never the smoothed remainder
+  of an earlier burst, so an idle version stays at zero;
 - always clamped to [max(min_replicas, floor), max_replicas], where ``floor`` is what another
   controller (a running rollout step) needs of this version.
 
@@ -113,7 +115,10 @@ def default_policy(ctx: Context, state: State) -> tuple[int, State]:
     cur = ctx.replicas
     capacity = ctx.ready + ctx.starting
     target = b.target_pending
-    per = ctx.pending / capacity if capacity else (math.inf if ctx.pending > 0 else 0.0)
+    # With no replica, only a request waiting *now* is demand: the smoothed value left by the
+    # last burst decays towards zero without reaching it, and scaling out on it would start and
+    # stop a replica every scale_out_interval for as long as the silence lasts.
+    per = ctx.pending / capacity if capacity else (math.inf if ctx.pending_now > 0 else 0.0)
     if capacity == 0 and ctx.pending_now > 0 and cur == 0:
         # requests wait and nothing is coming: the activator case, no interval to respect
         want = max(1, math.ceil(ctx.pending / target))

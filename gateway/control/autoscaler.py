@@ -58,6 +58,9 @@ Key = tuple[str, str]
 TICK = 0.25
 
 
+RESIDUE = 0.01   # a smoothed load this close to an input of 0 is 0 (a hundredth of a request)
+
+
 @dataclass
 class Smoothed:
     """Exponential moving average over time (not over samples)."""
@@ -66,6 +69,10 @@ class Smoothed:
 
     def add(self, x: float, dt: float, tau: float) -> float:
         self.value += (1.0 - math.exp(-dt / tau)) * (x - self.value)
+        if x == 0 and abs(self.value) < RESIDUE:
+            # an average only approaches zero: after silence it must read 0 (for policies,
+            # plugins and /status), not 1e-26 pending requests
+            self.value = 0.0
         return self.value
 
 

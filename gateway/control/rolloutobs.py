@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.control.rollout.model import VersionObs
+from gateway.control.rollout.model import Plan, RolloutState, VersionObs
+from gateway.control.supervisor import READY, STARTING, Group
 from gateway.metrics import LATENCY_BUCKETS, Metrics
+from gateway.spec.models import ServiceSpec, VersionSpec
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,28 @@ def window(now: Counts, base: Counts, ready: int, starting: int, shadow: bool) -
     return VersionObs(ready=ready, starting=starting, requests=requests, errors=errors,
                       p99_s=p99, agreement=agreed / compared if compared else None,
                       agreement_samples=compared)
+
+
+def replicas(group: Group | None, revision: str | None) -> tuple[int, int]:
+    """(ready, starting) replicas of ``group`` that run ``revision``, the one the rollout's
+    config gives the version. Not the supervisor's idea of the group's revision: a reload plans
+    the first step before the supervisor has the new config, and the old revision's replicas,
+    still in the group, must not count as the new revision's (traffic would go to a revision
+    that has no ready replica yet)."""
+    if group is None:
+        return 0, 0
+    mine = [m for m in group.members if revision is None or m.revision == revision]
+    ready = sum(1 for m in mine if m.state == READY)
+    starting = sum(1 for m in mine if m.state == STARTING)
+    if revision is None or group.revision == revision:
+        starting += group.launching          # launches run the group's own revision
+    return ready, starting
+
+
+def revisions(svc: ServiceSpec, plan: Plan, state: RolloutState) -> dict[str, str]:
+    """The revision each version of a rollout must run, by the config (a revision rollout's
+    stable: the old definition it journaled)."""
+    out = {v: svc.versions[v].revision() for v in (plan.stable, plan.target) if v in svc.versions}
+    if plan.stable not in svc.versions and state.stable_spec:
+        out[plan.stable] = VersionSpec.model_validate_json(state.stable_spec).revision()
+    return out

@@ -44,7 +44,7 @@ from gateway.control.rollout.model import (
     start_state,
 )
 from gateway.control.rolloutobs import Counts
-from gateway.control.supervisor import READY, Supervisor
+from gateway.control.supervisor import Supervisor
 from gateway.metrics import Metrics
 from gateway.spec.models import MatchSpec, MirrorSpec, RuleSpec, ServiceSpec, Spec, VersionSpec
 
@@ -65,6 +65,7 @@ class Run:
     saved: RolloutState | None = None      # what the journal holds ...
     history: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     saved_history: journal.History = ()    # ... with these lines
+    revisions: dict[str, str] = field(default_factory=dict)   # version -> what the config runs
     _old: VersionSpec | None = None
 
     def old_revision(self) -> VersionSpec:
@@ -135,6 +136,7 @@ class Rollouts:
                 before = previous.services.get(name) if previous is not None else None
                 notes.append(self._configure(name, svc, before, journals.get(name), now))
         for name, run in self.runs.items():
+            run.revisions = rolloutobs.revisions(spec.services[name], run.plan, run.state)
             if run.decision is None:
                 self._step(name, run, now)
         return [n for n in notes if n]
@@ -351,9 +353,8 @@ class Rollouts:
                  now: float) -> Observations:
         obs = {}
         for v, counts in current.items():
-            g = self.supervisor.groups.get((name, v))
-            ready = sum(1 for m in g.current() if m.state == READY) if g else 0
-            starting = g.starting() if g else 0
+            ready, starting = rolloutobs.replicas(self.supervisor.groups.get((name, v)),
+                                                  run.revisions.get(v))
             shadow = run.state.strategy == "shadow" and v == run.plan.target
             obs[v] = rolloutobs.window(counts, run.baseline.get(v, Counts()), ready, starting,
                                        shadow)

@@ -153,7 +153,8 @@ def _mirror(name: str, svc: ServiceSpec, replica_sets: Mapping[tuple[str, str], 
     if m is None or m.percent == 0:
         return None
     return Mirror(name, m.to, replica_sets[(name, m.to)], percent=m.percent,
-                  methods=mirror_methods(svc.mirror_post), max_body=m.max_body,
+                  methods=frozenset(m.methods) if m.methods else mirror_methods(svc.mirror_post),
+                  max_body=m.max_body,
                   concurrency=m.concurrency, queue=m.queue, timeout=m.timeout,
                   compare=plugins.create("comparator", m.comparator, m.options),
                   metrics=metrics.shadow(name, m.to))

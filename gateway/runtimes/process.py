@@ -4,7 +4,9 @@ No Docker needed; this is the embedded default. Guarantees:
 
 - a replica's whole process group is swept with SIGKILL when its leader exits or is stopped, so
   helpers a worker spawned do not outlive it;
-- on Linux the leader gets PR_SET_PDEATHSIG=SIGKILL, so a SIGKILLed gateway leaves no worker;
+- on Linux the leader gets PR_SET_PDEATHSIG=SIGKILL, and the whole group is registered with the
+  runtime's reaper (``reaper.py``), which SIGKILLs every registered group when the gateway dies:
+  a SIGKILLed gateway leaves no worker, not even one started through a shell;
 - ``<state_dir>/process-replicas.json`` records the live groups (pgid + start time); a restarted
   gateway cannot re-attach to their pipes or exit codes, so ``adopt()`` kills the survivors and
   the supervisor starts fresh replicas.
@@ -34,6 +36,7 @@ import orjson
 
 from gateway.errors import RuntimeFailure
 from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, log_tail
+from gateway.runtimes.reaper import Reaper, send
 from gateway.spec.models import Spec
 from gateway.tasks import cancel_and_wait, spawn
 
@@ -76,9 +79,11 @@ def _prctl() -> Any:
     return ctypes.CDLL(None, use_errno=True).prctl
 
 
-def _child_setup_hook() -> Any:
-    """preexec_fn for Linux: die with the gateway. prctl is resolved here, in the parent, so the
-    forked child only makes the call (no dlopen between fork and exec)."""
+def _child_setup_hook(reaper_fd: int) -> Any:
+    """preexec_fn for Linux: die with the gateway, and so does the whole group. prctl is
+    resolved here, in the parent, so the forked child only makes the call (no dlopen between
+    fork and exec). The group (the child's pid: it runs after setsid) registers with the reaper
+    before exec, so no shell or grandchild can exist unregistered."""
     if not sys.platform.startswith("linux"):
         return None
     prctl = _prctl()
@@ -86,6 +91,11 @@ def _child_setup_hook() -> Any:
 
     def hook() -> None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # signals were reset to defaults already: a dead reaper's pipe must not kill us here,
+        # and SIG_DFL again before exec (an ignored signal stays ignored across exec)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        send(reaper_fd, b"+%d\n" % os.getpid())
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         if os.getppid() != parent:       # the gateway died before prctl took effect
             os.kill(os.getpid(), signal.SIGKILL)
     return hook
@@ -197,6 +207,9 @@ class ProcessRuntime:
         suffix = "" if instance == "default" else f".{_UNSAFE_NAME.sub('_', instance)}"
         self._state_path = self._state_dir / f"process-replicas{suffix}.json"
         self._children: dict[str, _Child] = {}
+        # started with the first replica; a restarted one learns the running groups
+        self._reaper = Reaper(str(self._state_dir), lambda: [
+            c.pgid for c in self._children.values() if c.proc.returncode is None])
         self._save_lock = asyncio.Lock()
         self._closed = False
 
@@ -274,6 +287,10 @@ class ProcessRuntime:
     async def close(self) -> None:
         self._closed = True
         await cancel_and_wait(*(c.watcher for c in self._children.values()))
+        if not any(c.proc.returncode is None for c in self._children.values()):
+            # nothing left to guard; replicas still running keep their reaper until the
+            # gateway process ends (they die with it, as PDEATHSIG has it)
+            await asyncio.to_thread(self._reaper.close)
 
     def _new_id(self) -> str:
         while (rid := secrets.token_hex(4)) in self._children:
@@ -303,7 +320,7 @@ class ProcessRuntime:
                 return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
                                         stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                         start_new_session=True,
-                                        preexec_fn=_child_setup_hook())  # noqa: PLW1509 (only calls prctl)
+                                        preexec_fn=_child_setup_hook(self._reaper.fd))  # noqa: PLW1509 (prctl, one write)
         except (OSError, subprocess.SubprocessError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             what = getattr(exc, "filename", None) or argv[0]
@@ -319,6 +336,7 @@ class ProcessRuntime:
                 child.exited.set_result(None)
             raise
         _killpg(child.pgid, signal.SIGKILL)   # sweep helpers left in the group; pgid still ours
+        self._reaper.forget(child.pgid)       # before the reap frees the pgid for reuse
         code = child.proc.wait()              # a zombie by now: returns at once
         info = _exit_info(code, child.stop_requested)
         log.log(logging.INFO if child.stop_requested else logging.WARNING,

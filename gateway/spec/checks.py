@@ -92,6 +92,9 @@ def traffic(spec: Spec) -> Iterator[Finding]:
             continue
         if mirror.to not in svc.versions:
             yield at + ("mirror", "to"), f"no version named {mirror.to} (versions: {known})"
+        if mirror.methods and "POST" in mirror.methods and not svc.mirror_post:
+            yield at + ("mirror", "methods"), "POST is copied only when the service says its " \
+                "POSTs have no side effects: set mirror_post: true on the service"
         try:
             plugins.create("comparator", mirror.comparator, mirror.options)
         except plugins.PluginError as exc:
@@ -129,6 +132,10 @@ def rollout(spec: Spec) -> Iterator[Finding]:
             continue
         at = ("services", sname, "rollout")
         known = ", ".join(svc.versions)
+        if r.strategy == "shadow" and r.analysis.max_p99_increase is not None:
+            # copies have no latency of their own to compare: the check could never pass
+            yield at + ("analysis", "max_p99_increase"), \
+                "only a canary has a stable version answering the same window to compare with"
         for key, name in (("to", r.to), ("from", r.from_)):
             if name is not None and name not in svc.versions:
                 yield at + (key,), f"no version named {name} (versions: {known})"

@@ -267,6 +267,9 @@ class MirrorSpec(Strict):
     percent: float = Field(ge=0, le=100)
     comparator: str = Field("exact", description="built-in name or 'module:attr'")
     options: dict[str, Any] = Field({}, description="the comparator's keyword arguments")
+    methods: list[Literal["GET", "HEAD", "POST"]] | None = Field(
+        None, min_length=1, description="the methods copied and compared (a shadow rollout's "
+        "analysis counts only these); default GET and HEAD, plus POST with mirror_post")
     max_body: Size = Field(1 << 20, ge=0, le=1 << 20, description="larger bodies are not mirrored")
     concurrency: int = Field(16, ge=1, le=4096, description="mirror requests in flight at once")
     queue: int = Field(64, ge=0, le=MAX_COUNT, description="copies waiting for a slot; beyond, copies are dropped")
@@ -342,6 +345,9 @@ class AnalysisSpec(Strict):
     failure_limit: int = Field(3, ge=1, le=1000)
     max_error_rate: float | None = Field(0.01, ge=0, le=1, description="5xx share of answers")
     max_p99: Duration | None = Field(None, gt=0, le=HOUR, description="p99 latency of the new version")
+    max_p99_increase: Duration | None = Field(
+        None, ge=0, le=HOUR, description="canary only: its p99 minus the stable version's p99 "
+        "over the same window (a slower model fails this whatever its absolute latency)")
     min_agreement: float | None = Field(None, ge=0, le=1,
                                         description="shadow agreement ratio (needs mirroring)")
 

@@ -171,6 +171,27 @@ async def test_restart_with_keep_replicas_adopts_every_container(tmp_path: Path,
     assert labelled("containers", instance) == []          # a plain `up` stops them on exit
 
 
+async def test_second_up_on_the_same_state_leaves_the_first_containers_alone(
+        tmp_path: Path, instance: str) -> None:
+    """A second `up` of the same config is refused with the first's pid before it lists, adopts
+    or removes a container (on main it took them over and stopped them: 295 x 502)."""
+    from tests.helpers import Load
+
+    gw = gateway(tmp_path, instance, {"echo": echo(replicas=2)})
+    async with gw:
+        assert gw.proc is not None
+        containers = sorted(running_ids(instance))
+        started = {cid: inspect(cid)["State"]["StartedAt"] for cid in containers}
+        async with Load([gw.url("/v1/echo")], clients=2) as load:
+            code, _, err = await run_cli("up", gw.config_path, timeout=60)
+            await load.stop()
+        assert code == 1 and f"pid {gw.proc.pid}" in err, err
+        assert not load.failures, load.failures[:5]
+        assert sorted(running_ids(instance)) == containers
+        assert {cid: inspect(cid)["State"]["StartedAt"] for cid in containers} == started
+        assert len(versions(await gw.status())["v1"]["replicas"]) == 2
+
+
 def stale_container(instance: str, version: str, revision: str, replica: str) -> str:
     """A container as an earlier gateway would have left it (labels and published port)."""
     labels = {"instance": instance, "service": "echo", "version": version,

@@ -98,6 +98,9 @@ async def test_scale_to_zero_when_idle_and_back_for_a_burst(tmp_path: Path) -> N
     async with GatewayProc(tmp_path, {"echo": svc}, queue={"timeout": "30s"}) as gw:
         await until(gw, lambda v: v["desired"] == 0 and not v["replicas"], "scale to zero")
         assert (await v1(gw))["autoscale"]["last_decision"]["reason"].startswith("idle")
+        # at zero the service still buffers requests: a load balancer must keep the gateway
+        async with aiohttp.ClientSession() as s, s.get(gw.admin("/readyz")) as r:
+            assert (r.status, await r.json()) == (200, {"ready": True, "not_ready": []})
         results = await burst(gw, 50, {"n": 1})
         assert [s for s, _, _ in results] == [200] * 50
         assert all(doc == {"predictions": [{"n": 1}]} for _, doc, _ in results)

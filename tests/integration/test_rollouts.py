@@ -127,6 +127,27 @@ async def test_canary_with_5pct_errors_rolls_back_by_itself(tmp_path: Path) -> N
         assert "rolled back" in gw.log()
 
 
+async def test_shipped_canary_rolls_back_a_version_200ms_slower(tmp_path: Path) -> None:
+    """config/rollout-canary.yaml's thresholds as shipped (only the interval and the sample count
+    shortened for a test): a v2 answering 200 ms slower than v1 is rolled back on its p99
+    increase; on main its p99 (~0.25 s) passed the 500 ms ceiling and v2 was promoted."""
+    shipped = yaml.safe_load((REPO_ROOT / "config" / "rollout-canary.yaml").read_text())
+    # one client, so that v2's answers take 200 ms more and never queue behind each other (a
+    # queue would push its p99 past the 500 ms ceiling, which main caught too)
+    analysis = {**shipped["services"]["echo"]["rollout"]["analysis"], "interval": "3s",
+                "min_requests": 5, "failure_limit": 2}
+    services = example("canary", steps=[{"weight": 50, "pause": "1s"}], analysis=analysis,
+                       scale_down_delay="0s")
+    services["echo"]["versions"]["v2"]["env"]["ECHO_DELAY_SECONDS"] = "0.2"
+    async with GatewayProc(tmp_path, services, ready=False) as gw:
+        async with Load([gw.url("/v1/echo")], clients=1) as load:
+            degraded = await phase_is(gw, "degraded", deadline=60)
+            await load.stop()
+        assert not load.failures, load.failures[:5]          # slower, never failed
+        assert "p99_increase" in degraded["reason"], degraded["reason"]
+        assert degraded["weights"] == {"v1": 100, "v2": 0}
+
+
 async def test_ramped_recreate_shadow_and_bluegreen_drop_nothing(tmp_path: Path) -> None:
     services = {
         **example("ramped", "ramped", "/ramped"),
@@ -168,6 +189,44 @@ async def test_ramped_recreate_shadow_and_bluegreen_drop_nothing(tmp_path: Path)
                             version="v2") == 1.0
         code, _, err = await run_cli("rollout", "undo", "ramped", "--admin", gw.admin(""))
         assert code == 1 and "refused" in err, err
+
+
+async def test_shadow_example_compares_only_the_methods_it_asks_for(tmp_path: Path) -> None:
+    """config/rollout-shadow.yaml asks for inference POSTs to be compared: GETs that probe the
+    route are not copied, so they never fill the analysis' min_requests or its agreement (on
+    main every GET was copied, compared and counted as a disagreement)."""
+    services = example("shadow", percent=100, duration="1h")
+    services["echo"]["versions"]["v2"]["replicas"] = 1
+    async with GatewayProc(tmp_path, services, ready=False) as gw:
+        await wait_until(lambda: _versions(gw, lambda v: v["v2"]["ready"] == 1), 30,
+                         what="the shadow ready")
+        await wait_until(_mirroring(gw), 20, what="the rollout mirroring")
+
+        async def compared(results: tuple[str, ...] = ("agree", "disagree")) -> float:
+            text = await metrics(gw)
+            return sum(metric_value(text, "serve_gateway_shadow_comparisons_total",
+                                    service="echo", version="v2", result=r) or 0.0
+                       for r in results)
+
+        async with aiohttp.ClientSession() as s:
+            for method in ("GET", "POST"):
+                for _ in range(30):
+                    async with s.request(method, gw.url("/v1/echo"), data=b'{"x": 1}') as r:
+                        await r.read()
+        await wait_until(lambda: _at_least(compared, 30), 20, what="30 POST copies compared")
+        # and not one of the 30 GETs: their answers name the replica (pid, id), so each copy
+        # was a disagreement that failed a good v2's agreement check
+        assert (await compared(("agree",)), await compared(("disagree",))) == (30, 0)
+
+
+def _mirroring(gw: GatewayProc) -> Any:
+    async def check() -> bool:
+        return (await rollout_of(gw))["mirror"] is not None
+    return check
+
+
+async def _at_least(value: Any, n: float) -> bool:
+    return bool(await value() >= n)
 
 
 async def _served(gw: GatewayProc, path: str, headers: dict[str, str], by: str) -> bool:
@@ -299,6 +358,37 @@ async def test_a_new_revision_rolls_out_by_the_strategy_and_survives_a_restart(
         assert await _tags(again, {"new"})
         await wait_until(lambda: _versions(again, lambda v: v[f"v1.{old_rev}"]["ready"] == 0),
                          20, what="the old revision stopped")
+
+
+@pytest.mark.parametrize("rollout", [
+    {"strategy": "ramped"},
+    {"strategy": "canary", "steps": [{"weight": 50, "pause": "1s"}], "analysis": None,
+     "scale_down_delay": "0s"},
+], ids=["ramped", "canary"])
+async def test_a_revision_rollout_waits_for_a_ready_new_revision(
+        tmp_path: Path, rollout: dict[str, Any]) -> None:
+    """Editing the serving version's env with a slow model load (3 s, longer than the 1 s queue
+    timeout): no request may be routed to the new revision before one of its replicas is ready.
+    On main the first step was planned before the supervisor applied the new config, counted
+    the old replicas as the new revision's, and sent traffic to a revision still loading."""
+    services = {"echo": {"route": "/v1/echo", "rewrite": "/predict",
+                         "versions": {"v1": {"command": ECHO, "env": {"ECHO_TAG": "old"},
+                                             "replicas": 2}},
+                         "rollout": rollout}}
+    async with GatewayProc(tmp_path, services, queue={"timeout": "1s"}) as gw:
+        async with Load([gw.url("/v1/echo")], clients=4) as load:
+            await wait_until(lambda: load.count() > 20, 20, what="load flowing")
+            config = copy.deepcopy(gw.config)
+            config["services"]["echo"]["versions"]["v1"]["env"] = {
+                "ECHO_TAG": "new", "ECHO_LOAD_SECONDS": "3"}
+            gw.rewrite(config)
+            code, _, err = await run_cli("reload", "--admin", gw.admin(""))
+            assert code == 0, err
+            await phase_is(gw, "done", deadline=90)
+            await wait_until(lambda: _tags(gw, {"new"}, n=10), 20, what="only the new revision")
+            await load.stop()
+        assert not load.failures, (len(load.failures), load.failures[:5])
+        assert load.count(served_by="echo/v1") > 0
 
 
 async def _tags(gw: GatewayProc, expected: set[str], n: int = 40) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -278,3 +279,61 @@ def test_rollout_floor_holds() -> None:
         clock.now += 0.25
         auto.step()
     assert g.desired == 0
+
+
+# -- scale to zero stays at zero ------------------------------------------------------------------
+def test_a_smoothed_remainder_at_zero_is_not_demand() -> None:
+    """After silence the smoothed pending decays towards 0 without reaching it; at zero replicas
+    that remainder must not count as requests waiting (infinitely many per replica)."""
+    quiet = ctx(replicas=0, pending=1e-6)          # pending_now 0: nobody waits
+    n, state = default_policy(quiet, State(idle_since=0.0, last_out=0.0))
+    assert n == 0, state.reason
+    waiting = replace(quiet, pending_now=1)          # one request waiting: from zero at once
+    assert default_policy(waiting, State())[0] == 1
+
+
+def _ready_members(sup: Supervisor, key: tuple[str, str]) -> None:
+    """A runtime where every wanted replica is ready at once (and gone at once)."""
+    from gateway.control.supervisor import READY, Managed, replica_spec
+    from gateway.runtimes.base import Replica
+
+    g = sup.groups[key]
+    while len(g.members) < g.desired:
+        rs = replica_spec(g.service, g.version, g.spec)
+        g.members.append(Managed(Replica(f"r{len(g.members)}", rs, "127.0.0.1", 1, 0.0),
+                                 g, state=READY))
+    del g.members[g.desired:]
+
+
+@pytest.mark.parametrize("policy", ["default", "queue_latency"])
+def test_shipped_autoscale_example_stays_at_zero_after_one_request(policy: str) -> None:
+    """config/autoscale.yaml as shipped (and with the plugin it names): one request, then 5
+    minutes of silence. The version goes to zero after idle_to_zero and stays there: no replica
+    started for nobody (on main: a start and a stop every 2 s)."""
+    from tests.helpers import REPO_ROOT
+
+    text = (REPO_ROOT / "config" / "autoscale.yaml").read_text()
+    spec = parse_spec(text.replace("policy: default", f"policy: {policy}"))
+    metrics = Metrics()
+    sup = Supervisor(None, metrics)  # type: ignore[arg-type]
+    clock = Clock()
+    auto = Autoscaler(sup, metrics, clock=clock)
+    sup.on_demand = auto.demand
+    sup.apply(spec)
+    auto.apply(spec)
+    key = ("echo", "v1")
+    g = sup.groups[key]
+    history = []
+    for tick in range(int(300 / auto.tick)):
+        _ready_members(sup, key)
+        g.replica_set.waiting = 1 if tick == 4 else 0      # one request, answered at once
+        if tick == 5:
+            metrics.version("echo", "v1").answered += 1
+        clock.now += auto.tick
+        auto.step()
+        history.append(g.desired)
+    zero_at = history.index(0)
+    assert 30 / auto.tick <= zero_at <= 40 / auto.tick, "idle_to_zero is 30s"
+    assert set(history[zero_at:]) == {0}, \
+        f"{sum(1 for a, b in pairwise(history) if b > a)} scale-outs with no traffic"
+    assert auto.describe("echo", "v1")["pending"] == 0      # type: ignore[index]

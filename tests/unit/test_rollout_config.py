@@ -169,7 +169,8 @@ def test_plan_warns_when_a_shadow_cannot_see_posts(tmp_path: Path,
     from gateway.cli import main
 
     text = (ROOT / "config" / "rollout-shadow.yaml").read_text()
-    (tmp_path / "s.yaml").write_text(text.replace("mirror_post: true", "mirror_post: false"))
+    (tmp_path / "s.yaml").write_text(text.replace("mirror_post: true", "mirror_post: false")
+                                     .replace("methods: [POST]", "methods: [GET]"))
     assert main(["plan", str(tmp_path / "s.yaml")]) == 0
     assert "only GET and HEAD requests are mirrored" in capsys.readouterr().out
     assert main(["plan", str(ROOT / "config" / "rollout-shadow.yaml")]) == 0

@@ -50,8 +50,11 @@ def _check(name: str, value: float | None, threshold: float, samples: int, neede
     return CheckResult(name, "fail" if bad else "pass", value, threshold, samples)
 
 
-def evaluate(spec: AnalysisSpec, obs: VersionObs) -> AnalysisResult:
-    """Check one version's window against fixed thresholds (canary, shadow)."""
+def evaluate(spec: AnalysisSpec, obs: VersionObs,
+             baseline: VersionObs | None = None) -> AnalysisResult:
+    """Check one version's window against fixed thresholds (canary, shadow), and a canary's
+    p99 against ``baseline``, the stable version over the same window: a fixed ceiling high
+    enough for every model lets a much slower new version through (+200 ms under 500 ms)."""
     checks = []
     n = obs.requests
     if spec.max_error_rate is not None:
@@ -62,6 +65,14 @@ def evaluate(spec: AnalysisSpec, obs: VersionObs) -> AnalysisResult:
         p99 = obs.p99_s
         checks.append(_check("p99", p99, spec.max_p99_s, n, spec.min_requests,
                              p99 is not None and p99 > spec.max_p99_s))
+    if spec.max_p99_increase_s is not None:
+        increase = None
+        if baseline is not None and obs.p99_s is not None and baseline.p99_s is not None:
+            increase = obs.p99_s - baseline.p99_s
+        both = min(n, baseline.requests) if baseline is not None else 0
+        checks.append(_check("p99_increase", increase, spec.max_p99_increase_s, both,
+                             spec.min_requests,
+                             increase is not None and increase > spec.max_p99_increase_s))
     if spec.min_agreement is not None:
         agree = obs.agreement
         checks.append(_check("agreement", agree, spec.min_agreement, obs.agreement_samples,

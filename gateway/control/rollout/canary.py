@@ -93,7 +93,7 @@ def plan(rollout: CanaryPlan, state: RolloutState, obs: Observations, now: float
     spec = rollout.analysis
     if spec is not None and effective(state) in (Phase.PROGRESSING, Phase.PROMOTING) \
             and state.weight > 0 and due(state, spec.interval, now):
-        result = evaluate(spec, new)
+        result = evaluate(spec, new, obs.of(rollout.stable))
         checks = result.checks
         state, more = fold(state, result, now, spec.failure_limit)
         reasons += more

@@ -93,4 +93,5 @@ def _analysis(a: m.AnalysisSpec | None) -> AnalysisSpec | None:
         return None
     return AnalysisSpec(interval=a.interval, min_requests=a.min_requests,
                         failure_limit=a.failure_limit, max_error_rate=a.max_error_rate,
-                        max_p99_s=a.max_p99, min_agreement=a.min_agreement)
+                        max_p99_s=a.max_p99, min_agreement=a.min_agreement,
+                        max_p99_increase_s=a.max_p99_increase)

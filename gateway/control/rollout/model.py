@@ -70,6 +70,7 @@ class AnalysisSpec:
     max_error_rate: float | None = 0.01
     max_p99_s: float | None = None
     min_agreement: float | None = None
+    max_p99_increase_s: float | None = None   # over the stable's p99 in the same window
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ Verdict = Literal["pass", "fail", "inconclusive"]
 class CheckResult:
     """One check of one analysis interval."""
 
-    name: str                 # error_rate, p99, agreement, error_rate_delta, p99_ratio
+    name: str                 # error_rate, p99, p99_increase, agreement, error_rate_delta, p99_ratio
     verdict: Verdict
     value: float | None
     threshold: float
