@@ -58,6 +58,7 @@ class WorkerOptions:
     threads: int = 1
     drain_timeout: float = 10.0
     max_body_bytes: int = 256 * 1024 * 1024
+    access_log: bool = False      # one line per predict call, with the gateway's request id
 
 
 def load_target(target: str) -> Model:
@@ -94,6 +95,15 @@ def encode_predictions(predictions: Any, expected: int) -> bytes:
         return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError as exc:     # orjson.JSONEncodeError is a TypeError
         raise ModelError(f"predictions are not JSON serializable: {exc}") from None
+
+
+def _request_id(request: web.Request) -> str | None:
+    """The gateway's ``X-Request-Id`` (a batch's: its callers' ids, comma-separated)."""
+    return request.headers.get("X-Request-Id")
+
+
+def _error_fields(request: web.Request) -> dict[str, Any]:
+    return {"event": "predict_error", "request_id": _request_id(request)}
 
 
 def _json(status: int, doc: Any) -> web.Response:
@@ -198,10 +208,21 @@ class WorkerServer:
 
     async def predict(self, request: web.Request) -> web.Response:
         self.in_flight += 1
+        started = time.monotonic()
+        status = 500
         try:
-            return await self._predict(request)
+            response = await self._predict(request)
+            status = response.status
+            return response
         finally:
             self.in_flight -= 1
+            if self.options.access_log:
+                ms = round((time.monotonic() - started) * 1000, 1)
+                rid = _request_id(request)
+                log.info("POST /predict %d %.1fms request_id=%s", status, ms, rid,
+                         extra={"event": "predict", "status": status, "latency_ms": ms,
+                                "request_id": rid,
+                                "replica": os.environ.get("SGW_REPLICA_ID")})
 
     async def _predict(self, request: web.Request) -> web.Response:
         model = self.model
@@ -223,10 +244,12 @@ class WorkerServer:
         except BadInput as exc:
             return _error(400, "bad_request", str(exc))
         except ModelError as exc:
-            log.error("model %s: %s", self.options.target, exc)
+            log.error("model %s: %s (request_id=%s)", self.options.target, exc,
+                      _request_id(request), extra=_error_fields(request))
             return _error(500, "model_error", str(exc))
         except Exception as exc:
-            log.error("predict failed on %d instances", len(items), exc_info=exc)
+            log.error("predict failed on %d instances (request_id=%s)", len(items),
+                      _request_id(request), exc_info=exc, extra=_error_fields(request))
             return _error(500, "model_error", f"{type(exc).__name__}: {exc}")
         return web.Response(status=200, body=payload, content_type="application/json")
 

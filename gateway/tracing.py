@@ -1,0 +1,184 @@
+"""Request ids, W3C trace context and the optional OpenTelemetry export.
+
+Every request gets an id: the client's ``X-Request-Id`` when it is 1 to 128 characters of
+``[A-Za-z0-9._~:/+=@-]`` (no spaces or commas: a batch carries its callers' ids as one
+comma-separated list), else a new one (32 hex digits). The id goes back to the client and on to
+the worker, and into the access log.
+
+``traceparent`` (https://www.w3.org/TR/trace-context/): a valid one is passed on (re-written in
+version 00, as the spec asks of a version-00 participant), so the worker continues the client's
+trace; an absent or invalid one is replaced by a new trace whose trace id is the request id when
+the gateway made that id up. With an exporter (``gateway.tracing.otlp_endpoint``) the gateway
+takes part in the trace: its own span (``gateway``) becomes the worker's parent, with children
+for the queue wait, the batch, the upstream exchange and the mirror copy.
+
+Nothing here runs per request beyond one scan of the header names and, when a new id is
+needed, one random number: the exporter is only imported and called when configured
+(``Tracer`` is None otherwise, one ``is None`` test on the hot path).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+RID_HEADER = b"x-request-id"
+TP_HEADER = b"traceparent"
+_RID_OK = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}").fullmatch
+# version 00 is exactly this; later versions may append "-..." fields (which we drop)
+_TP_OK = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?").fullmatch
+_ZERO_TRACE = b"0" * 32
+_ZERO_SPAN = b"0" * 16
+
+Bits = Callable[[int], int]
+
+
+def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(trace id, parent id, flags) of a valid ``traceparent``, else None: unknown layout,
+    version ff, an all-zero id, or extra fields on version 00."""
+    m = _TP_OK(value.strip())
+    if m is None:
+        return None
+    version, trace, parent, flags, rest = m.groups()
+    if version == b"ff" or (version == b"00" and rest) or trace == _ZERO_TRACE \
+            or parent == _ZERO_SPAN:
+        return None
+    return trace, parent, flags
+
+
+class Ids:
+    """One request's id and trace context, as header lines ready to write."""
+
+    __slots__ = ("flags", "parent", "request_id", "response_line", "trace_id", "upstream_lines")
+
+    def __init__(self, request_id: bytes, trace_id: bytes, parent: bytes, flags: bytes,
+                 parent_given: bool) -> None:
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.parent = parent if parent_given else b""     # the client's span, when it sent one
+        self.flags = flags
+        self.response_line = b"X-Request-Id: " + request_id + b"\r\n"
+        self.upstream_lines = self.response_line + traceparent_line(trace_id, parent, flags)
+
+
+def traceparent_line(trace_id: bytes, span_id: bytes, flags: bytes) -> bytes:
+    return b"traceparent: 00-" + trace_id + b"-" + span_id + b"-" + flags + b"\r\n"
+
+
+def request_ids(raw_headers: Iterable[tuple[bytes, bytes]],
+                bits: Bits = random.getrandbits) -> Ids:
+    """The request's ``Ids`` from its headers (the first of each name counts)."""
+    rid = tp = None
+    for name, value in raw_headers:
+        size = len(name)
+        if size == 12 and rid is None and name.lower() == RID_HEADER:
+            rid = value
+        elif size == 11 and tp is None and name.lower() == TP_HEADER:
+            tp = value
+    parsed = parse_traceparent(tp) if tp is not None else None
+    new_rid = rid is None or _RID_OK(rid) is None
+    if parsed is not None:
+        trace, parent, flags = parsed
+        if new_rid:
+            rid = b"%032x" % (bits(128) or 1)
+        assert rid is not None
+        return Ids(rid, trace, parent, flags, True)
+    trace = b"%032x" % (bits(128) or 1)
+    if new_rid:
+        rid = trace          # one random number for both: a fresh trace is this request's
+    assert rid is not None
+    return Ids(rid, trace, b"%016x" % (bits(64) or 1), b"01", False)
+
+
+class Tracer:
+    """Spans for the OTLP exporter. Built only when ``gateway.tracing.otlp_endpoint`` is set
+    (``otel_tracer``); the data plane holds None otherwise."""
+
+    def __init__(self, tracer: Any, provider: Any) -> None:
+        self._tracer = tracer
+        self._provider = provider
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+        self._trace = trace
+        self._ctx = SpanContext
+        self._flags = TraceFlags
+        self._nonrec = NonRecordingSpan
+
+    def request(self, ids: Ids, name: str = "gateway") -> RequestSpan:
+        """Start the gateway's span for a request (a child of the client's span when it sent
+        one) and point ``ids.upstream_lines`` at it, so the worker's spans nest under ours."""
+        if ids.parent:
+            parent = self._ctx(int(ids.trace_id, 16), int(ids.parent, 16), is_remote=True,
+                               trace_flags=self._flags(int(ids.flags, 16)))
+            ctx = self._trace.set_span_in_context(self._nonrec(parent))
+            span = self._tracer.start_span(name, context=ctx, kind=self._trace.SpanKind.SERVER)
+        else:     # a new trace: the SDK's root span names the trace id
+            span = self._tracer.start_span(name, kind=self._trace.SpanKind.SERVER)
+            trace_id = b"%032x" % span.get_span_context().trace_id
+            if ids.request_id == ids.trace_id:      # made up here: keep them one number
+                ids.request_id = trace_id
+                ids.response_line = b"X-Request-Id: " + trace_id + b"\r\n"
+            ids.trace_id = trace_id
+        sc = span.get_span_context()
+        ids.upstream_lines = ids.response_line + traceparent_line(
+            ids.trace_id, b"%016x" % sc.span_id, b"%02x" % int(sc.trace_flags))
+        span.set_attribute("http.request_id", ids.request_id.decode())
+        return RequestSpan(self, span)
+
+    def shutdown(self) -> None:
+        """Flush what is buffered (bounded by the exporter's timeout) and stop its thread."""
+        self._provider.shutdown()
+
+
+class RequestSpan:
+    """The gateway's span of one request and its children (times in ``time.time_ns()``)."""
+
+    __slots__ = ("_ctx", "_tracer", "span")
+
+    def __init__(self, tracer: Tracer, span: Any) -> None:
+        self._tracer = tracer
+        self.span = span
+        self._ctx = tracer._trace.set_span_in_context(span)
+
+    def child(self, name: str, start_ns: int, end_ns: int | None = None,
+              **attributes: str | float) -> None:
+        s = self._tracer._tracer.start_span(name, context=self._ctx, start_time=start_ns,
+                                            attributes=attributes)
+        s.end(end_time=end_ns if end_ns is not None else time.time_ns())
+
+    def end(self, status: int, **attributes: str) -> None:
+        self.span.set_attribute("http.response.status_code", status)
+        for key, value in attributes.items():
+            self.span.set_attribute(key, value)
+        if status >= 500:
+            self.span.set_status(self._tracer._trace.Status(self._tracer._trace.StatusCode.ERROR))
+        self.span.end()
+
+
+class TracingUnavailable(RuntimeError):
+    """An exporter is configured but the [otel] extra is not installed."""
+
+
+def otel_tracer(endpoint: str, service_name: str, timeout: float = 10.0) -> Tracer:
+    """An OTLP/HTTP (protobuf) exporter to ``endpoint`` (the collector's base URL or its
+    ``/v1/traces`` URL) behind a batching processor: spans leave in a background thread, never
+    on the event loop."""
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise TracingUnavailable(
+            "gateway.tracing.otlp_endpoint needs the OpenTelemetry packages: "
+            "pip install 'serve-gateway[otel]'") from exc
+    url = endpoint.rstrip("/")
+    if not url.endswith("/v1/traces"):
+        url += "/v1/traces"
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=url, timeout=timeout), schedule_delay_millis=1000))
+    return Tracer(provider.get_tracer("serve-gateway"), provider)
