@@ -1,0 +1,72 @@
+"""Request ids and W3C traceparent (gateway/tracing.py): pure, with a seeded RNG."""
+
+from __future__ import annotations
+
+import random
+
+from gateway.dataplane.proxy import request_head
+from gateway.tracing import parse_traceparent, request_ids
+
+TRACE = b"4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = b"00f067aa0ba902b7"
+TP = b"00-" + TRACE + b"-" + SPAN + b"-01"
+
+
+def ids(*headers: tuple[bytes, bytes], seed: int = 1):   # noqa: ANN201 - test helper
+    return request_ids(headers, random.Random(seed).getrandbits)
+
+
+def test_parse_traceparent() -> None:
+    assert parse_traceparent(TP) == (TRACE, SPAN, b"01")
+    assert parse_traceparent(b" " + TP + b" ") == (TRACE, SPAN, b"01")       # OWS
+    assert parse_traceparent(b"cc-" + TRACE + b"-" + SPAN + b"-01-more") == (TRACE, SPAN, b"01")
+    for bad in (b"", b"00-" + TRACE + b"-" + SPAN,                     # fields missing
+                b"ff-" + TRACE + b"-" + SPAN + b"-01",                  # version ff
+                b"00-" + b"0" * 32 + b"-" + SPAN + b"-01",              # zero trace id
+                b"00-" + TRACE + b"-" + b"0" * 16 + b"-01",             # zero parent id
+                b"00-" + TRACE.upper() + b"-" + SPAN + b"-01",          # upper case
+                TP + b"-extra",                                         # v00 is exact
+                b"0-" + TRACE + b"-" + SPAN + b"-01"):
+        assert parse_traceparent(bad) is None, bad
+
+
+def test_a_new_request_gets_one_random_id_for_request_and_trace() -> None:
+    a, b = ids(), ids(seed=2)
+    assert len(a.request_id) == 32 and a.request_id == a.trace_id and a.parent == b""
+    assert a.request_id != b.request_id
+    assert a.response_line == b"X-Request-Id: " + a.request_id + b"\r\n"
+    tp = a.upstream_lines.split(b"\r\n")[1]
+    assert tp.startswith(b"traceparent: 00-" + a.trace_id + b"-") and tp.endswith(b"-01")
+    assert parse_traceparent(tp.split(b": ")[1]) is not None
+
+
+def test_the_clients_ids_are_kept_when_valid() -> None:
+    got = ids((b"X-Request-ID", b"order-42/retry:1"), (b"TraceParent", TP))
+    assert got.request_id == b"order-42/retry:1"
+    assert (got.trace_id, got.parent, got.flags) == (TRACE, SPAN, b"01")
+    assert got.upstream_lines == b"X-Request-Id: order-42/retry:1\r\ntraceparent: " + TP + b"\r\n"
+    # the first of a repeated header counts
+    assert ids((b"x-request-id", b"one"), (b"x-request-id", b"two")).request_id == b"one"
+
+
+def test_bad_ids_are_replaced() -> None:
+    for rid in (b"", b"x" * 129, b"two words", b"a,b", b"caf\xc3\xa9", b"semi;colon"):
+        got = ids((b"x-request-id", rid))
+        assert got.request_id != rid and len(got.request_id) == 32, rid
+    assert ids((b"x-request-id", b"x" * 128)).request_id == b"x" * 128
+    # a valid traceparent with a bad id: the trace is kept, the id is new (not the trace's)
+    got = ids((b"x-request-id", b"no good"), (b"traceparent", TP))
+    assert got.trace_id == TRACE and got.request_id not in (b"no good", TRACE)
+
+
+def test_the_upstream_head_carries_our_lines_instead_of_the_clients() -> None:
+    got = ids((b"x-request-id", b"mine"), (b"traceparent", TP))
+    head = request_head(b"GET", b"/x", ((b"Host", b"h"), (b"X-Request-Id", b"mine"),
+                                        (b"traceparent", TP), (b"tracestate", b"a=b")),
+                        b"127.0.0.1", b"http", 0, b"svc", trace=got.upstream_lines)
+    lines = head.decode().split("\r\n")
+    assert [line for line in lines if line.lower().startswith("x-request-id")] == \
+        ["X-Request-Id: mine"]
+    assert [line for line in lines if line.lower().startswith("traceparent")] == \
+        ["traceparent: " + TP.decode()]
+    assert "tracestate: a=b" in lines and head.endswith(b"\r\n\r\n")
