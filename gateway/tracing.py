@@ -55,22 +55,23 @@ class Ids:
     __slots__ = ("flags", "parent", "request_id", "response_line", "trace_id", "upstream_lines")
 
     def __init__(self, request_id: bytes, trace_id: bytes, parent: bytes, flags: bytes,
-                 parent_given: bool) -> None:
+                 response_line: bytes, upstream_lines: bytes) -> None:
         self.request_id = request_id
         self.trace_id = trace_id
-        self.parent = parent if parent_given else b""     # the client's span, when it sent one
+        self.parent = parent              # the client's span, when it sent one, else b""
         self.flags = flags
-        self.response_line = b"X-Request-Id: " + request_id + b"\r\n"
-        self.upstream_lines = self.response_line + traceparent_line(trace_id, parent, flags)
+        self.response_line = response_line
+        self.upstream_lines = upstream_lines
 
 
 def traceparent_line(trace_id: bytes, span_id: bytes, flags: bytes) -> bytes:
-    return b"traceparent: 00-" + trace_id + b"-" + span_id + b"-" + flags + b"\r\n"
+    return b"traceparent: 00-%s-%s-%s\r\n" % (trace_id, span_id, flags)
 
 
 def request_ids(raw_headers: Iterable[tuple[bytes, bytes]],
                 bits: Bits = random.getrandbits) -> Ids:
-    """The request's ``Ids`` from its headers (the first of each name counts)."""
+    """The request's ``Ids`` from its headers (the first of each name counts); ``bits`` draws
+    the random numbers of a trace started for a client's own request id."""
     rid = tp = None
     for name, value in raw_headers:
         size = len(name)
@@ -78,19 +79,27 @@ def request_ids(raw_headers: Iterable[tuple[bytes, bytes]],
             rid = value
         elif size == 11 and tp is None and name.lower() == TP_HEADER:
             tp = value
+    if rid is None and tp is None:
+        # the usual case, in as few steps as it takes (it runs per request): one random
+        # number gives the request id, which is also the new trace's id, and our span id
+        h = b"%048x" % (bits(192) | 1)
+        rid = h[:32]
+        line = b"X-Request-Id: %s\r\n" % rid
+        return Ids(rid, rid, b"", b"01", line,
+                   b"%straceparent: 00-%s-%s-01\r\n" % (line, rid, h[32:]))
     parsed = parse_traceparent(tp) if tp is not None else None
-    new_rid = rid is None or _RID_OK(rid) is None
+    if rid is None or _RID_OK(rid) is None:
+        rid = None
     if parsed is not None:
         trace, parent, flags = parsed
-        if new_rid:
-            rid = b"%032x" % (bits(128) or 1)
-        assert rid is not None
-        return Ids(rid, trace, parent, flags, True)
+        rid = rid or b"%032x" % (bits(128) or 1)
+        line = b"X-Request-Id: %s\r\n" % rid
+        return Ids(rid, trace, parent, flags, line, line + traceparent_line(trace, parent, flags))
     trace = b"%032x" % (bits(128) or 1)
-    if new_rid:
-        rid = trace          # one random number for both: a fresh trace is this request's
-    assert rid is not None
-    return Ids(rid, trace, b"%016x" % (bits(64) or 1), b"01", False)
+    rid = rid or trace       # one random number for both: a fresh trace is this request's
+    line = b"X-Request-Id: %s\r\n" % rid
+    return Ids(rid, trace, b"", b"01", line,
+               line + traceparent_line(trace, b"%016x" % (bits(64) or 1), b"01"))
 
 
 class Tracer:

@@ -16,7 +16,8 @@ _REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", 
 # what the gateway says about the hop it received: overwritten unless proxies we trust set it
 _FORWARDING = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 _SPECIAL = _REQUEST_DROP | _FORWARDING | {b"host"}     # one set lookup per header decides
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"date"}
+# X-Request-Id: the gateway writes the request's own (a worker echoing it would double it)
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"date", b"x-request-id"}
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})   # name no other header: nothing to strip
 
 
@@ -135,7 +136,8 @@ def _without(parts: list[bytes], tokens: frozenset[bytes]) -> list[bytes]:
 
 
 def relayed_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The worker's headers minus hop-by-hop ones, Content-Length and Date (ours replace them)."""
+    """The worker's headers minus hop-by-hop ones, Content-Length, Date and X-Request-Id (ours
+    replace them)."""
     tokens: frozenset[bytes] | None = None
     out = []
     for name, value in headers:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from gateway.dataplane.proxy import request_head
+from gateway.dataplane.proxy import request_head, response_headers
 from gateway.tracing import parse_traceparent, request_ids
 
 TRACE = b"4bf92f3577b34da6a3ce929d0e0e4736"
@@ -70,3 +70,9 @@ def test_the_upstream_head_carries_our_lines_instead_of_the_clients() -> None:
     assert [line for line in lines if line.lower().startswith("traceparent")] == \
         ["traceparent: " + TP.decode()]
     assert "tracestate: a=b" in lines and head.endswith(b"\r\n\r\n")
+
+
+def test_a_workers_own_request_id_is_not_relayed() -> None:
+    # the gateway adds the request's X-Request-Id to every answer: a worker echoing one would
+    # otherwise give the client two
+    assert response_headers([(b"X-Request-Id", b"w"), (b"X-Other", b"1")]) == [("X-Other", "1")]
