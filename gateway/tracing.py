@@ -68,10 +68,38 @@ def traceparent_line(trace_id: bytes, span_id: bytes, flags: bytes) -> bytes:
     return b"traceparent: 00-%s-%s-%s\r\n" % (trace_id, span_id, flags)
 
 
-def request_ids(raw_headers: Iterable[tuple[bytes, bytes]],
-                bits: Bits = random.getrandbits) -> Ids:
-    """The request's ``Ids`` from its headers (the first of each name counts); ``bits`` draws
-    the random numbers of a trace started for a client's own request id."""
+class HexPool:
+    """Random hex digits drawn ``ids`` at a time (one big random number formatted once): a new
+    request takes two slices instead of drawing and formatting its own number, a third of the
+    cost on the hot path."""
+
+    __slots__ = ("_at", "_bits", "_buf", "_size")
+    WIDTH = 48                     # 32 for the request (and trace) id, 16 for our span id
+
+    def __init__(self, bits: Bits = random.getrandbits, ids: int = 256) -> None:
+        self._bits = bits
+        self._size = ids * self.WIDTH
+        self._buf = b""
+        self._at = 0
+
+    def take(self) -> tuple[bytes, bytes]:
+        """(32 hex digits, 16 hex digits), both random and, at 2^-128 odds, not all zero."""
+        at = self._at
+        buf = self._buf
+        if at >= len(buf):
+            buf = self._buf = b"%0*x" % (self._size, self._bits(self._size * 4))
+            at = 0
+        self._at = at + self.WIDTH
+        return buf[at:at + 32], buf[at + 32:at + 48]
+
+
+_pool = HexPool()
+
+
+def request_ids(raw_headers: Iterable[tuple[bytes, bytes]], bits: Bits = random.getrandbits,
+                take: Callable[[], tuple[bytes, bytes]] = _pool.take) -> Ids:
+    """The request's ``Ids`` from its headers (the first of each name counts); ``take`` draws
+    the new ids of the usual request (none sent), ``bits`` the others' random numbers."""
     rid = tp = None
     for name, value in raw_headers:
         size = len(name)
@@ -80,13 +108,12 @@ def request_ids(raw_headers: Iterable[tuple[bytes, bytes]],
         elif size == 11 and tp is None and name.lower() == TP_HEADER:
             tp = value
     if rid is None and tp is None:
-        # the usual case, in as few steps as it takes (it runs per request): one random
-        # number gives the request id, which is also the new trace's id, and our span id
-        h = b"%048x" % (bits(192) | 1)
-        rid = h[:32]
+        # the usual case, in as few steps as it takes (it runs per request): the new request
+        # id is also the new trace's id
+        rid, span = take()
         line = b"X-Request-Id: %s\r\n" % rid
         return Ids(rid, rid, b"", b"01", line,
-                   b"%straceparent: 00-%s-%s-01\r\n" % (line, rid, h[32:]))
+                   b"%straceparent: 00-%s-%s-01\r\n" % (line, rid, span))
     parsed = parse_traceparent(tp) if tp is not None else None
     if rid is None or _RID_OK(rid) is None:
         rid = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import orjson
@@ -49,7 +49,7 @@ class Collector:
         body = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         return web.Response(body=body, content_type="application/x-protobuf")
 
-    async def __aenter__(self) -> Collector:
+    async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_post("/v1/traces", self.traces)
         self.runner = web.AppRunner(app)
@@ -85,7 +85,7 @@ async def test_spans_reach_an_otlp_collector_and_the_worker_continues_the_trace(
             async with s.get(gw.url("/v1/raw/headers"),
                              headers={"traceparent": tp, "X-Request-Id": "otel-1"}) as r:
                 assert r.status == 200
-                seen = dict((k.lower(), v) for k, v in orjson.loads(await r.read())["headers"])
+                seen = {k.lower(): v for k, v in orjson.loads(await r.read())["headers"]}
             # several at once against one slot: some wait in the queue
             posts = [s.post(gw.url("/v1/echo"), json={"x": i}) for i in range(6)]
             for resp in await asyncio.gather(*posts):

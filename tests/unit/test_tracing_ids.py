@@ -5,14 +5,14 @@ from __future__ import annotations
 import random
 
 from gateway.dataplane.proxy import request_head, response_headers
-from gateway.tracing import parse_traceparent, request_ids
+from gateway.tracing import HexPool, Ids, parse_traceparent, request_ids
 
 TRACE = b"4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = b"00f067aa0ba902b7"
 TP = b"00-" + TRACE + b"-" + SPAN + b"-01"
 
 
-def ids(*headers: tuple[bytes, bytes], seed: int = 1):   # noqa: ANN201 - test helper
+def ids(*headers: tuple[bytes, bytes], seed: int = 1) -> Ids:
     return request_ids(headers, random.Random(seed).getrandbits)
 
 
@@ -76,3 +76,12 @@ def test_a_workers_own_request_id_is_not_relayed() -> None:
     # the gateway adds the request's X-Request-Id to every answer: a worker echoing one would
     # otherwise give the client two
     assert response_headers([(b"X-Request-Id", b"w"), (b"X-Other", b"1")]) == [("X-Other", "1")]
+
+
+def test_new_ids_come_from_a_pool_of_random_hex() -> None:
+    pool = HexPool(random.Random(3).getrandbits, ids=2)
+    taken = [pool.take() for _ in range(5)]            # past the pool's end: a new draw
+    assert len({rid for rid, _ in taken}) == 5
+    assert all(len(rid) == 32 and len(span) == 16 and int(rid, 16) for rid, span in taken)
+    got = request_ids((), take=pool.take)
+    assert len(got.request_id) == 32 and got.trace_id == got.request_id
