@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from httpclient import ConnectionClosed, HttpConn, build_request, percentiles_ms
 from report import write_readme
 from scenarios import SPINE, TRAFFIC, Results
 from wrkload import Load, WrkResult, parse_wrk
+
+from gateway.loadgen.httpclient import ConnectionClosed, HttpConn, build_request
+from gateway.loadgen.report import percentiles_ms
 
 WRK_OUT = """\
 Running 2s test @ http://127.0.0.1:8080/
