@@ -184,6 +184,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from gateway import top
+
+    return top.run(args)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from gateway import worker
 
@@ -282,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway import rolloutcli, worker
 
     rolloutcli.add_commands(sub)
+
+    from gateway import top
+
+    tp = sub.add_parser("top", help="live view: versions, replicas, rps, p99, queues, rollouts",
+                        description="Show a running gateway's services, versions, weights, "
+                                    "replicas, requests/s, p99, queue, batch fill and running "
+                                    "rollouts, refreshed in place on a terminal (q quits); "
+                                    "plain text when stdout is not a terminal.")
+    top.add_arguments(tp)
+    tp.set_defaults(func=cmd_top)
 
     from gateway.loadgen import command as bench
 
