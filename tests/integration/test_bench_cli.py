@@ -72,6 +72,22 @@ async def test_open_loop_latency_counts_the_wait_of_a_stalled_server(tmp_path: P
         assert doc["latency_ms"]["p99"] > 3 * doc["service_ms"]["p99"], doc
 
 
+async def test_requests_past_the_timeout_are_errors_and_the_run_still_ends(tmp_path: Path) -> None:
+    services = {"stuck": {"route": "/stuck", "rewrite": "/predict",
+                          "versions": {"v1": {"command": ECHO, "replicas": 1,
+                                              "env": {"ECHO_DELAY_SECONDS": "20"}}}}}
+    async with GatewayProc(tmp_path, services) as gw:
+        started = time.monotonic()
+        code, out, err = await run_cli("bench", gw.url("/stuck"), "-d", "{}", "--rate", "4",
+                                       "--duration", "1", "--connections", "2", "--timeout",
+                                       "1s", "--json", timeout=60)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["answered"] == 0 and doc["errors"]["timeout"] == 4, doc
+        assert doc["latency_ms"]["p50"] is None                    # no answer: null, not NaN
+        assert time.monotonic() - started < 15       # 1 s of load, then at most ~1.25 s more
+
+
 async def test_plot_progress_line_and_errors(tmp_path: Path) -> None:
     services = {"echo": {"route": "/v1/echo", "rewrite": "/predict",
                          "versions": {"v1": {"command": ECHO, "replicas": 1}}}}
