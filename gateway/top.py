@@ -100,8 +100,10 @@ def _no_keys(timeout: float) -> str:
 
 @contextlib.contextmanager
 def _keys() -> Iterator[Callable[[float], str]]:
-    """Single keypresses from a terminal stdin (cbreak mode, restored on exit); the callable
-    waits up to ``timeout`` seconds and returns the key, or '' when none came."""
+    """Keypresses from a terminal stdin (cbreak mode, restored on exit); the callable waits up
+    to ``timeout`` seconds and returns what was typed, or '' when nothing came. It reads the
+    descriptor itself: sys.stdin's buffer would keep a 'q' typed after another key out of
+    select()'s sight."""
     fd = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
     if fd is None:
         yield _no_keys
@@ -111,10 +113,12 @@ def _keys() -> Iterator[Callable[[float], str]]:
     try:
         def read(timeout: float) -> str:
             ready, _, _ = select.select([fd], [], [], timeout)
-            return sys.stdin.read(1) if ready else ""
+            return os.read(fd, 1024).decode(errors="replace") if ready else ""
         yield read
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        # TCSANOW: TCSADRAIN would wait for the terminal to read every byte written, and a
+        # terminal that is not reading (a detached tmux pane) would keep us from exiting
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 def _live(viewer: Viewer, interval: float, iterations: int | None) -> None:
@@ -152,7 +156,7 @@ def _ansi(viewer: Viewer, interval: float, iterations: int | None) -> None:
 def _wait_for_quit(key: Callable[[float], str], interval: float) -> bool:
     end = time.monotonic() + interval
     while (left := end - time.monotonic()) > 0:
-        if key(left) in ("q", "Q"):
+        if {"q", "Q"} & set(key(left)):
             return True
     return False
 

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import ECHO, GatewayProc, run_cli, wait_until
 
 EXE = str(Path(sys.executable).with_name("serve-gateway"))
@@ -61,8 +59,24 @@ class Tmux:
         return subprocess.run([*self.base, "display-message", "-p", "-t", "top", fmt],
                               capture_output=True, text=True, check=True).stdout.strip()
 
+    async def exited(self, status_file: Path) -> str:
+        """The screen once the command has exited; what it wrote to ``status_file`` (its exit
+        code, see ``_exit_code_to``) is checked by the caller. A file, not tmux's 'Pane is dead'
+        line: tmux sometimes leaves a detached pane's exited process unreaped for a while."""
+        try:
+            await wait_until(status_file.exists, 10, what="the exit")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the screen:\n{self.screen()}") from None
+        await asyncio.sleep(0.2)
+        return self.screen()
+
     def kill(self) -> None:
         subprocess.run([*self.base, "kill-server"], capture_output=True, check=False)
+
+
+def _exit_code_to(path: Path, command: str) -> str:
+    """``command``, then its exit code written to ``path`` (a shell line for tmux)."""
+    return f"{command}; echo $? > {path}"
 
 
 def _row(screen: str, service: str, version: str) -> list[str]:
@@ -73,13 +87,14 @@ def _row(screen: str, service: str, version: str) -> list[str]:
     return []
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by scripts/setup.sh")
 async def test_top_on_a_terminal_refreshes_in_place_and_quits_on_q(tmp_path: Path) -> None:
+    assert shutil.which("tmux"), "tmux is missing: scripts/setup.sh installs it"
     async with GatewayProc(tmp_path, _services()) as gw:
         loads = [_load(gw, "/v1/echo", 80, 25), _load(gw, "/v1/batched", 150, 25)]
         tmux = Tmux(f"sgw-top-{os.getpid()}")
         try:
-            tmux.start(f"{EXE} top --admin {gw.admin('')} --interval 0.5; echo top exited $?")
+            status = tmp_path / "top.exit"
+            tmux.start(_exit_code_to(status, f"{EXE} top --admin {gw.admin('')} --interval 0.5"))
             screen = ""
 
             def live() -> bool:
@@ -107,10 +122,10 @@ async def test_top_on_a_terminal_refreshes_in_place_and_quits_on_q(tmp_path: Pat
             before = screen
             await wait_until(lambda: tmux.screen() != before, 10, what="a refresh")
             tmux.keys("q")
-            await wait_until(lambda: "top exited" in tmux.screen(), 10, what="top to quit")
-            after = tmux.screen()
-            # exit 0, and the terminal given back as it was: the view was on the alternate screen
-            assert "top exited 0" in after and "SERVICE" not in after, after
+            after = await tmux.exited(status)
+            assert status.read_text().strip() == "0"
+            # the terminal given back as it was: the view was on the alternate screen
+            assert "SERVICE" not in after, after
         finally:
             tmux.kill()
             for p in loads:
@@ -141,3 +156,27 @@ async def test_top_through_a_pipe_prints_plain_text(tmp_path: Path) -> None:
 
     code, out, err = await run_cli("top", "--admin", gw.admin(""), "--interval", "0.2")
     assert code == 1 and "cannot reach the admin API" in err
+
+
+async def test_top_without_rich_redraws_plain_text_in_place(tmp_path: Path) -> None:
+    assert shutil.which("tmux"), "tmux is missing: scripts/setup.sh installs it"
+    shadow = tmp_path / "no-rich"
+    shadow.mkdir()
+    (shadow / "rich.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'rich'\", name='rich')\n")
+    async with GatewayProc(tmp_path, _services()) as gw:
+        tmux = Tmux(f"sgw-top-plain-{os.getpid()}")
+        try:
+            status = tmp_path / "top.exit"
+            tmux.start(_exit_code_to(status, f"env PYTHONPATH={shadow} {EXE} top --admin "
+                                             f"{gw.admin('')} --interval 0.3"))
+            await wait_until(lambda: "serve-gateway[top]" in tmux.screen(), 20,
+                             what="the plain view", interval=0.2)
+            await asyncio.sleep(1.0)                 # a few more frames: drawn over, not below
+            screen = tmux.screen()
+            assert screen.count("SERVICE") == 1 and _row(screen, "echo", "v2")[4] == "1/1"
+            tmux.keys("q")
+            await tmux.exited(status)
+            assert status.read_text().strip() == "0"
+        finally:
+            tmux.kill()
