@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def build() -> "object":
+def build() -> Any:
     import torch
 
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ class SklearnAdapter(Adapter):
             raise RuntimeError("--device cuda: scikit-learn runs on the CPU only")
         if self.path.suffix in _PICKLE_SUFFIXES:
             with open(self.path, "rb") as f:
-                model = pickle.load(f)  # noqa: S301 (the operator's own model file)
+                model = pickle.load(f)     # the operator's own file: see the docstring
         else:
             import joblib
             model = joblib.load(self.path)

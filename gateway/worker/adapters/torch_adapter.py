@@ -61,7 +61,7 @@ class TorchAdapter(Adapter):
             except RuntimeError as jit_error:
                 try:
                     module = self._open_exported()
-                except Exception:
+                except Exception:  # noqa: BLE001 (not a program either: the TorchScript error says more)
                     raise jit_error from None
             else:
                 module.eval()
