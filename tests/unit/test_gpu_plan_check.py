@@ -60,4 +60,8 @@ async def test_runtime_check_uses_the_configured_gpu_list() -> None:
     await DockerRuntime(gpus=[0, 1, 2, 3, 4]).check(spec())   # no daemon call: the list is given
     with pytest.raises(ConfigError, match="needs 4 GPUs"):
         await DockerRuntime(gpus=[0, 1]).check(spec())
-    await ProcessRuntime().check(spec())                      # processes get no GPU books
+    await ProcessRuntime(gpus=[0, 1, 2, 3, 4]).check(spec())  # processes: the same books
+    with pytest.raises(ConfigError, match=r"needs 4 GPUs"):
+        await ProcessRuntime(gpus=[0, 1]).check(spec())
+    with pytest.raises(ConfigError, match=r"no GPU \(gateway.process.gpus is empty"):
+        await ProcessRuntime(gpus=[]).check(spec())
