@@ -163,3 +163,38 @@ async def test_unreadable_model_file_fails_the_load(tmp_path: Path) -> None:
     bad.write_bytes(b"not an onnx file")
     code, _, err = await run_cli("worker", "--adapter", "onnx", "--model", bad, "--port", "0")
     assert code == 1 and "garbage.onnx" in err, err
+
+
+async def test_shipped_adapter_examples_serve_their_curl_lines(tmp_path: Path) -> None:
+    """config/adapter-*.yaml with the model files their save scripts write: the curl line in
+    each file's header answers as its comment says."""
+    import re
+
+    import yaml
+
+    from examples.adapters import save_onnx, save_sklearn, save_torch
+    root = Path(__file__).resolve().parents[2]
+    services: dict[str, Any] = {}
+    curls: dict[str, Any] = {}
+    for name, saver in (("sklearn", save_sklearn.save), ("torch", save_torch.save),
+                        ("onnx", save_onnx.save)):
+        text = (root / "config" / f"adapter-{name}.yaml").read_text()
+        spec = yaml.safe_load(text)
+        ((svc_name, svc),) = spec["services"].items()
+        version = svc["versions"]["v1"]
+        model = re.search(r"--model (\S+)", version["command"])
+        assert model is not None
+        saved = saver(tmp_path / model.group(1))
+        version["command"] = version["command"].replace(model.group(1), str(saved))
+        version["replicas"] = 1
+        services[svc_name] = svc
+        curl = re.search(r"curl -s localhost:8080(\S+) -d '([^']+)'", text)
+        assert curl is not None
+        curls[curl.group(1)] = orjson.loads(curl.group(2))
+    async with GatewayProc(tmp_path, services) as gw, aiohttp.ClientSession() as s:
+        answers = {route: await post(s, gw.url(route), doc) for route, doc in curls.items()}
+    assert answers["/v1/iris"] == (200, {"predictions": [0, 2]})
+    status, body = answers["/v1/linear"]
+    assert status == 200 and [p["label"] for p in body["predictions"]] == [0, 2], body
+    status, body = answers["/v1/torch-mlp"]
+    assert status == 200 and len(body["predictions"][0]) == 3, body
