@@ -43,6 +43,7 @@ from gateway.errors import RuntimeFailure
 from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, log_tail
 from gateway.runtimes.gpus import GpuAllocator, check_spec, owner_name, process_env, resolve_setting
 from gateway.runtimes.reaper import Reaper, send
+from gateway.runtimes.statefile import read_state, write_atomic
 from gateway.spec.models import Spec
 from gateway.tasks import cancel_and_wait, spawn
 
@@ -130,38 +131,6 @@ async def _until_exited(pid: int) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """temp + fsync + rename + fsync(dir): a crash leaves the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _read_state(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        doc = orjson.loads(path.read_bytes())
-        replicas = doc["replicas"]
-        if not isinstance(replicas, dict):
-            raise TypeError("replicas is not an object")
-        return replicas
-    except FileNotFoundError:
-        return {}
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        log.error("unreadable state file %s (%s); moved to %s", path, exc, aside)
-        os.replace(path, aside)
-        return {}
 
 
 def _kill_stale(rid: str, entry: dict[str, Any]) -> None:
@@ -291,7 +260,7 @@ class ProcessRuntime:
         return info
 
     async def adopt(self) -> list[Replica]:
-        entries = await asyncio.to_thread(_read_state, self._state_path)
+        entries = await asyncio.to_thread(read_state, self._state_path)
         for rid, entry in entries.items():
             if rid not in self._children:
                 _kill_stale(rid, entry)
@@ -324,12 +293,10 @@ class ProcessRuntime:
     def _env(self, spec: ReplicaSpec, rid: str, port: int, host_has_gpus: bool) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self._private_env}
         gpu_env = process_env(spec.gpu_ids, host_has_gpus)
-        if spec.gpu_ids:
-            env.update(spec.env)
-            env.update(gpu_env)        # the allocator's ids win: they are what the books say
-        else:
-            env.update(gpu_env)        # none: hidden, unless the version's env says otherwise
-            env.update(spec.env)
+        # the allocator's ids win over the version's env (they are what the books say); hiding
+        # the GPUs from a version that asked none does not
+        user = dict(spec.env)
+        env.update({**user, **gpu_env} if spec.gpu_ids else {**gpu_env, **user})
         env.update(PORT=str(port), SGW_SERVICE=spec.service, SGW_VERSION=spec.version,
                    SGW_REPLICA_ID=rid, SGW_GATEWAY_INSTANCE=self._instance)
         # `serve-gateway worker ...` must find the gateway's own venv, whatever PATH says.
@@ -389,7 +356,7 @@ class ProcessRuntime:
             data = orjson.dumps({"instance": self._instance, "replicas": live},
                                 option=orjson.OPT_INDENT_2)
             try:
-                await asyncio.to_thread(_write_atomic, self._state_path, data)
+                await asyncio.to_thread(write_atomic, self._state_path, data)
             except OSError as exc:
                 log.error("cannot write %s: %s", self._state_path, exc)
 
