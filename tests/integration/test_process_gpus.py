@@ -93,6 +93,22 @@ async def test_a_plan_that_overcommits_is_refused_before_anything_starts(
     assert not logs.exists() or not any(logs.iterdir()), "no replica was started"
 
 
+async def test_a_reload_that_overcommits_changes_nothing(tmp_path: Path, fake_gpus: Path) -> None:
+    async with GatewayProc(tmp_path, services(gpu_replicas=2)) as gw:
+        before = await gpu_env(gw, "llm")
+        running = (await gw.status())["config"]["hash"]
+        config = dict(gw.config)
+        config["services"] = services(gpu_replicas=4)        # 4 GPUs wanted, 3 exist
+        gw.rewrite(config)
+        code, out, err = await run_cli("reload", "-c", gw.config_path)
+        assert code == 1, out + err
+        assert "llm/v1 needs 4 GPUs" in err and f"still serving config {running}" in err, err
+        status = await gw.status()
+        assert status["config"]["hash"] == running
+        assert status["services"]["llm"]["versions"]["v1"]["desired"] == 2
+        assert await gpu_env(gw, "llm") == before          # the same replicas, the same GPUs
+
+
 async def test_plan_shows_the_assignment(tmp_path: Path, fake_gpus: Path) -> None:
     config = tmp_path / "gpu.yaml"
     config.write_text(yaml.safe_dump({"services": {
