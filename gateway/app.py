@@ -271,6 +271,7 @@ def _runtime_options(spec: Spec) -> dict[str, Any]:
         opts.update(network=g.docker.network, base_url=g.docker.base_url, gpus=g.docker.gpus)
     else:   # worker processes inherit the environment, minus the admin token's variables
         opts["private_env"] = tuple(filter(None, (g.admin.token_env, TOKEN_ENV)))
+        opts["gpus"] = g.process.gpus
     return opts
 
 

@@ -31,8 +31,14 @@ class BadInput(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The worker's options; shared by ``python -m gateway.worker`` and ``serve-gateway worker``."""
-    parser.add_argument("target", help="the model: module:Class or module:factory "
-                                       "(the current directory is importable)")
+    parser.add_argument("target", nargs="?", help="the model: module:Class or module:factory "
+                                                  "(the current directory is importable)")
+    parser.add_argument("--adapter", choices=("sklearn", "torch", "onnx"),
+                        help="serve a saved model file instead of a class (needs --model)")
+    parser.add_argument("--model", metavar="PATH", help="the saved model file for --adapter")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help="where --adapter runs the model; auto: cuda when a GPU is assigned "
+                             "(CUDA_VISIBLE_DEVICES) and usable, else cpu (default: auto)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=None, help="port to listen on (default: $PORT)")
     parser.add_argument("--threads", type=_positive_int, default=1,
@@ -54,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         except (KeyError, ValueError):
             print("serve-gateway worker: no port: pass --port or set PORT to a number", file=sys.stderr)
             return 2
+    problem = _adapter_target(args)
+    if problem:
+        print(f"serve-gateway worker: {problem}", file=sys.stderr)
+        return 2
     module, sep, attr = args.target.partition(":")
     if not (module and sep and attr):
         print(f"serve-gateway worker: target must look like module:Class, got {args.target!r}",
@@ -69,6 +79,34 @@ def run(args: argparse.Namespace) -> int:
     return run_server(WorkerOptions(target=args.target, host=args.host, port=port,
                                     threads=args.threads, drain_timeout=args.drain_timeout,
                                     max_body_bytes=args.max_body_bytes))
+
+
+def _adapter_target(args: argparse.Namespace) -> str | None:
+    """With --adapter, point ``args.target`` at the adapter class and hand it --model and
+    --device through the environment (its constructor reads them there, so the SDK loads it as
+    any other class). Returns what is wrong with the arguments, or None."""
+    adapter = getattr(args, "adapter", None)
+    if adapter is None:
+        if args.model or args.device:
+            return "--model and --device go with --adapter sklearn|torch|onnx"
+        return None if args.target else "name a model (module:Class) or pass --adapter and --model"
+    if args.target:
+        return f"pass either a model ({args.target}) or --adapter, not both"
+    if not args.model:
+        return f"--adapter {adapter} needs --model PATH"
+    if not os.path.isfile(args.model):
+        return f"--model {args.model}: no such file"
+    import importlib.util
+
+    from gateway.worker.adapters import ADAPTERS, DEVICE_ENV, MODEL_ENV
+
+    target, extra, module = ADAPTERS[adapter]
+    if importlib.util.find_spec(module) is None:
+        return (f"--adapter {adapter} needs {module}: pip install 'serve-gateway[{extra}]'")
+    args.target = target
+    os.environ[MODEL_ENV] = os.path.abspath(args.model)
+    os.environ[DEVICE_ENV] = args.device or "auto"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
