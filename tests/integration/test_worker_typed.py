@@ -212,7 +212,7 @@ async def test_kserve_v2_typed_fields_are_input_names(workers: dict[str, Worker]
         {"index": 0, "field": "sepal_length", "detail": "Input should be greater than 0"}]
 
 
-async def test_quickstart_worker_runs_from_any_directory(tmp_path: Path) -> None:
+def test_quickstart_worker_runs_from_any_directory(tmp_path: Path) -> None:
     """The installed console script, a directory that is not the checkout, no PYTHONPATH: what
     a user gets after `pip install serve-gateway[examples]` (the editable install maps exactly
     the packages pyproject ships, as a wheel would)."""
@@ -230,8 +230,8 @@ async def test_quickstart_worker_runs_from_any_directory(tmp_path: Path) -> None
                                 cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
-        await wait_http_ok(f"http://127.0.0.1:{port}/ready", 20)
-        assert await post(f"http://127.0.0.1:{port}/predict", {"x": 1}) == \
+        asyncio.run(wait_http_ok(f"http://127.0.0.1:{port}/ready", 20))
+        assert asyncio.run(post(f"http://127.0.0.1:{port}/predict", {"x": 1})) == \
             (200, {"predictions": [{"x": 1}]})
     finally:
         kill_group(proc.pid)
