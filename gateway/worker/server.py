@@ -14,7 +14,8 @@ Endpoints (every body is JSON, Content-Type application/json):
   (``openapi.py``, from ``predict``'s annotations: ``typed.py``).
 - KServe v2 / Open Inference Protocol: ``/v2``, ``/v2/health/live``, ``/v2/health/ready``,
   ``/v2/models/{name}``, ``/v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``
-  (``kserve_v2.py`` turns tensors into instances and predictions into tensors).
+  (``kserve_v2.py``; ``gateway.wire_v2`` turns tensors into instances and predictions into
+  tensors).
 
 A typed ``predict`` refuses a request with a bad instance whole: 400 ``bad_request`` whose
 ``errors`` list names each bad instance's index and field. ``async def predict`` runs on the
@@ -43,7 +44,7 @@ from aiohttp import web
 
 from gateway.wire import parse_request
 from gateway.worker import BadInput, stream
-from gateway.worker import kserve_v2 as v2
+from gateway.worker.kserve_v2 import V2Routes
 from gateway.worker.model import (  # noqa: F401 (load_target, encode_predictions: public here)
     Loaded,
     Model,
@@ -53,7 +54,7 @@ from gateway.worker.model import (  # noqa: F401 (load_target, encode_prediction
     load_target,
 )
 from gateway.worker.openapi import docs_page, document
-from gateway.worker.typed import InvalidInstances, json_default
+from gateway.worker.typed import InvalidInstances
 
 log = logging.getLogger("gateway.worker")
 
@@ -134,13 +135,7 @@ class WorkerServer:
         app.router.add_post("/predict", self.predict)
         app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/docs", self.docs)
-        app.router.add_get("/v2", self.v2_server)
-        app.router.add_get("/v2/health/live", self.v2_live)
-        app.router.add_get("/v2/health/ready", self.readiness)
-        app.router.add_get("/v2/models/{name}", self.v2_model)
-        app.router.add_get("/v2/models/{name}/ready", self.v2_model_ready)
-        app.router.add_post("/v2/models/{name}/infer", self.v2_infer)
-        app.router.add_post("/v2/models/{name}/versions/{version}/infer", self.v2_infer)
+        V2Routes(self).add_to(app.router)
         return app
 
     def start_loading(self, loop: asyncio.AbstractEventLoop, on_failure: Callable[[], None]) -> None:
@@ -237,7 +232,7 @@ class WorkerServer:
         try:
             payload = await self.predictor.payload(loaded, items)
         except Exception as exc:  # noqa: BLE001 (whatever the model raised becomes its answer)
-            return self._failure(exc, len(items))
+            return self.failure(exc, len(items))
         return web.Response(status=200, body=payload, content_type="application/json")
 
     async def _stream(self, request: web.Request, loaded: Loaded, items: list[Any],
@@ -251,10 +246,10 @@ class WorkerServer:
             return web.Response(status=200, body=stream.end_frame(kind), content_type=kind)
         except Exception as exc:  # noqa: BLE001 (as in _predict)
             await gen.aclose()
-            return self._failure(exc, len(items))
+            return self.failure(exc, len(items))
         return await stream.respond(request, kind, first, gen)
 
-    def _failure(self, exc: Exception, items: int) -> web.Response:
+    def failure(self, exc: Exception, items: int) -> web.Response:
         """A predict that raised -> its JSON error answer."""
         if isinstance(exc, InvalidInstances):
             return _json(400, {"error": "bad_request", "detail": str(exc),
@@ -266,71 +261,6 @@ class WorkerServer:
             return _error(500, "model_error", str(exc))
         log.error("predict failed on %d instances", items, exc_info=exc)
         return _error(500, "model_error", f"{type(exc).__name__}: {exc}")
-
-    # -- KServe v2 ----------------------------------------------------------------------------
-    async def v2_live(self, request: web.Request) -> web.Response:
-        return _json(200, {"live": True})
-
-    async def v2_server(self, request: web.Request) -> web.Response:
-        return _json(200, {"name": "serve-gateway-worker", "version": "2",
-                           "extensions": []})
-
-    def _v2_model(self, request: web.Request) -> Loaded | web.Response:
-        loaded = self.loaded
-        if loaded is None:
-            return _error(503, "not_ready", "the model is still loading")
-        if request.match_info["name"] != loaded.name:
-            return _error(404, "model_not_found",
-                          f"no model {request.match_info['name']!r} here; this worker serves "
-                          f"{loaded.name!r}")
-        return loaded
-
-    async def v2_model(self, request: web.Request) -> web.Response:
-        loaded = self._v2_model(request)
-        if isinstance(loaded, web.Response):
-            return loaded
-        return _json(200, {"name": loaded.name, "versions": [], "platform": "serve-gateway",
-                           "inputs": v2.metadata_tensors(loaded.sig.input_schema(), "input"),
-                           "outputs": v2.metadata_tensors(loaded.sig.output_schema(), "output")})
-
-    async def v2_model_ready(self, request: web.Request) -> web.Response:
-        loaded = self._v2_model(request)
-        if isinstance(loaded, web.Response):
-            return loaded
-        return await self.readiness(request)
-
-    async def v2_infer(self, request: web.Request) -> web.Response:
-        self.in_flight += 1
-        try:
-            return await self._v2_infer(request)
-        finally:
-            self.in_flight -= 1
-
-    async def _v2_infer(self, request: web.Request) -> web.Response:
-        loaded = self._v2_model(request)
-        if isinstance(loaded, web.Response):
-            return loaded
-        try:
-            doc = orjson.loads(await request.read())
-            items = v2.instances(doc)
-        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-            return _error(400, "bad_request", f"{exc}")
-        wanted = [o.get("name") for o in doc.get("outputs") or [] if isinstance(o, dict)]
-        try:
-            preds = [json_default(p) if hasattr(p, "model_dump") else p
-                     for p in await self.predictor.predictions(loaded, items)]
-            tensors = v2.outputs(preds, [w for w in wanted if isinstance(w, str)] or None)
-        except LookupError as exc:
-            return _error(400, "bad_request", str(exc))
-        except ValueError as exc:            # predictions that form no tensor
-            return self._failure(ModelError(str(exc)), len(items))
-        except Exception as exc:  # noqa: BLE001 (as in _predict)
-            return self._failure(exc, len(items))
-        out: dict[str, Any] = {"model_name": loaded.name, "outputs": tensors}
-        if isinstance(doc.get("id"), str):
-            out["id"] = doc["id"]
-        return web.Response(body=orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY),
-                            content_type="application/json")
 
 
 async def serve(options: WorkerOptions) -> tuple[int, bool]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from gateway.dataplane.streams import wants_stream
 from gateway.describe import render
 from gateway.worker import Array
-from gateway.worker import kserve_v2 as v2
+from gateway import wire_v2 as v2
 from gateway.worker.model import Loaded
 from gateway.worker.openapi import document
 from gateway.worker.stream import NDJSON, SSE, error_frame, frame, negotiate
