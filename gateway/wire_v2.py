@@ -15,7 +15,7 @@ fit for a 400.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 INTS = {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
 FLOATS = {"FP16", "FP32", "FP64", "BF16"}
@@ -24,26 +24,38 @@ _NUMPY = {"bool": "BOOL", "float16": "FP16", "float32": "FP32", "float64": "FP64
           **{t.lower(): t for t in INTS}, "object": "BYTES"}
 
 
-def instances(doc: Any) -> list[Any]:
-    """A v2 infer request body (parsed JSON) -> one instance per row of the batch dimension."""
+class Tensor(NamedTuple):
+    name: str
+    datatype: str
+    shape: list[int]
+    flat: list[Any]          # row-major
+
+
+def tensors(doc: Any) -> list[Tensor]:
+    """A v2 infer request body (parsed JSON) -> its input tensors, checked: names, datatypes,
+    shapes that hold their data, one batch dimension for all."""
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise ValueError('a v2 infer request needs "inputs": a non-empty list of tensors')
-    rows: dict[str, list[Any]] = {}
-    batch: int | None = None
-    for i, tensor in enumerate(doc["inputs"]):
-        name, shape, flat = _tensor(tensor, f"inputs[{i}]")
-        if batch is not None and shape[0] != batch:
-            raise ValueError(f"inputs[{i}] ({name}): batch dimension {shape[0]}, but the "
-                             f"first input's is {batch}")
-        batch = shape[0]
-        rows[name] = _rows(flat, shape)
+    out: list[Tensor] = []
+    for i, t in enumerate(doc["inputs"]):
+        tensor = _tensor(t, f"inputs[{i}]")
+        if out and tensor.shape[0] != out[0].shape[0]:
+            raise ValueError(f"inputs[{i}] ({tensor.name}): batch dimension {tensor.shape[0]}, "
+                             f"but the first input's is {out[0].shape[0]}")
+        out.append(tensor)
+    return out
+
+
+def instances(doc: Any) -> list[Any]:
+    """A v2 infer request body (parsed JSON) -> one instance per row of the batch dimension."""
+    ts = tensors(doc)
+    rows = {t.name: _rows(t.flat, t.shape) for t in ts}
     if len(rows) == 1:
         return next(iter(rows.values()))
-    assert batch is not None
-    return [{name: r[j] for name, r in rows.items()} for j in range(batch)]
+    return [{name: r[j] for name, r in rows.items()} for j in range(ts[0].shape[0])]
 
 
-def _tensor(t: Any, where: str) -> tuple[str, list[int], list[Any]]:
+def _tensor(t: Any, where: str) -> Tensor:
     if not isinstance(t, dict):
         raise TypeError(f"{where} must be an object with name, shape, datatype and data")
     name, shape, dtype, data = t.get("name"), t.get("shape"), t.get("datatype"), t.get("data")
@@ -66,7 +78,12 @@ def _tensor(t: Any, where: str) -> tuple[str, list[int], list[Any]]:
     for k, v in enumerate(flat):
         if not _fits(dtype, v):
             raise ValueError(f"{where}.data[{k}]: {v!r} is not a {dtype} value")
-    return name, shape, flat
+    return Tensor(name, dtype, shape, flat)
+
+
+def output_tensor(t: Any, where: str) -> Tensor:
+    """An output tensor of a worker's answer, checked as an input would be."""
+    return _tensor(t, where)
 
 
 def _fits(dtype: str, v: Any) -> bool:
