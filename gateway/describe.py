@@ -45,7 +45,7 @@ def render(doc: dict[str, Any]) -> str:
     kind = "streams (text/event-stream, application/x-ndjson)" if ext.get("streaming") else \
         "one prediction per instance"
     lines = [f"service {doc['service']}  version {doc['version']}  (from replica {doc['replica']})",
-             f"  POST {doc.get('route', '')}   model {ext.get('model', '?')}: {kind}",
+             f"  route {doc.get('route', '')}   model {ext.get('model', '?')}: {kind}",
              "  body: one instance, or {\"instances\": [instance, ...]}",
              f"  instance:   {_type(ext.get('instance') or {}, defs)}",
              f"  prediction: {_type(ext.get('prediction') or {}, defs)}"]

@@ -90,12 +90,12 @@ padding:1em;overflow:auto}}textarea{{width:100%;height:8em}}</style></head><body
 <h1>{title}</h1>
 <p>{html.escape(doc["info"]["description"])}</p>
 <p><code>POST /predict</code> with one instance or <code>{{"instances": [...]}}</code>;
-machine-readable: <a href="/openapi.json">/openapi.json</a>.</p>
+machine-readable: <a href="openapi.json">openapi.json</a>.</p>
 <h2>Instance</h2><pre>{pretty["instance"] or "{}"}</pre>
 <h2>Prediction</h2><pre>{pretty["prediction"] or "{}"}</pre>
 <h2>Schemas</h2><pre>{pretty["components"]}</pre>
 <h2>Try it</h2><textarea id="body">{{"instances": []}}</textarea>
-<button onclick="fetch('/predict',{{method:'POST',headers:{{'Content-Type':'application/json'}},
+<button onclick="fetch('predict',{{method:'POST',headers:{{'Content-Type':'application/json'}},
 body:document.getElementById('body').value}}).then(r=>r.text()).then(t=>
 document.getElementById('out').textContent=t)">POST /predict</button><pre id="out"></pre>
 </body></html>
