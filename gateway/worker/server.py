@@ -239,6 +239,8 @@ class WorkerServer:
                       kind: str) -> web.StreamResponse:
         """Validation and the first item come before the head, so that a bad instance or a
         model failing at once still gets its status code."""
+        if not items:
+            return web.Response(status=200, body=stream.end_frame(kind), content_type=kind)
         gen = self.predictor.stream(loaded, items)
         try:
             first = await gen.__anext__()
