@@ -80,6 +80,18 @@ async def test_streams_and_typed_services_through_the_gateway(tmp_path: Path) ->
         assert metric_value(text, "serve_gateway_shadow_requests_total", service="tokens",
                             version="v2", result="sent") == 1
 
+        # a client leaving mid-stream: the gateway lets go of the stream (and of the worker)
+        async with aiohttp.ClientSession() as s, s.post(
+                gw.url("/v1/tokens"), json={"prompt": "word " * 200},
+                headers={"Accept": "text/event-stream"}) as r:
+            assert (await r.content.readuntil(b"\n\n")).startswith(b"data: ")
+            assert metric_value(await metrics(gw), "serve_gateway_streams_open", **tokens) == 1
+
+        async def let_go() -> bool:
+            return metric_value(await metrics(gw), "serve_gateway_streams_open", **tokens) == 0
+        await wait_until(let_go, 10, what="the abandoned stream to be let go")
+        assert metric_value(await metrics(gw), "serve_gateway_streams_total", **tokens) == 2
+
         # a micro-batch with one bad caller: that caller gets the 400, the others their answers
         bad = {k: v for k, v in FLOWER.items() if k != "petal_width"}
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import wait_http_ok
+from tests.helpers import wait_http_ok, wait_until
 from tests.integration.test_worker import Worker
 
 MODELS = textwrap.dedent('''
@@ -49,6 +49,18 @@ MODELS = textwrap.dedent('''
             await asyncio.sleep(0)
             return [i * 2 for i in items]
 
+    class Endless:
+        """Streams until the client leaves; its finally proves the generator was closed."""
+        def predict(self, items):
+            import pathlib
+            mark = pathlib.Path(__file__).with_name("endless-closed")
+            try:
+                while True:
+                    time.sleep(0.05)
+                    yield "tick"
+            finally:
+                mark.write_text("closed")
+
     class Sum:
         def predict(self, batch: Annotated[np.ndarray, Array("float32", (3,))]) -> np.ndarray:
             return batch.sum(axis=1)
@@ -66,7 +78,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def workers(models_dir: Path) -> Iterator[dict[str, Worker]]:
     targets = {"iris": "gateway.examples.iris:Iris", "slow": "typed_models:Slow",
                "aslow": "typed_models:AsyncSlow", "late": "typed_models:FailsLate",
-               "coro": "typed_models:Coro", "sum": "typed_models:Sum"}
+               "coro": "typed_models:Coro", "sum": "typed_models:Sum",
+               "endless": "typed_models:Endless"}
     # cwd is a temp dir, not the checkout: gateway.examples must come from the package itself
     started = {k: Worker(t, models_dir / f"{k}.log", cwd=models_dir) for k, t in targets.items()}
     try:
@@ -172,6 +185,19 @@ async def test_stream_errors(workers: dict[str, Worker]) -> None:
     text = b"".join(c for _, c in chunks).decode()
     assert text.startswith("data: 1\n\nevent: error\ndata: ")
     assert "out of memory at token 2" in text
+
+
+async def test_a_client_leaving_closes_the_generator(workers: dict[str, Worker],
+                                                     models_dir: Path) -> None:
+    mark = models_dir / "endless-closed"
+    async with aiohttp.ClientSession() as s, s.post(
+            workers["endless"].url + "/predict", json={},
+            headers={"Accept": "application/x-ndjson"}) as r:
+        assert await r.content.readline() == b'"tick"\n'
+    # the connection is gone: the worker stops the model at its next item, runs its finally
+    await wait_until(mark.exists, 10, what="the generator's finally")
+    async with aiohttp.ClientSession() as s, s.get(workers["endless"].url + "/predict") as r:
+        assert (await r.json())["in_flight"] == 0
 
 
 async def test_kserve_v2(workers: dict[str, Worker]) -> None:
