@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -305,3 +305,12 @@ def gauge(name: str, doc: str, labels: list[str],
     for values, v in samples:
         g.add_metric(list(values), v)
     return g
+
+
+def counter(name: str, doc: str, labels: list[str],
+            samples: Iterable[tuple[tuple[str, ...], float]]) -> CounterMetricFamily:
+    """A counter its owner keeps as a plain int (``name`` without ``_total``)."""
+    c = CounterMetricFamily(name, doc, labels=labels)
+    for values, v in samples:
+        c.add_metric(list(values), v)
+    return c

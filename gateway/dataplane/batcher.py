@@ -11,7 +11,8 @@ a hold timer fires), so an idle batcher costs nothing and has no task to stop.
 Every caller gets exactly one answer: its predictions; 504 when its deadline passes (queued:
 never sent); 502/504 for every member of a failed batch; 503 when shed or at shutdown. A client
 that disconnects is dropped before its request is sent. Batches count in ``Endpoint.inflight``,
-so a replica's drain waits for them.
+so a replica's drain waits for them, and a batch takes one of the replica's ``max_concurrency``
+slots (at most ``slots_per_replica`` of them go to batches).
 """
 
 from __future__ import annotations
@@ -188,10 +189,13 @@ class Batcher:
         self._timed_out(entry, self.queue.cancel(entry))
         self._settle()
 
-    def _timed_out(self, entry: Entry, was_queued: bool) -> None:
+    def _timed_out(self, entry: Entry, was_queued: bool, now: float | None = None) -> None:
         self.metrics.error("deadline")
         if was_queued and not self.replicas.endpoints:
             exc: ProxyError = self.replicas.unavailable()   # 504 if one is starting, else 503
+        elif now is not None and entry.deadline > now:
+            exc = DeadlineExceeded("the request's deadline would pass before a batch sent now "
+                                   "is answered: not sent")
         else:
             where = "in the queue" if was_queued else "while its batch was at the worker"
             exc = DeadlineExceeded(f"the request's deadline passed {where}")
@@ -227,10 +231,15 @@ class Batcher:
         while self.queue.requests:
             eps = self.replicas.endpoints
             if not eps:
+                error = self.replicas.verdict()
+                if error is not None:         # none is coming (a crash loop): 503 at once
+                    self._fail(self.queue.drain(), error)
+                    break
                 if self.replicas.on_demand is not None:
                     self.replicas.on_demand()     # scale from zero; publish() kicks us again
                 return
-            slots = cfg.slots_per_replica
+            # a batch takes one of the replica's max_concurrency slots, like a request does
+            slots = min(cfg.slots_per_replica, self.replicas.limit)
             free = free_slots(eps, slots, now)
             decision = decide(now, cfg, self.queue, free, self.pace, self.model)
             if not decision.dispatch:
@@ -242,9 +251,14 @@ class Batcher:
             if i is None:
                 return
             self._rr = i + 1
-            taken = self.queue.take(cfg.max_batch_size, now)
+            # what a batch takes now: a request with less time left would be answered too late.
+            # Capped, so that a fresh request is always sent and a stale estimate (one slow
+            # batch at a cold start) is corrected by the next answers
+            lead = min(self.model.predict(min(self.queue.items, cfg.max_batch_size)) or 0.0,
+                       cfg.timeout / 2)
+            taken = self.queue.take(cfg.max_batch_size, now, lead)
             for entry in taken.expired:
-                self._timed_out(entry, True)
+                self._timed_out(entry, True, now)
             if taken.gone:
                 self._answer_gone(taken.gone)
             if taken.batch:
@@ -275,7 +289,7 @@ class Batcher:
         callers of this one are answered (writing their responses would keep the replica idle)."""
         if flight.holding:
             flight.holding = False
-            flight.ep.inflight -= 1
+            self.replicas.release(flight.ep)
             self._inflight_items -= flight.items
             self._pump()
 
@@ -313,6 +327,7 @@ class Batcher:
         except UpstreamConnectError as exc:
             # the worker never saw it: back to the head of the queue, for another replica
             ep.eject(self.clock())        # the clock ReplicaSet.pick compares with
+            self.replicas.failure(ep)
             self.metrics.error(exc.kind)
             live = [e for e in batch if e.state == SENT]
             self._fail([e for e in live if e.attempts > self.retries], exc)
@@ -322,6 +337,7 @@ class Batcher:
             return
         except ProxyError as exc:
             self.metrics.error(exc.kind)
+            self.replicas.failure(ep)
             if not isinstance(exc, UpstreamTimeout):
                 # the connection broke under the batch: the worker is likely dying, so queued
                 # batches wait for the supervisor's verdict instead of following this one
@@ -337,6 +353,10 @@ class Batcher:
 
     def _answer(self, ep: Endpoint, batch: list[Entry], items: int, status: int, raw: bytes,
                 seconds: float) -> None:
+        if status >= 500:
+            self.replicas.failure(ep)
+        elif ep.fails:
+            self.replicas.success(ep)
         if status == 200:
             preds = predictions(raw, items)
             if isinstance(preds, str):
