@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -77,6 +77,7 @@ class Wire(Protocol):
     """How one batching target's bodies are cut into instances and put back together."""
 
     def split(self, body: bytes) -> list[bytes]: ...
+    def key(self, payload: list[bytes]) -> Hashable: ...
     def batch_body(self, payloads: Iterable[list[bytes]]) -> bytes: ...
     def predictions(self, raw: bytes, expected: int) -> list[Any] | str: ...
     def answer(self, predictions: list[Any]) -> bytes: ...
@@ -86,6 +87,10 @@ class V1:
     """``{"instances": [...]}`` -> ``{"predictions": [...]}`` (the functions above)."""
 
     split = staticmethod(split_instances)
+
+    @staticmethod
+    def key(payload: list[bytes]) -> Hashable:
+        return None                 # any instances share a batch
     batch_body = staticmethod(batch_body)
     predictions = staticmethod(predictions)
     answer = staticmethod(answer)
@@ -111,15 +116,21 @@ class V2:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
         except (ValueError, TypeError) as exc:
             raise BadRequest(str(exc)) from None
+        if tensors[0].shape[0] == 0:
+            raise BadRequest("the batch dimension (the first of every input's shape) is 0")
         cut = [(t, math.prod(t.shape[1:])) for t in tensors]
         return [orjson.dumps([[t.name, t.datatype, t.shape[1:], t.flat[j * n:(j + 1) * n]]
                               for t, n in cut])
                 for j in range(tensors[0].shape[0])]
 
     @staticmethod
-    def key(row: bytes) -> tuple[Any, ...]:
-        """Rows with equal keys concatenate into one tensor per input."""
-        return tuple((name, dtype, tuple(shape)) for name, dtype, shape, _ in orjson.loads(row))
+    def key(payload: list[bytes]) -> Hashable:
+        """A caller's rows all agree (split checked them); callers with equal keys concatenate
+        into one tensor per input."""
+        if not payload:
+            return None
+        return tuple((name, dtype, tuple(shape))
+                     for name, dtype, shape, _ in orjson.loads(payload[0]))
 
     @staticmethod
     def batch_body(payloads: Iterable[list[bytes]]) -> bytes:
