@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, Field
 
+from gateway import wire_v2 as v2
 from gateway.dataplane.streams import wants_stream
 from gateway.describe import render
 from gateway.worker import Array
-from gateway import wire_v2 as v2
 from gateway.worker.model import Loaded
 from gateway.worker.openapi import document
 from gateway.worker.stream import NDJSON, SSE, error_frame, frame, negotiate
