@@ -5,8 +5,14 @@ A model is any class (or zero-argument factory) exposing::
     def load(self) -> None: ...                    # optional; called once, in a thread
     def predict(self, items: list) -> list: ...    # one prediction per item, same order
 
+``predict`` may also be ``async def``, or a generator (sync or async) whose items stream to the
+client (``Accept: text/event-stream`` or ``application/x-ndjson``), and may annotate its items
+(``list[Item]`` with a pydantic model, ``np.ndarray`` for one stacked batch, optionally
+``Annotated[np.ndarray, Array(dtype="float32", shape=(512,))]``): each instance is validated
+and converted, and ``/openapi.json`` and ``/docs`` describe them.
+
 Run it with ``serve-gateway worker module:Class --port 9000`` (or ``python -m gateway.worker``).
-The HTTP contract (KServe v1 style) is documented in ``gateway.worker.server``.
+The HTTP contract (KServe v1 style, and KServe v2) is documented in ``gateway.worker.server``.
 
 This module stays import-light on purpose: model code imports ``BadInput`` from here, and the
 HTTP stack (aiohttp, uvloop) is only imported when a worker actually runs.
@@ -18,10 +24,20 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import dataclass
 
-__all__ = ["BadInput", "add_arguments", "main", "run"]
+__all__ = ["Array", "BadInput", "add_arguments", "main", "run"]
 
 DEFAULT_MAX_BODY = 256 * 1024 * 1024   # one batch carries many client bodies, so well above theirs
+
+
+@dataclass(frozen=True)
+class Array:
+    """Per-instance numpy dtype and shape for an ``np.ndarray`` hint on ``predict``
+    (``None`` in ``shape``: any length), e.g. ``Annotated[np.ndarray, Array("float32", (512,))]``."""
+
+    dtype: str | None = None
+    shape: tuple[int | None, ...] | None = None
 
 
 class BadInput(Exception):
@@ -47,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds in-flight requests may finish after SIGTERM (default: %(default)s)")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY,
                         help="largest request body accepted (default: %(default)s)")
+    parser.add_argument("--model-name", default=None,
+                        help="the model's name under /v2/models/ (default: the class name, "
+                             "lowercased)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
     return run_server(WorkerOptions(target=args.target, host=args.host, port=port,
                                     threads=args.threads, drain_timeout=args.drain_timeout,
-                                    max_body_bytes=args.max_body_bytes))
+                                    max_body_bytes=args.max_body_bytes,
+                                    model_name=args.model_name))
 
 
 def _adapter_target(args: argparse.Namespace) -> str | None:
