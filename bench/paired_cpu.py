@@ -14,6 +14,7 @@ steadier on a shared machine than req/s.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import statistics
 import sys
@@ -46,13 +47,20 @@ def main() -> int:
     p.add_argument("--seconds", type=int, default=3, help="per measured run")
     p.add_argument("--max-ratio", type=float, default=1.05,
                    help="the check: median per-round ratio at most this")
+    p.add_argument("--connections", type=int, help="wrk -c (default 64); under this build's "
+                   "max_concurrency (default 5) no request waits in its queue")
+    p.add_argument("--max-concurrency", type=int,
+                   help="set max_concurrency in this build's config (a base without the key "
+                        "gets none)")
+    p.add_argument("--name", default=NAME, help="the README block to write")
     p.add_argument("--write", action="store_true", help="update bench/README.md's block")
     args = p.parse_args()
     info = machine_info()
     proxy_cpu = split_cpus(False)
     tmp = Path(tempfile.mkdtemp(prefix="serve-gateway-paired-"))
     tmp.chmod(0o755)
-    loads = (GET, POST)
+    loads = (GET, POST) if not args.connections else tuple(
+        dataclasses.replace(ld, connections=args.connections) for ld in (GET, POST))
     cpu: dict[tuple[str, str], list[float]] = {}
     errors = 0
     try:
@@ -62,8 +70,10 @@ def main() -> int:
                 d = tmp / key
                 d.mkdir()
                 d.chmod(0o755)
-                targets[key] = start_gateway(procs, d, one_backend(backend_argv("{port}")),
-                                             binary=binary)
+                services = one_backend(backend_argv("{port}"))
+                if key == "this" and args.max_concurrency:
+                    services["bench"]["versions"]["v1"]["max_concurrency"] = args.max_concurrency
+                targets[key] = start_gateway(procs, d, services, binary=binary)
                 if proxy_cpu:
                     pin(targets[key].pids(), proxy_cpu)
             for r in range(args.rounds):
@@ -91,12 +101,13 @@ def main() -> int:
     head = ("| load | this build CPU/req (median) | base CPU/req (median) "
             f"| median per-round ratio (range) | check: <= {args.max_ratio:g} |")
     block = "\n".join([
-        f"### {NAME}: CPU per request, this build vs `{args.base}`",
+        f"### {args.name}: CPU per request, this build vs `{args.base}`",
         "",
         (f"Machine: {info.get('cpus', '?')}; load average at start "
         f"{info.get('load average at start', '?')}. {args.rounds} ABBA rounds of "
-        f"{args.seconds} s per run (after 1 s warm-up), wrk -t1 -c64, both gateways on one "
-        f"CPU{pinned}; errors: {errors}."),
+        f"{args.seconds} s per run (after 1 s warm-up), wrk -t1 -c{loads[0].connections}, "
+        f"both gateways on one CPU{pinned}; this build's max_concurrency: "
+        f"{args.max_concurrency or 'default (5)'}; errors: {errors}."),
         "",
         head,
         "|---|---|---|---|---|",
@@ -104,7 +115,7 @@ def main() -> int:
     ])
     print(block)
     if args.write:
-        write_readme(BENCH_DIR / "README.md", NAME, block)
+        write_readme(BENCH_DIR / "README.md", args.name, block)
     return 0 if ok else 1
 
 

@@ -256,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the raw status document")
     st.set_defaults(func=cmd_status)
 
+    from gateway import describe
+    ds = sub.add_parser("describe", help="show a service's input and output schema",
+                        description="Ask a ready replica, through the admin API, for the service's "
+                                    "schema (the worker's /openapi.json) and summarise it.")
+    adminclient.add_arguments(ds)
+    describe.add_arguments(ds)
+    ds.set_defaults(func=describe.run)
+
     rl = sub.add_parser("reload", help="make a running gateway reload its config file",
                         description="Same as SIGHUP: the gateway reads its config file again and "
                                     "applies it in full, or keeps the running config if the file "

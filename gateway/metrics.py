@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -27,7 +27,7 @@ class VersionMetrics:
     """The labelled children one version's requests touch, resolved once per table build."""
 
     __slots__ = ("_m", "service", "version", "latency", "upstream_latency", "_codes",
-                 "answered", "seconds", "failed")
+                 "answered", "seconds", "failed", "streams", "streams_open")
 
     def __init__(self, m: Metrics, service: str, version: str) -> None:
         self._m = m
@@ -35,6 +35,8 @@ class VersionMetrics:
         self.version = version
         self.latency = m.request_seconds.labels(service, version)
         self.upstream_latency = m.upstream_seconds.labels(service, version)
+        self.streams = m.streams.labels(service, version)
+        self.streams_open = m.streams_open.labels(service, version)
         self._codes: dict[int, Counter] = {}
         self.answered = 0         # plain running totals: the autoscaler and rollouts sample
         self.seconds = 0.0
@@ -145,6 +147,11 @@ class Metrics:
             ["service", "version", "kind"], registry=r)
         self.retries = Counter("serve_gateway_retries", "Requests retried on another replica",
                                ["service", "version"], registry=r)
+        # streamed answers (Accept: text/event-stream or JSON lines): relayed chunk by chunk
+        self.streams = Counter("serve_gateway_streams", "Streamed answers started",
+                               ["service", "version"], registry=r)
+        self.streams_open = Gauge("serve_gateway_streams_open", "Streamed answers being relayed now",
+                                  ["service", "version"], registry=r)
         self.errors = Counter("serve_gateway_errors", "Errors the gateway answered itself",
                               ["kind"], registry=r)
         self.timeouts = Counter("serve_gateway_timeouts", "Waits on a peer cut by their deadline "
@@ -298,3 +305,12 @@ def gauge(name: str, doc: str, labels: list[str],
     for values, v in samples:
         g.add_metric(list(values), v)
     return g
+
+
+def counter(name: str, doc: str, labels: list[str],
+            samples: Iterable[tuple[tuple[str, ...], float]]) -> CounterMetricFamily:
+    """A counter its owner keeps as a plain int (``name`` without ``_total``)."""
+    c = CounterMetricFamily(name, doc, labels=labels)
+    for values, v in samples:
+        c.add_metric(list(values), v)
+    return c

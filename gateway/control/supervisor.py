@@ -20,10 +20,11 @@ from typing import Any
 from gateway import tasks
 from gateway.control.health import HttpProber
 from gateway.dataplane.balance import Endpoint, ReplicaSet
+from gateway.dataplane.outlier import OutlierPolicy
 from gateway.errors import GatewayError
-from gateway.metrics import Metrics, gauge
+from gateway.metrics import Metrics, counter, gauge
 from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, Runtime
-from gateway.spec.models import Spec, VersionSpec
+from gateway.spec.models import OutlierSpec, Spec, VersionSpec
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -98,6 +99,18 @@ class Group:
         self.replica_set.publish([m.endpoint for m in self.members
                                   if m.state == READY and m.endpoint is not None])
 
+    def hopeless(self) -> str | None:
+        """Why no replica is coming, or None while one may: requests waiting for a replica
+        get their 503 at once instead of after the whole queue timeout."""
+        if len(self.crashes) >= CRASH_LOOP:
+            return f"crash loop ({len(self.crashes)} crashes in {CRASH_WINDOW:.0f}s, " \
+                   f"last: {self.last_exit})"
+        if self.starting() or len(self.current()) < self.desired:
+            return None       # on its way, or about to be launched (after its backoff)
+        if self.replica_set.starting == self.starting:
+            return None       # the autoscaler follows it: demand starts one (scale from zero)
+        return "no replica is starting"
+
 
 class Supervisor:
     def __init__(self, runtime: Runtime, metrics: Metrics, *, stop_grace: float = 10.0,
@@ -143,7 +156,10 @@ class Supervisor:
                 g.removed = False
                 g.spec, g.desired, g.connect_timeout = ver, ver.replicas, svc.timeouts.connect
                 g.replica_set.on_demand = partial(self._demand, g)
-                g.replica_set.max_waiting = spec.gateway.queue.max_waiting
+                g.replica_set.hopeless = g.hopeless
+                g.replica_set.configure(limit=ver.max_concurrency,
+                                        max_waiting=spec.gateway.queue.max_waiting,
+                                        outlier=outlier_policy(ver.outlier))
         for key, g in self.groups.items():
             if key not in wanted:
                 g.removed, g.desired = True, 0
@@ -371,6 +387,7 @@ class Supervisor:
                 g.version, why, len(g.crashes), CRASH_WINDOW,
                 " (crash loop)" if len(g.crashes) >= CRASH_LOOP else "", delay)
         self.wake()
+        g.replica_set.recheck()     # a crash loop now: whoever waits gets its 503
         if delay:
             asyncio.get_running_loop().call_later(delay, self.wake)
 
@@ -412,10 +429,13 @@ class Supervisor:
                 "restarts": g.restarts, "crash_loop": len(g.crashes) >= CRASH_LOOP,
                 "last_exit": g.last_exit, "last_log": list(g.last_log),
                 "waiting": g.replica_set.waiting,
+                "max_concurrency": g.replica_set.limit, "ejected": g.replica_set.ejected,
+                "ejections": g.replica_set.ejections,
                 "replicas": [{
                     "id": m.replica.id, "address": m.replica.address, "state": m.state,
                     "revision": m.revision, "pid": m.replica.pid,
                     "inflight": m.endpoint.inflight if m.endpoint else 0,
+                    **_ejection(m.endpoint, self.clock()),
                     "log": m.replica.log_path, "adopted": m.began is None,
                     "cold_start_s": None if m.cold_start is None else round(m.cold_start, 3),
                 } for m in g.members],
@@ -432,8 +452,26 @@ class Supervisor:
         yield gauge("serve_gateway_replicas", "Replicas by state", ["service", "version", "state"], counts)
         yield gauge("serve_gateway_inflight_requests", "Requests being served by replicas",
                     ["service", "version"], inflight)
+        yield gauge("serve_gateway_ejected_replicas", "Replicas ejected as outliers right now",
+                    ["service", "version"],
+                    (((s, v), g.replica_set.ejected) for (s, v), g in self.groups.items()))
+        yield counter("serve_gateway_outlier_ejections", "Replicas ejected after errors in a row",
+                      ["service", "version"],
+                      (((s, v), g.replica_set.ejections) for (s, v), g in self.groups.items()))
         yield gauge("serve_gateway_waiting_requests", "Requests waiting for a ready replica",
                     ["service", "version"], (((s, v), g.replica_set.waiting) for (s, v), g in self.groups.items()))
+
+
+def outlier_policy(o: OutlierSpec) -> OutlierPolicy:
+    return OutlierPolicy(o.consecutive_errors, o.base_ejection, o.max_ejection,
+                         o.max_ejected_percent)
+
+
+def _ejection(ep: Endpoint | None, now: float) -> dict[str, Any]:
+    """A replica's outlier state for /status (the balancer shares the supervisor's clock)."""
+    left = 0.0 if ep is None else max(0.0, ep.ejected_until - now)
+    return {"ejected": left > 0, "ejected_for_s": round(left, 3),
+            "ejections": ep.ejections if ep else 0}
 
 
 def _describe(info: ExitInfo, log_path: str | None = None) -> str:

@@ -1,21 +1,29 @@
-"""Replica choice: power of two choices on in-flight requests, with passive ejection.
+"""Replica choice and admission: power of two choices on in-flight requests, a concurrency limit
+per replica, one bounded wait queue per version, outlier ejection.
 
 A ``ReplicaSet`` holds the ready endpoints of one version. The control plane is its only writer
-(``publish``); the data plane reads it and bumps in-flight counters. Requests that find it
-empty wait here, in a bounded queue for a bounded time.
+(``publish``, ``configure``); the data plane takes and releases slots. A request that finds no
+free slot (every replica at ``limit``, or none ready) waits here, in a bounded FIFO queue for a
+bounded time, never on an upstream socket; a freed slot, or a new replica's, goes straight to
+the oldest waiter. So the gateway holds at most replicas x limit upstream connections, and a
+replica that becomes ready takes its share of a backlog at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
+from gateway.dataplane.outlier import OutlierPolicy
 from gateway.dataplane.upstream import UpstreamPool
-from gateway.errors import ColdStartTimeout, NoReadyReplica, Overloaded
+from gateway.errors import ClientGone, ColdStartTimeout, NoReadyReplica, Overloaded, ProxyError
 
 EJECT_SECONDS = 2.0
+DEFAULT_LIMIT = 5
 
 
 def _nothing() -> int:
@@ -25,7 +33,17 @@ def _nothing() -> int:
 class Endpoint:
     """One ready replica as the data plane sees it."""
 
-    __slots__ = ("id", "host", "port", "pool", "inflight", "ejected_until")
+    __slots__ = (
+        "back_at",
+        "ejected_until",
+        "ejections",
+        "fails",
+        "host",
+        "id",
+        "inflight",
+        "pool",
+        "port",
+    )
 
     def __init__(self, id: str, host: str, port: int, connect_timeout: float = 2.0) -> None:
         self.id = id
@@ -34,52 +52,83 @@ class Endpoint:
         self.pool = UpstreamPool(host, port, connect_timeout=connect_timeout)
         self.inflight = 0
         self.ejected_until = 0.0
+        self.fails = 0           # errors in a row (outlier detection)
+        self.ejections = 0       # outlier ejections so far
+        self.back_at = 0.0       # when the last outlier ejection ended
 
     def eject(self, now: float, seconds: float = EJECT_SECONDS) -> None:
         """Passive health: a connect failure sends new requests elsewhere for a while, until the
         supervisor's probes decide what the replica really is."""
-        self.ejected_until = now + seconds
+        self.ejected_until = max(self.ejected_until, now + seconds)
 
     def __repr__(self) -> str:
         return f"Endpoint({self.id} {self.host}:{self.port} inflight={self.inflight})"
 
 
 def p2c(endpoints: Sequence[Endpoint], randrange: Callable[[int], int], now: float,
-        exclude: Endpoint | None = None) -> Endpoint | None:
-    """Power of two choices on in-flight count; ejected or excluded endpoints only as a last
-    resort (ejected) or never (excluded)."""
+        exclude: Endpoint | None = None, limit: int = 1 << 30) -> Endpoint | None:
+    """Power of two choices on in-flight count among endpoints with a free slot. Ejected
+    endpoints are used only when every endpoint is ejected; excluded ones never."""
     live = [e for e in endpoints if e is not exclude and e.ejected_until <= now]
     if not live:
         live = [e for e in endpoints if e is not exclude]
-        if not live:
-            return None
-    n = len(live)
-    if n == 1:
-        return live[0]
+    free = [e for e in live if e.inflight < limit]
+    n = len(free)
+    if n <= 1:
+        return free[0] if n else None
     i = randrange(n)
     j = randrange(n - 1)
     if j >= i:
         j += 1
-    a, b = live[i], live[j]
+    a, b = free[i], free[j]
     return a if a.inflight <= b.inflight else b
 
 
+class _Waiter:
+    """One request queued for a slot: its future, what it must not get, its deadline timer."""
+
+    __slots__ = ("alive", "deadline", "exclude", "fut")
+
+    def __init__(self, fut: asyncio.Future[Endpoint], exclude: Endpoint | None,
+                 alive: Callable[[], bool] | None, deadline: float) -> None:
+        self.fut = fut
+        self.exclude = exclude
+        self.alive = alive          # False once its client hung up: skipped, not sent
+        self.deadline = deadline    # loop time
+
+
 class ReplicaSet:
-    """Ready endpoints of one version, plus the requests waiting for one."""
+    """Ready endpoints of one version, their slots, and the requests waiting for one."""
 
     def __init__(self, service: str, version: str, *, max_waiting: int = 1024,
+                 limit: int = DEFAULT_LIMIT, outlier: OutlierPolicy | None = None,
                  rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.service = service
         self.version = version
         self.max_waiting = max_waiting
+        self.limit = limit                   # requests (or batches) in flight per replica
+        self.outlier = outlier or OutlierPolicy()
         self.endpoints: tuple[Endpoint, ...] = ()
-        self.waiting = 0
+        self.waiting = 0                     # len(self._queue), kept for the gauges
+        self.ejections = 0                   # outlier ejections so far (a counter metric)
         self.on_demand: Callable[[], None] | None = None  # the autoscaler's "someone is waiting"
         # replicas starting for the waiting requests: set by the autoscaler on versions it
         # scales (a cold start); a fixed-size version's starting replicas do not count
         self.starting: Callable[[], int] = _nothing
-        self._ready: asyncio.Future[None] | None = None
+        # the supervisor's verdict when no replica is ready: why none is coming (crash loop,
+        # none starting), or None while one may still come. Waiting would only delay the 503.
+        self.hopeless: Callable[[], str | None] = _no_verdict
+        self._queue: deque[_Waiter] = deque()
+        # how fast the queue moves: the mean time between two slots handed to waiters (EWMA),
+        # measured only while someone waits, so a request the queue cannot reach before its
+        # deadline is refused at once instead of after waiting for nothing
+        self._gap = 0.0
+        self._last_hand = 0.0
+        # one timer for the earliest deadline in the queue, not one per waiter: a waiter is
+        # usually handed a slot long before its deadline
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self._randrange = (rng or random.Random()).randrange
         self._clock = clock
         # a batcher queueing for this version: told of every publish, adds its backlog
@@ -88,17 +137,41 @@ class ReplicaSet:
     # -- control plane ----------------------------------------------------------------------
     def publish(self, endpoints: Sequence[Endpoint]) -> None:
         self.endpoints = tuple(endpoints)
-        if self.endpoints and self._ready is not None:
-            if not self._ready.done():
-                self._ready.set_result(None)
-            self._ready = None
+        self._hand_all()
+        self.recheck()
         for on_publish, _ in self._watchers:
             on_publish()
 
+    def configure(self, *, limit: int, max_waiting: int, outlier: OutlierPolicy) -> None:
+        """Apply (re)loaded settings; waiting requests are kept (a raised limit serves them)."""
+        self.limit, self.max_waiting, self.outlier = limit, max_waiting, outlier
+        self._hand_all()
+
+    def recheck(self) -> None:
+        """With nothing ready, answer every waiting request at once if the supervisor knows
+        nothing is coming (called on publish and when a replica crashes)."""
+        if self.endpoints:
+            return
+        reason = self.hopeless()
+        if reason is None:
+            return
+        queue, self._queue = self._queue, deque()
+        self.waiting = 0
+        for w in queue:
+            if not w.fut.done():
+                w.fut.set_exception(self._none_coming(reason))
+        for on_publish, _ in self._watchers:    # a batcher answers its queue too
+            on_publish()
+
+    def verdict(self) -> NoReadyReplica | None:
+        """With no replica ready: the 503 to answer at once when none is coming, else None."""
+        reason = self.hopeless()
+        return None if reason is None else self._none_coming(reason)
+
     def watch(self, on_publish: Callable[[], None],
               backlog: Callable[[], int] | None = None) -> None:
-        """Call ``on_publish`` after every publish (queued work may go to a new replica);
-        ``backlog`` (requests queued or in flight there) counts in ``pending``."""
+        """Call ``on_publish`` after every publish and every freed slot (queued work may go
+        there); ``backlog`` (requests queued or in flight there) counts in ``pending``."""
         self._watchers.append((on_publish, backlog))
 
     def unwatch(self, on_publish: Callable[[], None]) -> None:
@@ -107,6 +180,11 @@ class ReplicaSet:
     @property
     def inflight(self) -> int:
         return sum(e.inflight for e in self.endpoints)
+
+    @property
+    def ejected(self) -> int:
+        now = self._clock()
+        return sum(1 for e in self.endpoints if e.ejected_until > now)
 
     @property
     def pending(self) -> int:
@@ -125,37 +203,185 @@ class ReplicaSet:
                                     "but was not ready in time")
         return NoReadyReplica(f"no ready replica of {self.service}/{self.version}")
 
+    def _none_coming(self, reason: str) -> NoReadyReplica:
+        return NoReadyReplica(f"no replica of {self.service}/{self.version} can serve: {reason}")
+
     # -- data plane -------------------------------------------------------------------------
     def pick(self, exclude: Endpoint | None = None) -> Endpoint | None:
+        """The endpoint with a free slot a request should go to, or None (all full, none)."""
         eps = self.endpoints
-        if len(eps) == 1 and eps[0] is not exclude:
+        if len(eps) == 1:
+            e = eps[0]
+            return e if e is not exclude and e.inflight < self.limit else None
+        return p2c(eps, self._randrange, self._clock(), exclude, self.limit)
+
+    def pick_any(self) -> Endpoint | None:
+        """An endpoint for traffic bounded elsewhere, whatever its free slots: mirror copies
+        have their own concurrency and queue; a full replica would drop them. They count in
+        ``inflight`` all the same, so a replica busy with copies takes fewer requests."""
+        eps = self.endpoints
+        if len(eps) == 1:
             return eps[0]
-        return p2c(eps, self._randrange, self._clock(), exclude)
+        return p2c(eps, self._randrange, self._clock())
+
+    def take(self, exclude: Endpoint | None = None) -> Endpoint | None:
+        """A slot now (the caller must ``release`` it), or None. No task, no future: this is
+        the whole cost of admission while a slot is free."""
+        e = self.pick(exclude)
+        if e is not None:
+            e.inflight += 1
+        return e
+
+    def release(self, ep: Endpoint) -> None:
+        """A request (or batch) on ``ep`` is over: its slot goes to the oldest waiter."""
+        ep.inflight -= 1
+        if self._queue:
+            self._hand(ep)
+        for on_free, _ in self._watchers:
+            on_free()
+
+    def success(self, ep: Endpoint) -> None:
+        self.outlier.success(ep)
+
+    def failure(self, ep: Endpoint) -> bool:
+        """A 5xx or a gateway error from ``ep``; True when that ejected it."""
+        if not self.outlier.failure(ep, self.endpoints, self._clock()):
+            return False
+        self.ejections += 1
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:      # unit tests without a loop
+            return True
+        # its slots are free again when the ejection ends: give them to whoever waits then
+        loop.call_later(ep.ejected_until - self._clock(), self._hand_all)
+        return True
 
     async def acquire(self, deadline: float, exclude: Endpoint | None = None) -> Endpoint:
-        """An endpoint now, or after waiting (bounded queue) until ``deadline`` (loop time)."""
-        ep = self.pick(exclude)
-        if ep is not None:
-            return ep
+        """A slot now, or after waiting (bounded queue) until ``deadline`` (loop time)."""
+        ep = self.take(exclude)
+        return ep if ep is not None else await self.wait(deadline, exclude)
+
+    async def wait(self, deadline: float, exclude: Endpoint | None = None,
+                   alive: Callable[[], bool] | None = None) -> Endpoint:
+        """Queue for the first free slot of any replica (new ones included) until ``deadline``
+        (loop time): 503 at once past ``max_waiting`` or when nothing can come."""
+        usable = any(e is not exclude for e in self.endpoints)
+        if not usable:
+            error = self.verdict()
+            if error is not None:
+                raise error
         if self.waiting >= self.max_waiting:
-            raise Overloaded(f"{self.waiting} requests already wait for a replica of {self.version}")
+            raise Overloaded(f"{self.waiting} requests already wait for a replica of "
+                             f"{self.service}/{self.version}")
         loop = asyncio.get_running_loop()
+        left = deadline - loop.time()
+        if left <= 0:
+            raise self.unavailable()
+        if usable and self.waiting and self._gap * (self.waiting + 1) > left:
+            raise Overloaded(f"{self.waiting} requests wait for {self.service}/{self.version}, "
+                             f"served one per {self._gap * 1000:.0f} ms: too long for the "
+                             f"{left:.1f} s this one has left")
+        if not self._queue:
+            self._last_hand = self._clock()
+        if not usable and self.on_demand is not None:
+            self.on_demand()
+        w = _Waiter(loop.create_future(), exclude, alive, deadline)
+        if deadline < self._timer_at:
+            self._arm(loop, deadline)
+        self._queue.append(w)
         self.waiting += 1
+        fut = w.fut
         try:
-            if self.on_demand is not None:
-                self.on_demand()
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise self.unavailable()
-                if self._ready is None:
-                    self._ready = loop.create_future()
-                try:
-                    await asyncio.wait_for(asyncio.shield(self._ready), remaining)
-                except TimeoutError:
-                    raise self.unavailable() from None
-                ep = self.pick(exclude)
-                if ep is not None:
-                    return ep
+            return await fut
+        except asyncio.CancelledError:
+            # handed a slot in the same pass as the caller was cancelled: give it back
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result())
+            raise
         finally:
+            if fut.cancelled():   # else it already left the queue (handed, failed, expired)
+                self._drop(w)
+
+    def _drop(self, w: _Waiter) -> None:
+        try:
+            self._queue.remove(w)
+        except ValueError:        # already handed a slot or failed
+            return
+        self.waiting -= 1
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer every waiter whose deadline passed; wake up again at the next deadline."""
+        self._timer, self._timer_at = None, math.inf
+        now = loop.time()
+        due = [w for w in self._queue if w.deadline <= now + 0.001]   # ms timer resolution
+        for w in due:
+            self._expire(w)
+        if self._queue:
+            self._arm(loop, min(w.deadline for w in self._queue))
+
+    def _expire(self, w: _Waiter) -> None:
+        """A waiter's deadline: 503 (every replica busy: overloaded, or none ready), or 504
+        when a cold start is under way but too slow."""
+        self._drop(w)
+        if w.fut.done():
+            return
+        if any(e is not w.exclude for e in self.endpoints):
+            exc: ProxyError = Overloaded(f"no free slot on a replica of {self.service}/"
+                                         f"{self.version} in time (max_concurrency "
+                                         f"{self.limit} each)")
+        else:
+            exc = self.unavailable()
+        w.fut.set_exception(exc)
+
+    def _hand_all(self) -> None:
+        for ep in sorted(self.endpoints, key=lambda e: e.inflight):
+            if not self._queue:
+                return
+            self._hand(ep)
+
+    def _hand(self, ep: Endpoint) -> None:
+        """Give ``ep``'s free slots to the oldest waiters it may serve: not to a replica that
+        left routing (draining), nor to an ejected one while another is in."""
+        if ep not in self.endpoints:
+            return
+        now = self._clock()
+        if ep.ejected_until > now and any(e.ejected_until <= now for e in self.endpoints):
+            return
+        q = self._queue
+        skipped: list[_Waiter] = []
+        while q and ep.inflight < self.limit:
+            w = q.popleft()
+            if w.fut.done():
+                self.waiting -= 1
+                continue
+            if w.exclude is ep:
+                skipped.append(w)
+                continue
+            if w.alive is not None and not w.alive():
+                self.waiting -= 1
+                w.fut.set_exception(ClientGone("the client closed the connection while queued"))
+                continue
             self.waiting -= 1
+            ep.inflight += 1
+            w.fut.set_result(ep)
+            self._moved()
+        if skipped:
+            q.extendleft(reversed(skipped))
+
+
+    def _moved(self) -> None:
+        """A waiter got a slot: update how fast the queue moves."""
+        now = self._clock()
+        gap = now - self._last_hand
+        self._last_hand = now
+        self._gap = gap if self._gap == 0.0 else 0.9 * self._gap + 0.1 * gap
+
+
+def _no_verdict() -> str | None:
+    return None

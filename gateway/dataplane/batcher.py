@@ -11,7 +11,8 @@ a hold timer fires), so an idle batcher costs nothing and has no task to stop.
 Every caller gets exactly one answer: its predictions; 504 when its deadline passes (queued:
 never sent); 502/504 for every member of a failed batch; 503 when shed or at shutdown. A client
 that disconnects is dropped before its request is sent. Batches count in ``Endpoint.inflight``,
-so a replica's drain waits for them.
+so a replica's drain waits for them, and a batch takes one of the replica's ``max_concurrency``
+slots (at most ``slots_per_replica`` of them go to batches).
 """
 
 from __future__ import annotations
@@ -39,13 +40,7 @@ from gateway.dataplane.batchpolicy import (
     free_slots,
     least_loaded,
 )
-from gateway.dataplane.batchwire import (
-    answer,
-    batch_body,
-    predictions,
-    split_instances,
-    timeout_from_header,
-)
+from gateway.dataplane.batchwire import Wire, timeout_from_header, wire_for
 from gateway.dataplane.proxy import request_head
 from gateway.errors import (
     ClientGone,
@@ -99,6 +94,7 @@ class Batcher:
         self.config = config
         self.target = target
         self._target = target.encode()
+        self.wire: Wire = wire_for(target)     # {"instances"}, or KServe v2 tensors
         self._host = host.encode()
         self.request_timeout = request_timeout
         self.retries = retries
@@ -135,7 +131,7 @@ class Batcher:
         ``arrival`` is the request's arrival in loop time; its deadline counts from there."""
         if self._closed:
             raise ShuttingDown("the gateway is shutting down")
-        payload = split_instances(body)
+        payload = self.wire.split(body)
         if not payload:
             return web.Response(body=b'{"predictions":[]}', content_type=JSON)
         timeout = timeout_from_header(headers.get(self.timeout_header), self.config.timeout)
@@ -188,10 +184,13 @@ class Batcher:
         self._timed_out(entry, self.queue.cancel(entry))
         self._settle()
 
-    def _timed_out(self, entry: Entry, was_queued: bool) -> None:
+    def _timed_out(self, entry: Entry, was_queued: bool, now: float | None = None) -> None:
         self.metrics.error("deadline")
         if was_queued and not self.replicas.endpoints:
             exc: ProxyError = self.replicas.unavailable()   # 504 if one is starting, else 503
+        elif now is not None and entry.deadline > now:
+            exc = DeadlineExceeded("the request's deadline would pass before a batch sent now "
+                                   "is answered: not sent")
         else:
             where = "in the queue" if was_queued else "while its batch was at the worker"
             exc = DeadlineExceeded(f"the request's deadline passed {where}")
@@ -227,10 +226,15 @@ class Batcher:
         while self.queue.requests:
             eps = self.replicas.endpoints
             if not eps:
+                error = self.replicas.verdict()
+                if error is not None:         # none is coming (a crash loop): 503 at once
+                    self._fail(self.queue.drain(), error)
+                    break
                 if self.replicas.on_demand is not None:
                     self.replicas.on_demand()     # scale from zero; publish() kicks us again
                 return
-            slots = cfg.slots_per_replica
+            # a batch takes one of the replica's max_concurrency slots, like a request does
+            slots = min(cfg.slots_per_replica, self.replicas.limit)
             free = free_slots(eps, slots, now)
             decision = decide(now, cfg, self.queue, free, self.pace, self.model)
             if not decision.dispatch:
@@ -242,9 +246,14 @@ class Batcher:
             if i is None:
                 return
             self._rr = i + 1
-            taken = self.queue.take(cfg.max_batch_size, now)
+            # what a batch takes now: a request with less time left would be answered too late.
+            # Capped, so that a fresh request is always sent and a stale estimate (one slow
+            # batch at a cold start) is corrected by the next answers
+            lead = min(self.model.predict(min(self.queue.items, cfg.max_batch_size)) or 0.0,
+                       cfg.timeout / 2)
+            taken = self.queue.take(cfg.max_batch_size, now, lead)
             for entry in taken.expired:
-                self._timed_out(entry, True)
+                self._timed_out(entry, True, now)
             if taken.gone:
                 self._answer_gone(taken.gone)
             if taken.batch:
@@ -260,7 +269,14 @@ class Batcher:
         self._timer = loop.call_later(max(0.0, when - now), self._on_timer)
 
     def _dispatch(self, ep: Endpoint, batch: list[Entry], items: int, now: float) -> None:
-        flight = _Flight(ep, batch, items)
+        try:
+            body = self.wire.batch_body(e.payload for e in batch)
+        except ValueError:
+            # v2 callers whose tensors differ (datatype, row shape) cannot share one tensor:
+            # those like the first go again together, the others alone
+            self._regroup(batch)
+            return
+        flight = _Flight(ep, batch, items, body)
         ep.inflight += 1          # a batch holds one of the replica's slots until it is back
         self._inflight_items += items
         self.metrics.size.observe(items)
@@ -275,7 +291,7 @@ class Batcher:
         callers of this one are answered (writing their responses would keep the replica idle)."""
         if flight.holding:
             flight.holding = False
-            flight.ep.inflight -= 1
+            self.replicas.release(flight.ep)
             self._inflight_items -= flight.items
             self._pump()
 
@@ -297,8 +313,7 @@ class Batcher:
             self._idle.set()
 
     async def _send(self, flight: _Flight) -> None:
-        ep, batch, items = flight.ep, flight.batch, flight.items
-        body = batch_body(e.payload for e in batch)
+        ep, batch, items, body = flight.ep, flight.batch, flight.items, flight.body
         headers = ((b"Content-Type", b"application/json"), (b"X-Batch-Size", b"%d" % items))
         head = request_head(b"POST", self._target, headers, b"unknown", b"http", len(body),
                             self._host)
@@ -313,6 +328,7 @@ class Batcher:
         except UpstreamConnectError as exc:
             # the worker never saw it: back to the head of the queue, for another replica
             ep.eject(self.clock())        # the clock ReplicaSet.pick compares with
+            self.replicas.failure(ep)
             self.metrics.error(exc.kind)
             live = [e for e in batch if e.state == SENT]
             self._fail([e for e in live if e.attempts > self.retries], exc)
@@ -322,6 +338,7 @@ class Batcher:
             return
         except ProxyError as exc:
             self.metrics.error(exc.kind)
+            self.replicas.failure(ep)
             if not isinstance(exc, UpstreamTimeout):
                 # the connection broke under the batch: the worker is likely dying, so queued
                 # batches wait for the supervisor's verdict instead of following this one
@@ -337,8 +354,12 @@ class Batcher:
 
     def _answer(self, ep: Endpoint, batch: list[Entry], items: int, status: int, raw: bytes,
                 seconds: float) -> None:
+        if status >= 500:
+            self.replicas.failure(ep)
+        elif ep.fails:
+            self.replicas.success(ep)
         if status == 200:
-            preds = predictions(raw, items)
+            preds = self.wire.predictions(raw, items)
             if isinstance(preds, str):
                 log.error("%s/%s: replica %s: %s", self.service, self.version, ep.id, preds)
                 self.metrics.error("bad_response")
@@ -348,22 +369,38 @@ class Batcher:
             offset = 0
             for e in batch:
                 if e.state == SENT:
-                    self._finish(e, 200, answer(preds[offset:offset + e.size]))
+                    self._finish(e, 200, self.wire.answer(preds[offset:offset + e.size]))
                 offset += e.size
         elif 400 <= status < 500 and len(batch) > 1:
-            # one caller's bad input must not fail the others: each goes again, alone
-            live = [e for e in batch if e.state == SENT]
-            for e in live:
-                e.solo = True
-            self.metrics.error("isolate")
-            self.queue.push_front(live)
-            self._kick()
+            self._isolate(batch)    # one caller's bad input must not fail the others
         elif 400 <= status < 500:
             self._finish(batch[0], status, raw)          # the worker's own JSON error
         else:
             self.metrics.error("worker_error")
             text = raw[:300].decode(errors="replace")
             self._fail(batch, UpstreamError(f"worker answered {status} to a batch of {items}: {text}"))
+
+    def _isolate(self, batch: list[Entry]) -> None:
+        """Every caller of ``batch`` still waiting goes again, alone, at the queue's head."""
+        live = [e for e in batch if e.state == SENT]
+        for e in live:
+            e.solo = True
+        self.metrics.error("isolate")
+        self.queue.push_front(live)
+        self._kick()
+
+    def _regroup(self, batch: list[Entry]) -> None:
+        """Back to the queue's head, never sent: the callers whose ``wire.key`` is the first
+        one's, then the others marked solo."""
+        live = [e for e in batch if e.state == SENT]
+        key = self.wire.key(live[0].payload) if live else None
+        same = [e for e in live if self.wire.key(e.payload) == key]
+        others = [e for e in live if self.wire.key(e.payload) != key]
+        for e in others:
+            e.solo = True
+        self.metrics.error("regroup")
+        self.queue.push_front(same + others)
+        self._kick()
 
     # -- shutdown -----------------------------------------------------------------------------
     async def close(self, grace: float) -> None:
@@ -386,11 +423,12 @@ class Batcher:
 class _Flight:
     """One batch on its way: which replica slot it holds, until ``_release``."""
 
-    __slots__ = ("batch", "ep", "holding", "items", "settled")
+    __slots__ = ("batch", "body", "ep", "holding", "items", "settled")
 
-    def __init__(self, ep: Endpoint, batch: list[Entry], items: int) -> None:
+    def __init__(self, ep: Endpoint, batch: list[Entry], items: int, body: bytes) -> None:
         self.ep = ep
         self.batch = batch
         self.items = items
+        self.body = body            # the worker's request, built before a slot is taken
         self.holding = True
         self.settled = False        # every entry answered or put back in the queue

@@ -125,16 +125,19 @@ class BatchQueue:
         head = self._head()
         return head.arrival if head is not None else None
 
-    def take(self, max_items: int, now: float) -> Taken:
+    def take(self, max_items: int, now: float, lead: float = 0.0) -> Taken:
         """Oldest first, up to ``max_items`` instances (one oversized request goes alone; a
-        ``solo`` entry goes alone). Entries past their deadline or whose client left are
-        removed and returned apart: they are never sent."""
+        ``solo`` entry goes alone). Entries past their deadline, or within ``lead`` of it (the
+        time a batch takes: it would come back too late), or whose client left are removed
+        and returned apart: they are never sent. Under overload the queue's head is always
+        old; sending it anyway fills every slot with batches nobody waits for."""
         out = Taken([], [], [])
         items = 0
         while (head := self._head()) is not None:
-            if head.deadline <= now or (head.alive is not None and not head.alive()):
+            late = head.deadline <= now + lead
+            if late or (head.alive is not None and not head.alive()):
                 self.cancel(head)
-                (out.expired if head.deadline <= now else out.gone).append(head)
+                (out.expired if late else out.gone).append(head)
                 continue
             if out.batch and (head.solo or out.batch[0].solo or items + head.size > max_items):
                 break

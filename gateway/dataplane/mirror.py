@@ -228,7 +228,7 @@ class Mirror:
 
     def _start(self, copy: _Copy) -> None:
         self.running += 1
-        ep = self.replicas.pick()
+        ep = self.replicas.pick_any()     # copies are bounded by their own concurrency
         if ep is None:
             copy.done(0, None, NoReadyReplica(f"no ready replica of mirror {self.service}/"
                                               f"{self.version}"))
@@ -260,7 +260,7 @@ class Mirror:
         self.running -= 1
         self.gate.leave()
         if copy.ep is not None:
-            copy.ep.inflight -= 1
+            self.replicas.release(copy.ep)    # the slot may go to a request waiting for one
         if self.waiting:
             self._loop.call_soon(self._next)
         try:

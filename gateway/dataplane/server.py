@@ -13,7 +13,7 @@ import random
 from collections.abc import AsyncIterator
 
 from gateway import tasks
-from gateway.dataplane.balance import Endpoint
+from gateway.dataplane.balance import Endpoint, ReplicaSet
 from gateway.dataplane.batchers import Batchers
 from gateway.dataplane.http1 import WHOLE_BODY_LIMIT, Server
 from gateway.dataplane.http1msg import JSON_FIELD, Request, error_parts, header_lines
@@ -21,6 +21,7 @@ from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.mirror import Primary
 from gateway.dataplane.paths import normalise
 from gateway.dataplane.proxy import request_head, response_fields
+from gateway.dataplane.streams import wants_stream
 from gateway.dataplane.table import Headers, ServiceRoute, TableHolder, VersionRoute
 from gateway.dataplane.upstream import UpstreamResponse
 from gateway.errors import (
@@ -108,11 +109,13 @@ class DataPlane:
             target = svc.upstream_path(path)
             if query:
                 target = f"{target}?{query}"
+            stream = wants_stream(request.raw_headers)
             body, head = await self._forward(request, svc, version, target, length, start,
-                                             extra)
+                                             extra, stream)
             mirror = svc.mirror
-            # a streamed request body was not kept: only a body held whole can be copied
-            if mirror is not None and mirror.wants(version.name, request.method,
+            # a streamed request body was not kept: only a body held whole can be copied;
+            # a streaming answer is never mirrored (streams.py says why)
+            if mirror is not None and not stream and mirror.wants(version.name, request.method,
                                                    request.has_body,
                                                    length if request.body is not None else None):
                 self._shadow(request, svc, target, body, head, loop.time() - start)
@@ -145,12 +148,13 @@ class DataPlane:
 
     async def _forward(self, request: Request, svc: ServiceRoute, version: VersionRoute,
                        target: str, length: int | None, start: float,
-                       extra: bytes) -> tuple[bytes | None, bytes | None]:
+                       extra: bytes, stream: bool = False) -> tuple[bytes | None, bytes | None]:
         """Forward and answer; the answer's body when it was whole and the upstream request
-        head (both for the mirror)."""
+        head (both for the mirror). ``stream``: the client asked for a streamed answer, which
+        bypasses the batcher and is counted as a stream."""
         method = request.method
         batcher = version.batcher
-        if batcher is not None and method == "POST" and target == batcher.target:
+        if batcher is not None and method == "POST" and target == batcher.target and not stream:
             body_all = await _whole_body(request, length, svc.max_body)
             answer = await batcher.submit(body_all, request.headers, request.alive, start)
             out = answer.body if isinstance(answer.body, bytes) else b""
@@ -176,48 +180,62 @@ class DataPlane:
         replayable = not isinstance(body, AsyncIterator)
         idempotent = method in IDEMPOTENT
         loop = self._loop
-        deadline = start + svc.queue_timeout
+        replicas = version.replicas
         exclude: Endpoint | None = None
+        last: UpstreamError | None = None
         for attempt in range(svc.retries + 1):
-            ep = await version.replicas.acquire(deadline, exclude)
-            waited = loop.time() - start
-            if waited > 0.001:
-                self.metrics.queue_wait.labels(svc.name, version.name).observe(waited)
-            ep.inflight += 1
+            ep = replicas.take(exclude)
+            if ep is None:
+                if last is not None and all(e is exclude for e in replicas.endpoints):
+                    raise last        # the only replica just failed: no point in waiting
+                ep = await replicas.wait(start + svc.queue_timeout, exclude, request.alive)
+                self.metrics.queue_wait.labels(svc.name, version.name).observe(
+                    loop.time() - start)
             sent = loop.time()
             try:
                 resp = await ep.pool.request(head, body, svc.request_timeout, method == "HEAD",
                                              self.deadlines.upstream_idle)
             except (UpstreamConnectError, UpstreamReset) as exc:
-                ep.inflight -= 1
-                version.metrics.upstream_error(exc.metric)
-                can_retry = isinstance(exc, UpstreamConnectError) or (idempotent and replayable)
+                # set aside (if it is) before its slot is handed to a waiting request
+                self._failed(version, ep, exc)
                 if isinstance(exc, UpstreamConnectError):
                     ep.eject(loop.time())
+                replicas.release(ep)
+                can_retry = isinstance(exc, UpstreamConnectError) or (idempotent and replayable)
                 if not can_retry or attempt == svc.retries:
                     raise
                 self.metrics.retries.labels(svc.name, version.name).inc()
-                exclude = ep
+                exclude, last = ep, exc
                 continue
             except (UpstreamError, UpstreamTimeout) as exc:
-                ep.inflight -= 1
-                version.metrics.upstream_error(exc.metric)
+                self._failed(version, ep, exc)
+                replicas.release(ep)
                 raise
             except BaseException:
-                ep.inflight -= 1
+                replicas.release(ep)
                 raise
             version.metrics.upstream_latency.observe(loop.time() - sent)
             if resp.status >= 500:
                 version.metrics.upstream_error("5xx")
-            return await _relay(request, resp, ep, extra), head
+                replicas.failure(ep)
+            elif ep.fails:
+                replicas.success(ep)
+            if stream and resp.status == 200:
+                return await _relay_stream(request, resp, replicas, ep, extra, version), head
+            return await _relay(request, resp, replicas, ep, extra), head
         raise AssertionError("unreachable")
 
+    @staticmethod
+    def _failed(version: VersionRoute, ep: Endpoint, exc: ProxyError) -> None:
+        version.metrics.upstream_error(exc.metric)
+        version.replicas.failure(ep)
 
-async def _relay(request: Request, resp: UpstreamResponse, ep: Endpoint,
+
+async def _relay(request: Request, resp: UpstreamResponse, replicas: ReplicaSet, ep: Endpoint,
                  extra: bytes) -> bytes | None:
     fields = response_fields(resp.headers) + extra
     if resp.body is not None:
-        ep.inflight -= 1
+        replicas.release(ep)
         if request.method == "HEAD":
             length = _content_length(resp.headers)
             if length is not None:
@@ -234,7 +252,19 @@ async def _relay(request: Request, resp: UpstreamResponse, ep: Endpoint,
         return None
     finally:
         resp.discard()
-        ep.inflight -= 1
+        replicas.release(ep)
+
+
+async def _relay_stream(request: Request, resp: UpstreamResponse, replicas: ReplicaSet,
+                        ep: Endpoint, extra: bytes, version: VersionRoute) -> bytes | None:
+    """A streamed answer, counted (started, and open now) while it is relayed."""
+    metrics = version.metrics
+    metrics.streams.inc()
+    metrics.streams_open.inc()
+    try:
+        return await _relay(request, resp, replicas, ep, extra)
+    finally:
+        metrics.streams_open.dec()
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:

@@ -60,6 +60,12 @@ class DockerSpec(Strict):
         "auto", description="GPU ids replicas may use; auto = detect with nvidia-smi -L")
 
 
+class ProcessSpec(Strict):
+    gpus: list[Annotated[int, Field(ge=0, le=1024)]] | Literal["auto"] = Field(
+        "auto", description="GPU ids process replicas may use, one CUDA_VISIBLE_DEVICES per "
+                            "replica from resources.gpus; auto = detect with nvidia-smi -L")
+
+
 class AccessLogSpec(Strict):
     """Opt-in access log: one line for a random ``sample`` fraction of proxied requests."""
 
@@ -87,6 +93,7 @@ class GatewaySpec(Strict):
     admin: AdminSpec = AdminSpec()
     runtime: Literal["process", "docker"] = "process"
     docker: DockerSpec = DockerSpec()
+    process: ProcessSpec = ProcessSpec()
     state_dir: str = ".serve-gateway"
     max_body_bytes: Size = Field(10 * 1024 * 1024, ge=0, le=1 << 40)
     queue: QueueSpec = QueueSpec()
@@ -135,6 +142,21 @@ class AutoscaleSpec(Strict):
     options: dict[str, Any] = Field({}, description="the policy plugin's keyword arguments")
 
 
+class OutlierSpec(Strict):
+    """Outlier ejection (Envoy's consecutive-5xx detection): a replica whose last
+    ``consecutive_errors`` answers were all 5xx or gateway errors (connect, reset, timeout)
+    gets no new requests for ``base_ejection`` times the number of its ejections, at most
+    ``max_ejection``; never more than ``max_ejected_percent`` of a version's replicas at once
+    (at least one of two or more)."""
+
+    consecutive_errors: int = Field(5, ge=1, le=1000, description="errors in a row that eject")
+    base_ejection: Duration = Field(10.0, ge=0.01, le=3600,
+                                    description="first ejection; each repeat adds as much")
+    max_ejection: Duration = Field(300.0, ge=0.01, le=86400, description="longest ejection")
+    max_ejected_percent: int = Field(50, ge=0, le=100,
+                                     description="share of replicas that may be out at once")
+
+
 class VersionSpec(Strict):
     command: list[str] | None = Field(
         None, description="argv of the worker; {port} is replaced by the replica's port")
@@ -147,6 +169,11 @@ class VersionSpec(Strict):
     health: HealthSpec = HealthSpec()
     resources: ResourcesSpec = ResourcesSpec()
     autoscale: AutoscaleSpec | None = None
+    max_concurrency: int = Field(
+        5, ge=1, le=4096,
+        description="requests (or batches) in flight per replica; more wait in the gateway's "
+                    "queue (gateway.queue) for the first free slot of any replica")
+    outlier: OutlierSpec = Field(OutlierSpec(), description="eject replicas that keep failing")
 
     @field_validator("command", mode="before")
     @classmethod

@@ -278,9 +278,9 @@ async def test_broken_events_stream_falls_back_to_polling(instance: str) -> None
 async def test_daemon_down_is_a_clear_error(tmp_path: Any) -> None:
     rt = DockerRuntime(base_url=f"unix://{tmp_path}/no-docker.sock", gpus=[])
     try:
-        with pytest.raises(RuntimeFailure, match="cannot reach the daemon"):
+        with pytest.raises(RuntimeFailure, match="cannot reach the Docker daemon"):
             await rt.start(spec())
-        with pytest.raises(RuntimeFailure, match="cannot reach the daemon"):
+        with pytest.raises(RuntimeFailure, match="cannot reach the Docker daemon"):
             await rt.adopt()
     finally:
         await rt.close()
@@ -306,7 +306,7 @@ async def test_slow_daemon_times_out_without_freezing_the_loop(tmp_path: Any) ->
     rt = DockerRuntime(base_url=f"unix://{sock}", gpus=[], timeout=0.5)
     try:
         started = time.monotonic()
-        with pytest.raises(RuntimeFailure, match="cannot reach the daemon.*timed out"):
+        with pytest.raises(RuntimeFailure, match="cannot reach the Docker daemon.*timed out"):
             await rt.start(spec())
         assert time.monotonic() - started < 5
         assert ticks >= 20                    # the loop kept running while the SDK waited
