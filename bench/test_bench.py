@@ -99,6 +99,19 @@ async def test_responses_back_to_back_on_one_connection() -> None:
         assert await fut == status
 
 
+async def test_the_answer_to_head_has_no_body() -> None:
+    conn = HttpConn("x-served-by")
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    fut = conn.send(build_request("HEAD", "h", 1, "/"))
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-Served-By: echo/v2\r\n\r\n")
+    assert await fut == 200 and conn.watched == "echo/v2"
+    fut = conn.send(build_request("GET", "h", 1, "/"))      # the next answer has its body
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+    assert not fut.done()
+    conn.data_received(b"{}")
+    assert await fut == 200 and conn.watched is None
+
+
 async def test_until_close_and_early_close() -> None:
     assert await _exchange([b"HTTP/1.0 200 OK\r\n\r\nbody"], close=True) == 200
     with pytest.raises(ConnectionClosed):

@@ -54,6 +54,7 @@ class HttpConn(asyncio.Protocol):
         self._buf = bytearray()
         self._resp: _Resp | None = None
         self._waiter: asyncio.Future[int] | None = None
+        self._bodyless = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,6 +88,8 @@ class HttpConn(asyncio.Protocol):
         if self._waiter is not None:
             raise RuntimeError("one request at a time per connection")
         self._waiter, self._resp = waiter, None
+        # the answer to HEAD has a Content-Length but no body (RFC 9110 9.3.2)
+        self._bodyless = raw.startswith(b"HEAD ")
         self.transport.write(raw)
         return waiter
 
@@ -136,8 +139,8 @@ class HttpConn(asyncio.Protocol):
                 resp.chunked = True
             elif name == self.watch:
                 resp.watched = value.strip()
-        if resp.status in (204, 304) or 100 <= resp.status < 200:
-            resp.length = 0
+        if resp.status in (204, 304) or 100 <= resp.status < 200 or self._bodyless:
+            resp.length, resp.chunked = 0, False
         elif not resp.chunked and resp.length is None:
             resp.until_close = True
         self._resp = resp
