@@ -250,6 +250,7 @@ class Gateway:
                 "file_weights": service_weights(svc),
                 "weight_override": self.weight_overrides.get(name),
                 "rollout": self.rollouts.describe(name),
+                "max_batch_size": svc.batching.max_batch_size if svc.batching else None,
                 "answered": sum(self.metrics.version(name, v).answered for v in svc.versions),
                 "versions": {v: {**doc, "autoscale": self.autoscaler.describe(name, v)}
                              for v, doc in groups.get(name, {}).items()},
