@@ -12,7 +12,8 @@ FROM ${BASE_IMAGE} AS requirements
 COPY pyproject.toml /src/
 RUN python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
 open('/runtime.txt', 'w').write('\n'.join(p['dependencies']) + '\n'); \
-open('/examples.txt', 'w').write('\n'.join(p['optional-dependencies']['examples']) + '\n')"
+open('/examples.txt', 'w').write('\n'.join(p['optional-dependencies']['examples']) + '\n'); \
+open('/docker.txt', 'w').write('\n'.join(p['optional-dependencies']['docker']) + '\n')"
 
 FROM ${BASE_IMAGE}
 
@@ -25,12 +26,14 @@ RUN python3 -m venv /opt/venv
 
 # Dependencies before code: rebuilt only when the dependency list changes.
 COPY --from=requirements /runtime.txt /tmp/
-RUN pip install -r /tmp/runtime.txt 'setuptools>=68'
+RUN pip install -r /tmp/runtime.txt 'setuptools>=77'
+# The Docker SDK (the [docker] extra): this gateway image runs the docker runtime.
+COPY --from=requirements /docker.txt /tmp/
+RUN pip install -r /tmp/docker.txt
 
 # The package itself (no dependency resolution, no build isolation: both would reach PyPI again).
-COPY pyproject.toml README.md* /src/
+COPY pyproject.toml README.md* LICENSE /src/
 COPY gateway /src/gateway
-COPY plugins /src/plugins
 RUN cd /src && { [ -f README.md ] || : > README.md; } \
  && pip install --no-deps --no-build-isolation /src && rm -rf /src
 

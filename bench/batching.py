@@ -34,10 +34,12 @@ from typing import Any
 import numpy as np
 import orjson
 import yaml
-from httpclient import build_request, connect, percentiles_ms
 from procs import ProcSet, http_status, raised_nofile
 from report import machine_info, write_readme
 from targets import BENCH_DIR, GATEWAY_BIN, REPO, gateway_config
+
+from gateway.loadgen.httpclient import build_request, connect
+from gateway.loadgen.report import percentiles_ms
 
 CONCURRENCY = (1, 4, 16, 64, 256)
 MODES = ("plain", "fixed", "adaptive")

@@ -16,8 +16,9 @@ import time
 from urllib.parse import urlsplit
 
 import uvloop
-from httpclient import HttpConn, build_request, connect
 from procs import read_rss_kib
+
+from gateway.loadgen.httpclient import HttpConn, build_request, connect
 
 
 def rss_kib(pid: int) -> int:

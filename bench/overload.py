@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from httpclient import HttpConn, build_request, connect, percentiles_ms
 from procs import ProcSet, raised_nofile
 from report import machine_info, write_readme
 from targets import BENCH_DIR, GATEWAY_BIN, REPO, bench_env, gateway_config
+
+from gateway.loadgen.httpclient import HttpConn, build_request, connect
+from gateway.loadgen.report import percentiles_ms
 
 MAIN_BIN = Path("/work/main/.venv/bin/serve-gateway")
 RATE = 300.0

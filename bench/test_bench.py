@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from httpclient import ConnectionClosed, HttpConn, build_request, percentiles_ms
 from report import write_readme
 from scenarios import SPINE, TRAFFIC, Results
 from wrkload import Load, WrkResult, parse_wrk
+
+from gateway.loadgen.httpclient import ConnectionClosed, HttpConn, build_request
+from gateway.loadgen.report import percentiles_ms
 
 WRK_OUT = """\
 Running 2s test @ http://127.0.0.1:8080/
@@ -95,6 +97,19 @@ async def test_responses_back_to_back_on_one_connection() -> None:
         length = b"" if status == 204 else b"Content-Length: 1\r\n"
         conn.data_received(b"HTTP/1.1 %d X\r\n%s\r\n%s" % (status, length, body))
         assert await fut == status
+
+
+async def test_the_answer_to_head_has_no_body() -> None:
+    conn = HttpConn("x-served-by")
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    fut = conn.send(build_request("HEAD", "h", 1, "/"))
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-Served-By: echo/v2\r\n\r\n")
+    assert await fut == 200 and conn.watched == "echo/v2"
+    fut = conn.send(build_request("GET", "h", 1, "/"))      # the next answer has its body
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+    assert not fut.done()
+    conn.data_received(b"{}")
+    assert await fut == 200 and conn.watched is None
 
 
 async def test_until_close_and_early_close() -> None:

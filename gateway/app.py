@@ -23,9 +23,9 @@ from typing import Any
 
 from gateway.admin import AdminServer, reload_endpoint
 from gateway.adminclient import TOKEN_ENV
-from gateway.control.reload import ReloadResult, reload_config
-from gateway.control import rolloutapi, scale, traffic
+from gateway.control import rolloutapi, scale, schema, traffic
 from gateway.control.autoscaler import Autoscaler
+from gateway.control.reload import ReloadResult, reload_config
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
 from gateway.dataplane.http1rules import Deadlines
@@ -66,6 +66,7 @@ class Gateway:
         self.rollouts = Rollouts(self.supervisor, self.metrics, self.rebuild_table)
         self.autoscaler.held = self.rollouts.held        # a rollout sizes its versions
         rolloutapi.install(self)                         # /rollouts endpoints
+        schema.install(self)                             # GET /services/{name}/schema
         self.last_reload: dict[str, Any] | None = None
         self._reload_lock = asyncio.Lock()
         self.ports: dict[str, int] = {}
@@ -262,6 +263,7 @@ class Gateway:
                 "file_weights": service_weights(svc),
                 "weight_override": self.weight_overrides.get(name),
                 "rollout": self.rollouts.describe(name),
+                "max_batch_size": svc.batching.max_batch_size if svc.batching else None,
                 "answered": sum(self.metrics.version(name, v).answered for v in svc.versions),
                 "versions": {v: {**doc, "autoscale": self.autoscaler.describe(name, v)}
                              for v, doc in groups.get(name, {}).items()},
@@ -284,6 +286,7 @@ def _runtime_options(spec: Spec) -> dict[str, Any]:
         opts.update(network=g.docker.network, base_url=g.docker.base_url, gpus=g.docker.gpus)
     else:   # worker processes inherit the environment, minus the admin token's variables
         opts["private_env"] = tuple(filter(None, (g.admin.token_env, TOKEN_ENV)))
+        opts["gpus"] = g.process.gpus
     return opts
 
 

@@ -178,6 +178,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from gateway.loadgen import command
+
+    return command.run(args)
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from gateway import top
+
+    return top.run(args)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from gateway import worker
 
@@ -244,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the raw status document")
     st.set_defaults(func=cmd_status)
 
+    from gateway import describe
+    ds = sub.add_parser("describe", help="show a service's input and output schema",
+                        description="Ask a ready replica, through the admin API, for the service's "
+                                    "schema (the worker's /openapi.json) and summarise it.")
+    adminclient.add_arguments(ds)
+    describe.add_arguments(ds)
+    ds.set_defaults(func=describe.run)
+
     rl = sub.add_parser("reload", help="make a running gateway reload its config file",
                         description="Same as SIGHUP: the gateway reads its config file again and "
                                     "applies it in full, or keeps the running config if the file "
@@ -276,6 +296,25 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway import rolloutcli, worker
 
     rolloutcli.add_commands(sub)
+
+    from gateway import top
+
+    tp = sub.add_parser("top", help="live view: versions, replicas, rps, p99, queues, rollouts",
+                        description="Show a running gateway's services, versions, weights, "
+                                    "replicas, requests/s, p99, queue, batch fill and running "
+                                    "rollouts, refreshed in place on a terminal (q quits); "
+                                    "plain text when stdout is not a terminal.")
+    top.add_arguments(tp)
+    tp.set_defaults(func=cmd_top)
+
+    from gateway.loadgen import command as bench
+
+    b = sub.add_parser("bench", help="load-test a route: latency percentiles, throughput, versions",
+                       description="Send load to a route, open loop (--rate) or closed loop "
+                                   "(--connections), then print latency percentiles, "
+                                   "throughput, status codes and x-served-by shares.")
+    bench.add_arguments(b)
+    b.set_defaults(func=cmd_bench)
 
     w = sub.add_parser("worker", help="serve a model class over HTTP (the worker SDK)",
                        description="Serve module:Class (load() once, then predict(items) -> list) "

@@ -54,6 +54,15 @@ class RuntimeFailure(GatewayError):
     """A runtime could not start, stop or inspect a replica."""
 
 
+class MissingExtra(GatewayError):
+    """A feature whose optional dependencies are not installed; says which extra brings them."""
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        super().__init__(f"{feature} needs the Python package {missing!r}, which is not "
+                         f"installed: pip install 'serve-gateway[{extra}]'")
+        self.extra = extra
+
+
 class ProxyError(GatewayError):
     """An error the data plane answers itself (never the worker's own response)."""
 

@@ -50,7 +50,7 @@ class VersionMetrics:
     """The labelled children one version's requests touch, resolved once per table build."""
 
     __slots__ = ("_m", "service", "version", "latency", "upstream_latency", "_codes",
-                 "answered", "seconds", "failed")
+                 "answered", "seconds", "failed", "streams", "streams_open")
 
     def __init__(self, m: Metrics, service: str, version: str) -> None:
         self._m = m
@@ -58,6 +58,8 @@ class VersionMetrics:
         self.version = version
         self.latency = m.request_seconds.labels(service, version)
         self.upstream_latency = m.upstream_seconds.labels(service, version)
+        self.streams = m.streams.labels(service, version)
+        self.streams_open = m.streams_open.labels(service, version)
         self._codes: dict[int, Counter] = {}
         for kind in UPSTREAM_ERROR_KINDS:
             m.upstream_errors.labels(service, version, kind)
@@ -176,6 +178,11 @@ class Metrics:
             ["service", "version", "kind"], registry=r)
         self.retries = Counter("serve_gateway_retries", "Requests retried on another replica",
                                ["service", "version"], registry=r)
+        # streamed answers (Accept: text/event-stream or JSON lines): relayed chunk by chunk
+        self.streams = Counter("serve_gateway_streams", "Streamed answers started",
+                               ["service", "version"], registry=r)
+        self.streams_open = Gauge("serve_gateway_streams_open", "Streamed answers being relayed now",
+                                  ["service", "version"], registry=r)
         self.errors = Counter("serve_gateway_errors", "Errors the gateway answered itself",
                               ["kind"], registry=r)
         for kind in ERROR_KINDS:

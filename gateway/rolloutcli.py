@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from gateway import adminclient
+from gateway.errors import ConfigError
 
 ACTIONS = ("promote", "pause", "resume", "abort", "undo", "retry")
 
@@ -156,6 +157,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"serve-gateway: {exc}", file=sys.stderr)
             return 1
     out: list[str] = []
+    out += _gpu_lines(spec)
     for name, svc in spec.services.items():
         have = (running or {}).get("services", {}).get(name, {}).get("versions", {})
         if running is not None:
@@ -235,15 +237,25 @@ def _mirror_warnings(svc: Any) -> list[str]:
             "its POSTs (inference) have no side effects, or the analysis sees no copies"]
 
 
+def _gpu_lines(spec: Any) -> list[str]:
+    """The GPU ids each replica would get (either runtime: they share the allocator), or the
+    refusal `up` and reload would give; the rollout lines below still show, so exit 0."""
+    from gateway.runtimes.gpus import assignment_lines, resolve_setting, runtime_setting
+
+    try:
+        return assignment_lines(spec, resolve_setting(runtime_setting(spec)[1]))
+    except ConfigError as exc:
+        return [f"GPUs: warning: up and reload refuse this config: {p}" for p in exc.problems]
+
+
 def _gpu_capacity(spec: Any, svc: Any) -> int | None:
-    """Replicas of the rollout's target the GPUs can hold (docker runtime, GPU versions only)."""
-    from gateway.runtimes.gpus import demand, detect_gpus
+    """Replicas of the rollout's target the GPUs can hold (GPU versions only)."""
+    from gateway.runtimes.gpus import demand, resolve_setting, runtime_setting
 
     request = svc.versions[svc.rollout.to or next(iter(svc.versions))].resources.gpus
-    if spec.gateway.runtime != "docker" or request is None:
+    if request is None:
         return None
-    gpus = spec.gateway.docker.gpus
-    available = gpus if isinstance(gpus, list) else detect_gpus()
+    available = resolve_setting(runtime_setting(spec)[1])
     per_replica = demand(request, len(available))
     return len(available) // per_replica if per_replica else None
 

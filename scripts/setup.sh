@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Everything the test suite needs, on a fresh Debian bookworm machine with Python 3.11:
-#   Debian packages (promtool for the metrics test, nginx + wrk for bench/, docker.io),
+#   Debian packages (promtool for the metrics test, nginx + wrk for bench/, tmux for the
+#   `serve-gateway top` screen test, docker.io),
 #   a running dockerd and the worker images (scripts/docker-setup.sh),
-#   a virtual environment at .venv with the package and its dev extras.
+#   a virtual environment at .venv with the package, its dev extras and the frameworks the
+#   adapter tests load models with (scikit-learn, torch CPU, onnxruntime + onnx).
 # Idempotent: a warm run takes seconds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,6 +16,7 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -28,8 +31,13 @@ if [ ! -x .venv/bin/python ]; then
     echo "[setup] python3 -m venv .venv"
     python3 -m venv .venv
 fi
-echo "[setup] pip install -e .[dev]"
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c 'import gateway, aiohttp, uvloop, httptools, pydantic, numpy, pytest' \
+# torch is pinned: 2.13.0 (CPU) is the build this machine's wheel cache holds; any other version
+# would be a multi-gigabyte download. One pip run resolves everything (fast when warm).
+# dev includes the docker, top and plot extras.
+echo "[setup] pip install -e .[dev,sklearn,torch,onnx] torch==2.13.0"
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,sklearn,torch,onnx]' 'torch==2.13.0' \
+    2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c 'import gateway, aiohttp, uvloop, httptools, pydantic, numpy, pytest
+import docker, rich, matplotlib, sklearn, joblib, torch, onnxruntime, onnx' \
     || { echo "[setup] the virtual environment is incomplete" >&2; exit 1; }
 echo "[setup] done"

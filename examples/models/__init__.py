@@ -1,1 +1,1 @@
-"""Example models: run with `serve-gateway worker examples.models.<module>:<Class>`."""
+"""Example models now live in ``gateway.examples``; these modules re-export them."""

@@ -195,7 +195,7 @@ def plugin_policy(scale: Scale) -> Policy:
 
 
 def load_policy(ref: str, options: Mapping[str, Any] | None = None) -> Policy:
-    """``default``, a built-in plugin name (``plugins/autoscalers.py``) or ``module:attr``.
+    """``default``, a built-in plugin name (``gateway/plugins_builtin/autoscalers.py``, or an installed entry point) or ``module:attr``.
 
     ``module:function`` names ``scale(replicas, metrics) -> int`` itself; a class (or a
     registered factory) is called with ``options`` and its ``scale`` method (or the object,

@@ -40,13 +40,7 @@ from gateway.dataplane.batchpolicy import (
     free_slots,
     least_loaded,
 )
-from gateway.dataplane.batchwire import (
-    answer,
-    batch_body,
-    predictions,
-    split_instances,
-    timeout_from_header,
-)
+from gateway.dataplane.batchwire import Wire, timeout_from_header, wire_for
 from gateway.dataplane.proxy import request_head
 from gateway.errors import (
     ClientGone,
@@ -100,6 +94,7 @@ class Batcher:
         self.config = config
         self.target = target
         self._target = target.encode()
+        self.wire: Wire = wire_for(target)     # {"instances"}, or KServe v2 tensors
         self._host = host.encode()
         self.request_timeout = request_timeout
         self.retries = retries
@@ -136,7 +131,7 @@ class Batcher:
         ``arrival`` is the request's arrival in loop time; its deadline counts from there."""
         if self._closed:
             raise ShuttingDown("the gateway is shutting down")
-        payload = split_instances(body)
+        payload = self.wire.split(body)
         if not payload:
             return web.Response(body=b'{"predictions":[]}', content_type=JSON)
         timeout = timeout_from_header(headers.get(self.timeout_header), self.config.timeout)
@@ -275,7 +270,14 @@ class Batcher:
         self._timer = loop.call_later(max(0.0, when - now), self._on_timer)
 
     def _dispatch(self, ep: Endpoint, batch: list[Entry], items: int, now: float) -> None:
-        flight = _Flight(ep, batch, items)
+        try:
+            body = self.wire.batch_body(e.payload for e in batch)
+        except ValueError:
+            # v2 callers whose tensors differ (datatype, row shape) cannot share one tensor:
+            # those like the first go again together, the others alone
+            self._regroup(batch)
+            return
+        flight = _Flight(ep, batch, items, body)
         ep.inflight += 1          # a batch holds one of the replica's slots until it is back
         self._inflight_items += items
         self.metrics.size.observe(items)
@@ -312,8 +314,7 @@ class Batcher:
             self._idle.set()
 
     async def _send(self, flight: _Flight) -> None:
-        ep, batch, items = flight.ep, flight.batch, flight.items
-        body = batch_body(e.payload for e in batch)
+        ep, batch, items, body = flight.ep, flight.batch, flight.items, flight.body
         headers = ((b"Content-Type", b"application/json"), (b"X-Batch-Size", b"%d" % items))
         # the worker logs its callers' ids: one comma-separated list (ids hold no commas)
         rids = b",".join([e.rid for e in batch if e.rid])
@@ -361,7 +362,7 @@ class Batcher:
         elif ep.fails:
             self.replicas.success(ep)
         if status == 200:
-            preds = predictions(raw, items)
+            preds = self.wire.predictions(raw, items)
             if isinstance(preds, str):
                 log.error("%s/%s: replica %s: %s", self.service, self.version, ep.id, preds)
                 self.metrics.error("bad_response")
@@ -371,22 +372,38 @@ class Batcher:
             offset = 0
             for e in batch:
                 if e.state == SENT:
-                    self._finish(e, 200, answer(preds[offset:offset + e.size]))
+                    self._finish(e, 200, self.wire.answer(preds[offset:offset + e.size]))
                 offset += e.size
         elif 400 <= status < 500 and len(batch) > 1:
-            # one caller's bad input must not fail the others: each goes again, alone
-            live = [e for e in batch if e.state == SENT]
-            for e in live:
-                e.solo = True
-            self.metrics.error("isolate")
-            self.queue.push_front(live)
-            self._kick()
+            self._isolate(batch)    # one caller's bad input must not fail the others
         elif 400 <= status < 500:
             self._finish(batch[0], status, raw)          # the worker's own JSON error
         else:
             self.metrics.error("worker_error")
             text = raw[:300].decode(errors="replace")
             self._fail(batch, UpstreamError(f"worker answered {status} to a batch of {items}: {text}"))
+
+    def _isolate(self, batch: list[Entry]) -> None:
+        """Every caller of ``batch`` still waiting goes again, alone, at the queue's head."""
+        live = [e for e in batch if e.state == SENT]
+        for e in live:
+            e.solo = True
+        self.metrics.error("isolate")
+        self.queue.push_front(live)
+        self._kick()
+
+    def _regroup(self, batch: list[Entry]) -> None:
+        """Back to the queue's head, never sent: the callers whose ``wire.key`` is the first
+        one's, then the others marked solo."""
+        live = [e for e in batch if e.state == SENT]
+        key = self.wire.key(live[0].payload) if live else None
+        same = [e for e in live if self.wire.key(e.payload) == key]
+        others = [e for e in live if self.wire.key(e.payload) != key]
+        for e in others:
+            e.solo = True
+        self.metrics.error("regroup")
+        self.queue.push_front(same + others)
+        self._kick()
 
     # -- shutdown -----------------------------------------------------------------------------
     async def close(self, grace: float) -> None:
@@ -409,11 +426,12 @@ class Batcher:
 class _Flight:
     """One batch on its way: which replica slot it holds, until ``_release``."""
 
-    __slots__ = ("batch", "ep", "holding", "items", "settled")
+    __slots__ = ("batch", "body", "ep", "holding", "items", "settled")
 
-    def __init__(self, ep: Endpoint, batch: list[Entry], items: int) -> None:
+    def __init__(self, ep: Endpoint, batch: list[Entry], items: int, body: bytes) -> None:
         self.ep = ep
         self.batch = batch
         self.items = items
+        self.body = body            # the worker's request, built before a slot is taken
         self.holding = True
         self.settled = False        # every entry answered or put back in the queue

@@ -22,6 +22,7 @@ from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.mirror import Primary
 from gateway.dataplane.paths import normalise
 from gateway.dataplane.proxy import request_head, response_fields
+from gateway.dataplane.streams import wants_stream
 from gateway.dataplane.table import Headers, ServiceRoute, TableHolder, VersionRoute
 from gateway.dataplane.upstream import UpstreamResponse
 from gateway.errors import (
@@ -114,11 +115,13 @@ class DataPlane:
             target = svc.upstream_path(path)
             if query:
                 target = f"{target}?{query}"
+            stream = wants_stream(request.raw_headers)
             body, head, replica = await self._forward(request, svc, version, target, length,
-                                                      start, extra, ids, span)
+                                                      start, extra, ids, span, stream)
             mirror = svc.mirror
-            # a streamed request body was not kept: only a body held whole can be copied
-            if mirror is not None and mirror.wants(version.name, request.method,
+            # a streamed request body was not kept: only a body held whole can be copied;
+            # a streaming answer is never mirrored (streams.py says why)
+            if mirror is not None and not stream and mirror.wants(version.name, request.method,
                                                    request.has_body,
                                                    length if request.body is not None else None):
                 self._shadow(request, svc, target, body, head, loop.time() - start, ids, span)
@@ -166,12 +169,15 @@ class DataPlane:
 
     async def _forward(self, request: Request, svc: ServiceRoute, version: VersionRoute,
                        target: str, length: int | None, start: float, extra: bytes, ids: Ids,
-                       span: RequestSpan | None) -> tuple[bytes | None, bytes | None, str | None]:
+                       span: RequestSpan | None, stream: bool = False,
+                       ) -> tuple[bytes | None, bytes | None, str | None]:
         """Forward and answer; the answer's body when it was whole and the upstream request
-        head (both for the mirror), and the replica that answered (for the access log)."""
+        head (both for the mirror), and the replica that answered (for the access log).
+        ``stream``: the client asked for a streamed answer, which bypasses the batcher and is
+        counted as a stream."""
         method = request.method
         batcher = version.batcher
-        if batcher is not None and method == "POST" and target == batcher.target:
+        if batcher is not None and method == "POST" and target == batcher.target and not stream:
             body_all = await _whole_body(request, length, svc.max_body)
             queued = time.time_ns() if span is not None else 0
             answer = await batcher.submit(body_all, request.headers, request.alive, start,
@@ -245,7 +251,10 @@ class DataPlane:
                 replicas.failure(ep)
             elif ep.fails:
                 replicas.success(ep)
-            answered = await _relay(request, resp, replicas, ep, extra)
+            if stream and resp.status == 200:
+                answered = await _relay_stream(request, resp, replicas, ep, extra, version)
+            else:
+                answered = await _relay(request, resp, replicas, ep, extra)
             if span is not None:
                 span.child("upstream", sent_ns, replica=ep.id, status=resp.status)
             return answered, head, ep.id
@@ -279,6 +288,18 @@ async def _relay(request: Request, resp: UpstreamResponse, replicas: ReplicaSet,
     finally:
         resp.discard()
         replicas.release(ep)
+
+
+async def _relay_stream(request: Request, resp: UpstreamResponse, replicas: ReplicaSet,
+                        ep: Endpoint, extra: bytes, version: VersionRoute) -> bytes | None:
+    """A streamed answer, counted (started, and open now) while it is relayed."""
+    metrics = version.metrics
+    metrics.streams.inc()
+    metrics.streams_open.inc()
+    try:
+        return await _relay(request, resp, replicas, ep, extra)
+    finally:
+        metrics.streams_open.dec()
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:

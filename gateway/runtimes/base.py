@@ -27,7 +27,7 @@ class ReplicaSpec:
     workdir: str | None = None
     volumes: tuple[str, ...] = ()
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
-    gpu_ids: tuple[int, ...] = ()          # filled by the GPU allocator, docker runtime only
+    gpu_ids: tuple[int, ...] = ()          # filled by the GPU allocator (either runtime)
 
 
 class ExitKind(enum.Enum):

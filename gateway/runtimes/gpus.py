@@ -1,4 +1,6 @@
-"""GPU allocation for container replicas: which device ids each replica gets.
+"""GPU allocation for replicas, containers and local processes alike: which device ids each
+replica gets (the docker runtime turns them into a DeviceRequest, the process runtime into
+``CUDA_VISIBLE_DEVICES``, see ``process_env``).
 
 Pure bookkeeping (no Docker, no subprocess in the allocator itself) so that unit tests cover every
 rule; ``detect_gpus`` is the one function that runs ``nvidia-smi``.
@@ -25,6 +27,8 @@ from gateway.errors import ConfigError, ConfigProblem, RuntimeFailure
 from gateway.spec.models import Spec
 
 GpuRequest = int | Sequence[int] | Literal["all"] | None
+GpuSetting = Sequence[int] | Literal["auto"]      # gateway.docker.gpus / gateway.process.gpus
+Assignment = tuple[str, str, int, tuple[int, ...]]  # (service, version, replica number, ids)
 
 # "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-...)"; MIG lines are indented and start with "MIG".
 _GPU_LINE = re.compile(r"^GPU (\d+):")
@@ -67,6 +71,24 @@ def detect_gpus(run: Callable[..., subprocess.CompletedProcess[str]] = subproces
     except (OSError, subprocess.SubprocessError):
         return []
     return parse_nvidia_smi(done.stdout) if done.returncode == 0 else []
+
+
+def resolve_setting(setting: GpuSetting,
+                    detect: Callable[[], list[int]] = detect_gpus) -> list[int]:
+    """The GPU ids a runtime may hand out: the configured list, or what ``nvidia-smi -L``
+    shows for "auto". Blocking when it detects."""
+    return detect() if setting == "auto" else list(setting)
+
+
+def process_env(ids: Sequence[int], host_has_gpus: bool) -> dict[str, str]:
+    """The environment that gives a local process exactly ``ids``, as a container's device
+    request would. PCI_BUS_ID makes CUDA number devices the way nvidia-smi (and so the
+    allocator) does; CUDA's default order (fastest first) may differ on mixed hosts. A replica
+    given none sees none, on a host with GPUs: otherwise it would see, and could fill, the GPUs
+    held by others."""
+    if ids:
+        return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, ids)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    return {"CUDA_VISIBLE_DEVICES": ""} if host_has_gpus else {}
 
 
 def owner_name(service: str, version: str) -> str:
@@ -152,24 +174,30 @@ def demand(request: GpuRequest, available: int) -> int:
     return len(set(request))
 
 
-def check_plan(versions: Iterable[tuple[str, str, int, GpuRequest]], available: Sequence[int]) -> None:
+def check_plan(versions: Iterable[tuple[str, str, int, GpuRequest]],
+               available: Sequence[int]) -> list[Assignment]:
     """Fail before starting anything when the plan cannot fit: ``versions`` yields
     (service, version, replicas, gpus). Raises GpuUnavailable naming the first version that
-    does not fit, counting the GPUs that the versions before it take."""
+    does not fit, counting the GPUs that the versions before it take. Returns the ids each
+    GPU replica gets when they start in config order (what ``serve-gateway plan`` shows)."""
     alloc = GpuAllocator(available)
     total = len(alloc.available)
+    assigned: list[Assignment] = []
     for service, version, replicas, request in versions:
         owner = owner_name(service, version)
         free_before = alloc.free()
         try:
             for n in range(replicas):
-                alloc.allocate(f"{service}/{version}/{n}", request, owner=owner)
+                ids = alloc.allocate(f"{service}/{version}/{n}", request, owner=owner)
+                if ids:
+                    assigned.append((service, version, n, ids))
         except GpuUnavailable as exc:
             detail = f"{replicas} replica(s) with gpus={request!r}"
             if exc.detail:
                 detail += f"; {exc.detail}"
             raise GpuUnavailable(owner, demand(request, total) * replicas, free_before, total,
                                  detail) from None
+    return assigned
 
 
 def spec_demands(spec: Spec) -> Iterator[tuple[str, str, int, GpuRequest]]:
@@ -179,20 +207,21 @@ def spec_demands(spec: Spec) -> Iterator[tuple[str, str, int, GpuRequest]]:
             yield service_name, version_name, version.replicas, version.resources.gpus
 
 
-def check_spec(spec: Spec, available: Sequence[int]) -> None:
+def check_spec(spec: Spec, available: Sequence[int],
+               setting: str = "gateway.docker.gpus") -> list[Assignment]:
     """Refuse a config whose plan needs more GPUs than ``available`` holds, before anything
     starts: a ConfigError at the first version that does not fit, naming it and the counts.
 
-    Pure; the docker runtime's ``check(spec)`` calls it with its GPU list (gateway start-up and
-    config reload)."""
+    Pure; each runtime's ``check(spec)`` calls it with its GPU list (gateway start-up and
+    config reload); ``setting`` names where that list comes from."""
     try:
-        check_plan(spec_demands(spec), available)
+        return check_plan(spec_demands(spec), available)
     except GpuUnavailable as exc:
         _, service, _, version = exc.owner.split(".", 3)     # owner_name()'s YAML path
         plural = "s" if exc.needed != 1 else ""
         message = f"{service}/{version} needs {exc.needed} GPU{plural} ({exc.detail})"
         if not exc.total:
-            message += (", but this gateway has no GPU (gateway.docker.gpus is empty, or "
+            message += (f", but this gateway has no GPU ({setting} is empty, or "
                         "nvidia-smi -L finds none)")
         else:
             ids = ", ".join(map(str, sorted(set(available))))
@@ -201,3 +230,31 @@ def check_spec(spec: Spec, available: Sequence[int]) -> None:
             if taken:
                 message += f", {taken} of them taken by the versions above it"
         raise ConfigError([ConfigProblem(f"{exc.owner}.resources.gpus", message)]) from None
+
+
+def runtime_setting(spec: Spec) -> tuple[str, GpuSetting]:
+    """(YAML path, value) of the GPU list the config's runtime hands out."""
+    g = spec.gateway
+    if g.runtime == "docker":
+        return "gateway.docker.gpus", g.docker.gpus
+    return "gateway.process.gpus", g.process.gpus
+
+
+def assignment_lines(spec: Spec, available: Sequence[int]) -> list[str]:
+    """What ``serve-gateway plan`` shows: the ids each GPU replica gets when the config starts
+    (in config order, as the runtime's allocator hands them out); [] when no version asks for
+    GPUs. ConfigError as ``check_spec`` when the plan does not fit."""
+    if not any(row[3] for row in spec_demands(spec)):
+        return []
+    name, setting = runtime_setting(spec)
+    rows = check_spec(spec, available, setting=name)
+    ids = ", ".join(map(str, sorted(set(available))))
+    source = "nvidia-smi -L" if setting == "auto" else name
+    lines = [f"GPUs ({spec.gateway.runtime} runtime; {ids} from {source}):"]
+    env = "CUDA_VISIBLE_DEVICES" if spec.gateway.runtime == "process" else "device_ids"
+    lines += [f"  {service}/{version} replica {n}: {env}={','.join(map(str, got))}"
+              for service, version, n, got in rows]
+    taken = {i for *_, got in rows for i in got}
+    idle = [i for i in sorted(set(available)) if i not in taken]
+    lines.append(f"  unassigned: {', '.join(map(str, idle)) or 'none'}")
+    return lines

@@ -7,6 +7,10 @@ No Docker needed; this is the embedded default. Guarantees:
 - on Linux the leader gets PR_SET_PDEATHSIG=SIGKILL, and the whole group is registered with the
   runtime's reaper (``reaper.py``), which SIGKILLs every registered group when the gateway dies:
   a SIGKILLed gateway leaves no worker, not even one started through a shell;
+- GPUs: a version's ``resources.gpus`` is served from ``gpus`` (the configured ids, or
+  ``nvidia-smi -L``) by the allocator the docker runtime uses: each replica gets its own ids as
+  ``CUDA_VISIBLE_DEVICES``, a replica asking none sees none, ``check`` refuses a plan that
+  overcommits, and a replica's ids come back when it exits;
 - ``<state_dir>/process-replicas.json`` records the live groups (pgid + start time); a restarted
   gateway cannot re-attach to their pipes or exit codes, so ``adopt()`` kills the survivors and
   the supervisor starts fresh replicas.
@@ -28,15 +32,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from gateway.errors import RuntimeFailure
 from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, log_tail
+from gateway.runtimes.gpus import GpuAllocator, check_spec, owner_name, process_env, resolve_setting
 from gateway.runtimes.reaper import Reaper, send
+from gateway.runtimes.statefile import read_state, write_atomic
 from gateway.spec.models import Spec
 from gateway.tasks import cancel_and_wait, spawn
 
@@ -126,38 +133,6 @@ async def _until_exited(pid: int) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """temp + fsync + rename + fsync(dir): a crash leaves the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _read_state(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        doc = orjson.loads(path.read_bytes())
-        replicas = doc["replicas"]
-        if not isinstance(replicas, dict):
-            raise TypeError("replicas is not an object")
-        return replicas
-    except FileNotFoundError:
-        return {}
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        log.error("unreadable state file %s (%s); moved to %s", path, exc, aside)
-        os.replace(path, aside)
-        return {}
-
-
 def _kill_stale(rid: str, entry: dict[str, Any]) -> None:
     """Kill a process group left by a crashed gateway, unless its pid now names someone else."""
     try:
@@ -198,7 +173,8 @@ class ProcessRuntime:
     name = "process"
 
     def __init__(self, state_dir: str = ".serve-gateway", instance: str = "default",
-                 private_env: tuple[str, ...] = ()) -> None:
+                 private_env: tuple[str, ...] = (),
+                 gpus: Sequence[int] | Literal["auto"] = "auto") -> None:
         self._state_dir = Path(state_dir)
         self._instance = instance
         # the gateway's own secrets (the admin token's variables): a worker inherits the rest of
@@ -212,6 +188,8 @@ class ProcessRuntime:
             c.pgid for c in self._children.values() if c.proc.returncode is None])
         self._save_lock = asyncio.Lock()
         self._closed = False
+        self._gpu_setting = gpus
+        self._alloc: GpuAllocator | None = None      # built on first use ("auto" runs nvidia-smi)
 
     @property
     def state_path(self) -> Path:
@@ -224,13 +202,22 @@ class ProcessRuntime:
             raise RuntimeFailure(f"{spec.service}/{spec.version}: the process runtime needs a command")
         port = free_port()
         rid = self._new_id()
+        alloc = await self._allocator()
+        request = list(spec.gpu_ids) if spec.gpu_ids else spec.resources.gpus
+        spec = dataclasses.replace(spec, gpu_ids=alloc.allocate(
+            rid, request, owner=owner_name(spec.service, spec.version)))
         argv = [arg.replace("{port}", str(port)).replace("{python}", sys.executable)
-                for arg in spec.command]
+                for arg in spec.command or ()]
         log_path = self._state_dir / "logs" / _UNSAFE_NAME.sub(
             "_", f"{spec.service}-{spec.version}-{rid}.log")
         # Popen runs on the loop thread on purpose: PR_SET_PDEATHSIG fires when the *thread*
         # that forked the child ends, and only the loop thread lives as long as the gateway.
-        proc = self._spawn(spec, argv, self._env(spec, rid, port), log_path)
+        try:
+            proc = self._spawn(spec, argv, self._env(spec, rid, port, bool(alloc.available)),
+                               log_path)
+        except BaseException:
+            alloc.release(rid)
+            raise
         replica = Replica(rid, spec, HOST, port, time.time(), str(log_path), proc.pid)
         child = _Child(replica, proc, proc_start_time(proc.pid),
                        asyncio.get_running_loop().create_future())
@@ -273,7 +260,7 @@ class ProcessRuntime:
         return info
 
     async def adopt(self) -> list[Replica]:
-        entries = await asyncio.to_thread(_read_state, self._state_path)
+        entries = await asyncio.to_thread(read_state, self._state_path)
         for rid, entry in entries.items():
             if rid not in self._children:
                 _kill_stale(rid, entry)
@@ -281,8 +268,14 @@ class ProcessRuntime:
         return []
 
     async def check(self, spec: Spec) -> None:
-        """Any config the loader accepts can run as local processes (GPUs are not allocated
-        here: processes see whatever the host shows them)."""
+        """ConfigError when the plan needs more GPUs than this runtime has (``gpus``)."""
+        check_spec(spec, (await self._allocator()).available, setting="gateway.process.gpus")
+
+    async def _allocator(self) -> GpuAllocator:
+        if self._alloc is None:
+            ids = await asyncio.to_thread(resolve_setting, self._gpu_setting)
+            self._alloc = self._alloc or GpuAllocator(ids)    # another caller may have won
+        return self._alloc
 
     async def close(self) -> None:
         self._closed = True
@@ -297,9 +290,13 @@ class ProcessRuntime:
             pass
         return rid
 
-    def _env(self, spec: ReplicaSpec, rid: str, port: int) -> dict[str, str]:
+    def _env(self, spec: ReplicaSpec, rid: str, port: int, host_has_gpus: bool) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self._private_env}
-        env.update(spec.env)
+        gpu_env = process_env(spec.gpu_ids, host_has_gpus)
+        # the allocator's ids win over the version's env (they are what the books say); hiding
+        # the GPUs from a version that asked none does not
+        user = dict(spec.env)
+        env.update({**user, **gpu_env} if spec.gpu_ids else {**gpu_env, **user})
         env.update(PORT=str(port), SGW_SERVICE=spec.service, SGW_VERSION=spec.version,
                    SGW_REPLICA_ID=rid, SGW_GATEWAY_INSTANCE=self._instance)
         # `serve-gateway worker ...` must find the gateway's own venv, whatever PATH says.
@@ -338,6 +335,8 @@ class ProcessRuntime:
         _killpg(child.pgid, signal.SIGKILL)   # sweep helpers left in the group; pgid still ours
         self._reaper.forget(child.pgid)       # before the reap frees the pgid for reuse
         code = child.proc.wait()              # a zombie by now: returns at once
+        if self._alloc is not None:
+            self._alloc.release(child.replica.id)   # the group is gone: its GPUs are free
         info = _exit_info(code, child.stop_requested)
         log.log(logging.INFO if child.stop_requested else logging.WARNING,
                 "replica %s (%s/%s) ended: %s", child.replica.id, child.replica.spec.service,
@@ -357,7 +356,7 @@ class ProcessRuntime:
             data = orjson.dumps({"instance": self._instance, "replicas": live},
                                 option=orjson.OPT_INDENT_2)
             try:
-                await asyncio.to_thread(_write_atomic, self._state_path, data)
+                await asyncio.to_thread(write_atomic, self._state_path, data)
             except OSError as exc:
                 log.error("cannot write %s: %s", self._state_path, exc)
 

@@ -60,6 +60,12 @@ class DockerSpec(Strict):
         "auto", description="GPU ids replicas may use; auto = detect with nvidia-smi -L")
 
 
+class ProcessSpec(Strict):
+    gpus: list[Annotated[int, Field(ge=0, le=1024)]] | Literal["auto"] = Field(
+        "auto", description="GPU ids process replicas may use, one CUDA_VISIBLE_DEVICES per "
+                            "replica from resources.gpus; auto = detect with nvidia-smi -L")
+
+
 class AccessLogSpec(Strict):
     """Opt-in access log: one line for a random ``sample`` fraction of proxied requests."""
 
@@ -98,6 +104,7 @@ class GatewaySpec(Strict):
     admin: AdminSpec = AdminSpec()
     runtime: Literal["process", "docker"] = "process"
     docker: DockerSpec = DockerSpec()
+    process: ProcessSpec = ProcessSpec()
     state_dir: str = ".serve-gateway"
     max_body_bytes: Size = Field(10 * 1024 * 1024, ge=0, le=1 << 40)
     queue: QueueSpec = QueueSpec()

@@ -10,6 +10,17 @@ Endpoints (every body is JSON, Content-Type application/json):
   500 ``model_error`` (the model raised, or returned the wrong number of predictions),
   503 ``not_ready`` (still loading).
 - ``GET /predict``: metadata ``{"model", "pid", "replica", "ready", "in_flight"}``.
+- ``GET /openapi.json``, ``GET /docs``: the schema of an instance and a prediction
+  (``openapi.py``, from ``predict``'s annotations: ``typed.py``).
+- KServe v2 / Open Inference Protocol: ``/v2``, ``/v2/health/live``, ``/v2/health/ready``,
+  ``/v2/models/{name}``, ``/v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``
+  (``kserve_v2.py``; ``gateway.wire_v2`` turns tensors into instances and predictions into
+  tensors).
+
+A typed ``predict`` refuses a request with a bad instance whole: 400 ``bad_request`` whose
+``errors`` list names each bad instance's index and field. ``async def predict`` runs on the
+loop; a generator ``predict`` streams (``stream.py``) when Accept asks for
+``text/event-stream`` or ``application/x-ndjson`` (any predict does: one item per prediction).
 
 ``load()`` runs in a daemon thread after the socket listens, so probes answer during a slow load
 and SIGTERM need not wait for it. ``predict()`` runs in a bounded thread pool: the event loop
@@ -19,35 +30,36 @@ only moves bytes, so probes stay fast while the model computes.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from gateway.wire import parse_request
-from gateway.worker import BadInput
+from gateway.worker import BadInput, stream
+from gateway.worker.kserve_v2 import V2Routes
+from gateway.worker.model import (  # noqa: F401 (load_target, encode_predictions: public here)
+    Loaded,
+    Model,
+    ModelError,
+    Predictor,
+    encode_predictions,
+    load_target,
+)
+from gateway.worker.openapi import docs_page, document
+from gateway.worker.typed import InvalidInstances
 
 log = logging.getLogger("gateway.worker")
 
 _INLINE_PARSE_BYTES = 256 * 1024     # bigger bodies are decoded in a thread, off the loop
 _ERROR_KINDS = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
-
-
-class Model(Protocol):
-    def predict(self, items: list[Any]) -> Any: ...
-
-
-class ModelError(Exception):
-    """The model broke the contract: wrong number of predictions, or output JSON cannot hold."""
 
 
 @dataclass(frozen=True)
@@ -58,22 +70,8 @@ class WorkerOptions:
     threads: int = 1
     drain_timeout: float = 10.0
     max_body_bytes: int = 256 * 1024 * 1024
+    model_name: str | None = None     # the v2 model name; default: the class name, lowercased
     access_log: bool = False      # one line per predict call, with the gateway's request id
-
-
-def load_target(target: str) -> Model:
-    """Import ``module:attr`` and turn it into a model: a class or factory is called with no
-    arguments; an object that already has ``predict`` is used as is."""
-    module_name, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "predict")):
-        obj = obj()
-    if not callable(getattr(obj, "predict", None)):
-        raise TypeError(f"{target} gives a {type(obj).__name__} without a predict(items) method")
-    model: Model = obj
-    return model
 
 
 def parse_instances(body: bytes) -> list[Any]:
@@ -85,25 +83,9 @@ def parse_instances(body: bytes) -> list[Any]:
     return [doc] if items is None else items
 
 
-def encode_predictions(predictions: Any, expected: int) -> bytes:
-    """Check what ``predict`` returned and serialise ``{"predictions": ...}``."""
-    if isinstance(predictions, (str, bytes, dict)) or not hasattr(predictions, "__len__"):
-        raise ModelError(f"predict must return a list, got {type(predictions).__name__}")
-    if len(predictions) != expected:
-        raise ModelError(f"predict returned {len(predictions)} predictions for {expected} instances")
-    try:
-        return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
-    except TypeError as exc:     # orjson.JSONEncodeError is a TypeError
-        raise ModelError(f"predictions are not JSON serializable: {exc}") from None
-
-
 def _request_id(request: web.Request) -> str | None:
     """The gateway's ``X-Request-Id`` (a batch's: its callers' ids, comma-separated)."""
     return request.headers.get("X-Request-Id")
-
-
-def _error_fields(request: web.Request) -> dict[str, Any]:
-    return {"event": "predict_error", "request_id": _request_id(request)}
 
 
 def _json(status: int, doc: Any) -> web.Response:
@@ -128,28 +110,28 @@ async def _json_errors(request: web.Request,
 
 
 class WorkerServer:
-    """One model behind the HTTP endpoints; owns the predict pool and the loading state."""
+    """One model behind the HTTP endpoints; owns the loading state (the pool: ``Predictor``)."""
 
     def __init__(self, options: WorkerOptions) -> None:
         self.options = options
-        self.model: Model | None = None
+        self.loaded: Loaded | None = None
         self.load_error: BaseException | None = None
         self.draining = False
         self.in_flight = 0
-        self._busy = 0                   # predict() calls running in pool threads
-        self._busy_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="predict")
+        self.predictor = Predictor(options.threads)
+        self._openapi: bytes | None = None
+
+    @property
+    def model(self) -> Model | None:
+        return self.loaded.model if self.loaded is not None else None
 
     @property
     def ready(self) -> bool:
-        return self.model is not None and not self.draining
+        return self.loaded is not None and not self.draining
 
     @property
     def busy(self) -> int:
-        """predict() calls still running (a handler cancelled by the drain timeout leaves its
-        thread running: Python threads cannot be stopped)."""
-        with self._busy_lock:
-            return self._busy
+        return self.predictor.busy
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_json_errors], client_max_size=self.options.max_body_bytes)
@@ -157,19 +139,22 @@ class WorkerServer:
         app.router.add_get("/ready", self.readiness)
         app.router.add_get("/predict", self.metadata)
         app.router.add_post("/predict", self.predict)
+        app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_get("/docs", self.docs)
+        V2Routes(self).add_to(app.router)
         return app
 
     def start_loading(self, loop: asyncio.AbstractEventLoop, on_failure: Callable[[], None]) -> None:
         """Import, build and load() the model in a daemon thread (a daemon so that a SIGTERM
         during a long load does not wait for it at interpreter exit)."""
 
-        def finish(model: Model | None, error: BaseException | None) -> None:
+        def finish(loaded: Loaded | None, error: BaseException | None) -> None:
             if error is not None:
                 self.load_error = error
                 log.error("loading %s failed", self.options.target, exc_info=error)
                 on_failure()
             else:
-                self.model = model
+                self.loaded = loaded
 
         def target() -> None:
             started = time.monotonic()
@@ -178,11 +163,12 @@ class WorkerServer:
                 load = getattr(model, "load", None)
                 if callable(load):
                     load()
+                loaded = Loaded(model, self._model_name(model))
             except BaseException as exc:  # noqa: BLE001 (SystemExit from a model is a failed load too)
-                result: tuple[Model | None, BaseException | None] = (None, exc)
+                result: tuple[Loaded | None, BaseException | None] = (None, exc)
             else:
                 log.info("model %s loaded in %.2fs", self.options.target, time.monotonic() - started)
-                result = (model, None)
+                result = (loaded, None)
             try:
                 loop.call_soon_threadsafe(finish, *result)
             except RuntimeError:           # the loop already closed: the worker is exiting
@@ -190,8 +176,12 @@ class WorkerServer:
 
         threading.Thread(target=target, name="model-load", daemon=True).start()
 
+    def _model_name(self, model: Model) -> str:
+        name = self.options.model_name or getattr(model, "name", None)
+        return name if isinstance(name, str) and name else type(model).__name__.lower()
+
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.predictor.close()
 
     async def health(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok"})
@@ -206,7 +196,20 @@ class WorkerServer:
                            "replica": os.environ.get("SGW_REPLICA_ID"), "ready": self.ready,
                            "in_flight": self.in_flight})
 
-    async def predict(self, request: web.Request) -> web.Response:
+    async def openapi(self, request: web.Request) -> web.Response:
+        if self.loaded is None:
+            return _error(503, "not_ready", "the model is still loading")
+        if self._openapi is None:
+            self._openapi = orjson.dumps(document(self.loaded, self.options.target))
+        return web.Response(body=self._openapi, content_type="application/json")
+
+    async def docs(self, request: web.Request) -> web.Response:
+        if self.loaded is None:
+            return _error(503, "not_ready", "the model is still loading")
+        page = docs_page(document(self.loaded, self.options.target))
+        return web.Response(text=page, content_type="text/html")
+
+    async def predict(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
         started = time.monotonic()
         status = 500
@@ -224,44 +227,62 @@ class WorkerServer:
                                 "request_id": rid,
                                 "replica": os.environ.get("SGW_REPLICA_ID")})
 
-    async def _predict(self, request: web.Request) -> web.Response:
-        model = self.model
-        if model is None:
-            return _error(503, "not_ready", "the model is still loading")
+    async def _items(self, request: web.Request) -> list[Any]:
         body = await request.read()
+        if len(body) <= _INLINE_PARSE_BYTES:
+            return parse_instances(body)
+        return await asyncio.to_thread(parse_instances, body)
+
+    async def _predict(self, request: web.Request) -> web.StreamResponse:
+        loaded = self.loaded
+        if loaded is None:
+            return _error(503, "not_ready", "the model is still loading")
         try:
-            if len(body) <= _INLINE_PARSE_BYTES:
-                items = parse_instances(body)
-            else:
-                items = await asyncio.to_thread(parse_instances, body)
+            items = await self._items(request)
         except BadInput as exc:
             return _error(400, "bad_request", str(exc))
+        kind = stream.negotiate(request.headers.get("Accept"))
+        if kind is not None:
+            return await self._stream(request, loaded, items, kind)
         if not items:
             return _json(200, {"predictions": []})
-        loop = asyncio.get_running_loop()
         try:
-            payload = await loop.run_in_executor(self._pool, self._run_model, model, items)
-        except BadInput as exc:
-            return _error(400, "bad_request", str(exc))
-        except ModelError as exc:
-            log.error("model %s: %s (request_id=%s)", self.options.target, exc,
-                      _request_id(request), extra=_error_fields(request))
-            return _error(500, "model_error", str(exc))
-        except Exception as exc:
-            log.error("predict failed on %d instances (request_id=%s)", len(items),
-                      _request_id(request), exc_info=exc, extra=_error_fields(request))
-            return _error(500, "model_error", f"{type(exc).__name__}: {exc}")
+            payload = await self.predictor.payload(loaded, items)
+        except Exception as exc:  # noqa: BLE001 (whatever the model raised becomes its answer)
+            return self.failure(exc, len(items), _request_id(request))
         return web.Response(status=200, body=payload, content_type="application/json")
 
-    def _run_model(self, model: Model, items: list[Any]) -> bytes:
-        """Pool thread: predict and serialise, so that neither runs on the event loop."""
-        with self._busy_lock:
-            self._busy += 1
+    async def _stream(self, request: web.Request, loaded: Loaded, items: list[Any],
+                      kind: str) -> web.StreamResponse:
+        """Validation and the first item come before the head, so that a bad instance or a
+        model failing at once still gets its status code."""
+        if not items:
+            return web.Response(status=200, body=stream.end_frame(kind), content_type=kind)
+        gen = self.predictor.stream(loaded, items)
         try:
-            return encode_predictions(model.predict(items), len(items))
-        finally:
-            with self._busy_lock:
-                self._busy -= 1
+            first = await gen.__anext__()
+        except StopAsyncIteration:
+            return web.Response(status=200, body=stream.end_frame(kind), content_type=kind)
+        except Exception as exc:  # noqa: BLE001 (as in _predict)
+            await gen.aclose()
+            return self.failure(exc, len(items))
+        return await stream.respond(request, kind, first, gen)
+
+    def failure(self, exc: Exception, items: int, request_id: str | None = None) -> web.Response:
+        """A predict that raised -> its JSON error answer (logged with the request id)."""
+        if isinstance(exc, InvalidInstances):
+            return _json(400, {"error": "bad_request", "detail": str(exc),
+                               "errors": [p.as_dict() for p in exc.problems]})
+        if isinstance(exc, BadInput):
+            return _error(400, "bad_request", str(exc))
+        fields = {"event": "predict_error", "request_id": request_id}
+        if isinstance(exc, ModelError):
+            log.error("model %s: %s (request_id=%s)", self.options.target, exc, request_id,
+                      extra=fields)
+            return _error(500, "model_error", str(exc))
+        log.error("predict failed on %d instances (request_id=%s)", items, request_id,
+                  exc_info=exc, extra=fields)
+        return _error(500, "model_error", f"{type(exc).__name__}: {exc}")
 
 
 async def serve(options: WorkerOptions) -> tuple[int, bool]:

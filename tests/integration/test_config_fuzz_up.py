@@ -21,12 +21,13 @@ STARTS = 3
 
 
 def small(spec: Spec) -> bool:
-    """Cheap enough to start here: process runtime, a handful of replicas."""
+    """Cheap enough to start here: process runtime, a handful of replicas, no GPU (the host
+    may have none, and a plan needing GPUs it lacks is refused at start, as it should be)."""
     versions = [(s, v) for s in spec.services.values() for v in s.versions.values()]
     scale = [a.max_replicas for s, _ in versions for a in (s.autoscale,) if a] + \
         [v.autoscale.max_replicas for _, v in versions if v.autoscale]
     return spec.gateway.runtime == "process" and sum(v.replicas for _, v in versions) <= 4 \
-        and all(n <= 4 for n in scale)
+        and all(n <= 4 for n in scale) and not any(v.resources.gpus for _, v in versions)
 
 
 def startable(tmp_path: Path) -> list[tuple[str, dict]]:

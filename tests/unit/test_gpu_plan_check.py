@@ -60,4 +60,23 @@ async def test_runtime_check_uses_the_configured_gpu_list() -> None:
     await DockerRuntime(gpus=[0, 1, 2, 3, 4]).check(spec())   # no daemon call: the list is given
     with pytest.raises(ConfigError, match="needs 4 GPUs"):
         await DockerRuntime(gpus=[0, 1]).check(spec())
-    await ProcessRuntime().check(spec())                      # processes get no GPU books
+    await ProcessRuntime(gpus=[0, 1, 2, 3, 4]).check(spec())  # processes: the same books
+    with pytest.raises(ConfigError, match=r"needs 4 GPUs"):
+        await ProcessRuntime(gpus=[0, 1]).check(spec())
+    with pytest.raises(ConfigError, match=r"no GPU \(gateway.process.gpus is empty"):
+        await ProcessRuntime(gpus=[]).check(spec())
+
+
+def test_process_replica_env_precedence(tmp_path: object) -> None:
+    """The allocator's ids beat a version's own CUDA_VISIBLE_DEVICES (they are what the books
+    say); a version that asked for none may still choose what it sees."""
+    from gateway.runtimes.base import ReplicaSpec
+
+    runtime = ProcessRuntime(state_dir=str(tmp_path), gpus=[0, 1])
+    mine = (("CUDA_VISIBLE_DEVICES", "1"),)
+    given = ReplicaSpec("s", "v", "r", ("w",), env=mine, gpu_ids=(0,))
+    assert runtime._env(given, "id", 1, host_has_gpus=True)["CUDA_VISIBLE_DEVICES"] == "0"
+    none = ReplicaSpec("s", "v", "r", ("w",))
+    assert runtime._env(none, "id", 1, host_has_gpus=True)["CUDA_VISIBLE_DEVICES"] == ""
+    chosen = ReplicaSpec("s", "v", "r", ("w",), env=mine)
+    assert runtime._env(chosen, "id", 1, host_has_gpus=True)["CUDA_VISIBLE_DEVICES"] == "1"

@@ -138,3 +138,22 @@ def test_check_plan_from_a_spec() -> None:
     check_plan(gpus.spec_demands(spec), [0, 1, 2])
     with pytest.raises(GpuUnavailable, match=r"services\.llm\.versions\.v1 needs 3 GPUs.*2 of 2 free"):
         check_plan(gpus.spec_demands(spec), [0, 1])
+
+
+def test_check_plan_returns_each_replicas_ids_in_config_order() -> None:
+    rows = [("small", "v1", 1, 1), ("cpu", "v1", 3, None), ("llm", "v1", 2, 2)]
+    assert check_plan(rows, [0, 1, 2, 3, 4]) == [
+        ("small", "v1", 0, (0,)), ("llm", "v1", 0, (1, 2)), ("llm", "v1", 1, (3, 4))]
+
+
+def test_process_env_gives_a_replica_exactly_its_ids() -> None:
+    assert gpus.process_env((1, 3), host_has_gpus=True) == {
+        "CUDA_VISIBLE_DEVICES": "1,3", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    # none asked on a GPU host: none seen (a container would see none either)
+    assert gpus.process_env((), host_has_gpus=True) == {"CUDA_VISIBLE_DEVICES": ""}
+    assert gpus.process_env((), host_has_gpus=False) == {}
+
+
+def test_resolve_setting_detects_only_for_auto() -> None:
+    assert gpus.resolve_setting([2, 0], detect=lambda: [9]) == [2, 0]
+    assert gpus.resolve_setting("auto", detect=lambda: [0, 1]) == [0, 1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.dataplane.mirror import Gate, Sampler, agrees, eligible, mirror_methods
-from plugins.comparators import json_equal
+from gateway.plugins_builtin.comparators import json_equal
 
 
 def test_sampler_is_an_exact_evenly_spread_counter() -> None:

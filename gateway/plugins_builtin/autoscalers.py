@@ -8,4 +8,4 @@ the ``autoscaler`` kind) makes every built-in one known.
 
 from __future__ import annotations
 
-from plugins import queue_latency  # noqa: F401  (registers "queue_latency")
+from gateway.plugins_builtin import queue_latency  # noqa: F401  (registers "queue_latency")

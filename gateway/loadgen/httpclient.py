@@ -4,6 +4,8 @@ One request in flight per connection (no pipelining). It parses just enough of t
 to find its end: Content-Length, chunked, or read-until-close. Far cheaper per request than a
 full client library, which matters when the load generator shares two cores with the system
 under test.
+
+Shared by ``serve-gateway bench`` (``gateway/loadgen/``) and the benchmarks in ``bench/``.
 """
 
 from __future__ import annotations
@@ -33,17 +35,26 @@ class _Resp:
     chunked: bool = False
     until_close: bool = False
     body_seen: bool = field(default=False)
+    watched: str | None = None  # the value of the connection's watched header, if any
 
 
 class HttpConn(asyncio.Protocol):
-    """A client connection; ``await conn.send(raw)`` returns the response status."""
+    """A client connection; ``await conn.send(raw)`` returns the response status.
 
-    def __init__(self) -> None:
+    ``watch`` names one response header (lower case, e.g. ``x-served-by``) whose value the last
+    complete response had is kept in ``watched``: the load generator counts which version
+    answered without parsing every header into a dict.
+    """
+
+    def __init__(self, watch: str | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.watch = watch
+        self.watched: str | None = None
         self._buf = bytearray()
         self._resp: _Resp | None = None
         self._waiter: asyncio.Future[int] | None = None
+        self._bodyless = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -55,6 +66,7 @@ class HttpConn(asyncio.Protocol):
         resp, waiter = self._resp, self._waiter
         if waiter is not None and not waiter.done():
             if resp is not None and resp.until_close:
+                self.watched = resp.watched
                 waiter.set_result(resp.status)
             else:
                 waiter.set_exception(ConnectionClosed(str(exc or "closed by peer")))
@@ -76,12 +88,24 @@ class HttpConn(asyncio.Protocol):
         if self._waiter is not None:
             raise RuntimeError("one request at a time per connection")
         self._waiter, self._resp = waiter, None
+        # the answer to HEAD has a Content-Length but no body (RFC 9110 9.3.2)
+        self._bodyless = raw.startswith(b"HEAD ")
         self.transport.write(raw)
         return waiter
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def fail(self, exc: Exception) -> None:
+        """Give up on the request in flight (its deadline passed): its future gets ``exc`` and
+        the connection is dropped, since a late answer would be read as the next one's."""
+        waiter, self._waiter = self._waiter, None
+        self.closed = True
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
 
     # -- response framing ---------------------------------------------------------------------
     def _parse(self) -> None:
@@ -94,6 +118,7 @@ class HttpConn(asyncio.Protocol):
             return
         done = self._consume_chunked(resp) if resp.chunked else self._consume_length(resp)
         if done:
+            self.watched = resp.watched
             waiter, self._waiter, self._resp = self._waiter, None, None
             if waiter is not None and not waiter.done():
                 waiter.set_result(resp.status)
@@ -112,8 +137,10 @@ class HttpConn(asyncio.Protocol):
                 resp.length = int(value)
             elif name == "transfer-encoding" and "chunked" in value.lower():
                 resp.chunked = True
-        if resp.status in (204, 304) or 100 <= resp.status < 200:
-            resp.length = 0
+            elif name == self.watch:
+                resp.watched = value.strip()
+        if resp.status in (204, 304) or 100 <= resp.status < 200 or self._bodyless:
+            resp.length, resp.chunked = 0, False
         elif not resp.chunked and resp.length is None:
             resp.until_close = True
         self._resp = resp
@@ -154,18 +181,9 @@ class HttpConn(asyncio.Protocol):
                 resp.length = size
 
 
-async def connect(host: str, port: int) -> HttpConn:
+async def connect(host: str, port: int, watch: str | None = None) -> HttpConn:
     """Open one connection (Nagle off, as asyncio does for TCP by default)."""
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(HttpConn, host, port)
+    _, proto = await loop.create_connection(lambda: HttpConn(watch), host, port)
     return proto
 
-
-def percentiles_ms(samples_s: list[float], points: tuple[float, ...]) -> dict[str, float]:
-    """Nearest-rank percentiles of second-valued samples, in ms, keyed 'p50', 'p99', 'p99.9'."""
-    if not samples_s:
-        return {f"p{p:g}": float("nan") for p in points}
-    ordered = sorted(samples_s)
-    n = len(ordered)
-    return {f"p{p:g}": ordered[min(n - 1, max(0, int(-(-p * n // 100)) - 1))] * 1e3
-            for p in points}
