@@ -69,35 +69,44 @@ def traceparent_line(trace_id: bytes, span_id: bytes, flags: bytes) -> bytes:
 
 
 class HexPool:
-    """Random hex digits drawn ``ids`` at a time (one big random number formatted once): a new
-    request takes two slices instead of drawing and formatting its own number, a third of the
-    cost on the hot path."""
+    """New ids drawn ``ids`` at a time: one big random number formatted once, cut into
+    request ids (32 hex digits, also the new trace's id) and span ids (16), with their header
+    lines built in the same pass, so that a new request only takes the next one."""
 
-    __slots__ = ("_at", "_bits", "_buf", "_size")
+    __slots__ = ("_at", "_bits", "_ids", "_ready")
     WIDTH = 48                     # 32 for the request (and trace) id, 16 for our span id
 
     def __init__(self, bits: Bits = random.getrandbits, ids: int = 256) -> None:
         self._bits = bits
-        self._size = ids * self.WIDTH
-        self._buf = b""
+        self._ids = ids
+        self._ready: list[tuple[bytes, bytes, bytes]] = []
         self._at = 0
 
-    def take(self) -> tuple[bytes, bytes]:
-        """(32 hex digits, 16 hex digits), both random and, at 2^-128 odds, not all zero."""
+    def take(self) -> tuple[bytes, bytes, bytes]:
+        """(request id, its response line, its upstream lines), all random and, at 2^-128
+        odds, not all zero."""
         at = self._at
-        buf = self._buf
-        if at >= len(buf):
-            buf = self._buf = b"%0*x" % (self._size, self._bits(self._size * 4))
+        ready = self._ready
+        if at >= len(ready):
+            w = self.WIDTH
+            buf = b"%0*x" % (self._ids * w, self._bits(self._ids * w * 4))
+            ready = self._ready = [_lines(buf[i:i + 32], buf[i + 32:i + w])
+                                   for i in range(0, len(buf), w)]
             at = 0
-        self._at = at + self.WIDTH
-        return buf[at:at + 32], buf[at + 32:at + 48]
+        self._at = at + 1
+        return ready[at]
+
+
+def _lines(rid: bytes, span: bytes) -> tuple[bytes, bytes, bytes]:
+    line = b"X-Request-Id: %s\r\n" % rid
+    return rid, line, b"%straceparent: 00-%s-%s-01\r\n" % (line, rid, span)
 
 
 _pool = HexPool()
 
 
 def request_ids(raw_headers: Iterable[tuple[bytes, bytes]], bits: Bits = random.getrandbits,
-                take: Callable[[], tuple[bytes, bytes]] = _pool.take) -> Ids:
+                take: Callable[[], tuple[bytes, bytes, bytes]] = _pool.take) -> Ids:
     """The request's ``Ids`` from its headers (the first of each name counts); ``take`` draws
     the new ids of the usual request (none sent), ``bits`` the others' random numbers."""
     rid = tp = None
@@ -110,10 +119,8 @@ def request_ids(raw_headers: Iterable[tuple[bytes, bytes]], bits: Bits = random.
     if rid is None and tp is None:
         # the usual case, in as few steps as it takes (it runs per request): the new request
         # id is also the new trace's id
-        rid, span = take()
-        line = b"X-Request-Id: %s\r\n" % rid
-        return Ids(rid, rid, b"", b"01", line,
-                   b"%straceparent: 00-%s-%s-01\r\n" % (line, rid, span))
+        rid, line, upstream = take()
+        return Ids(rid, rid, b"", b"01", line, upstream)
     parsed = parse_traceparent(tp) if tp is not None else None
     if rid is None or _RID_OK(rid) is None:
         rid = None

@@ -81,7 +81,10 @@ def test_a_workers_own_request_id_is_not_relayed() -> None:
 def test_new_ids_come_from_a_pool_of_random_hex() -> None:
     pool = HexPool(random.Random(3).getrandbits, ids=2)
     taken = [pool.take() for _ in range(5)]            # past the pool's end: a new draw
-    assert len({rid for rid, _ in taken}) == 5
-    assert all(len(rid) == 32 and len(span) == 16 and int(rid, 16) for rid, span in taken)
+    assert len({rid for rid, _, _ in taken}) == 5
+    for rid, line, upstream in taken:
+        assert len(rid) == 32 and int(rid, 16) and line == b"X-Request-Id: %s\r\n" % rid
+        tp = upstream.removeprefix(line).removeprefix(b"traceparent: ").removesuffix(b"\r\n")
+        assert parse_traceparent(tp) is not None and tp.split(b"-")[1] == rid
     got = request_ids((), take=pool.take)
     assert len(got.request_id) == 32 and got.trace_id == got.request_id
