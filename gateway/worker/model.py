@@ -84,7 +84,8 @@ class Loaded:
     def with_model(self, chosen: Any) -> Loaded:
         """This model for one request of a multiplexed worker: ``predict(items, model=chosen)``."""
         bound = copy.copy(self)
-        bound.predict = functools.partial(self.model.predict, model=chosen)
+        predict: Callable[..., Any] = self.model.predict   # takes model= (not in the Protocol)
+        bound.predict = functools.partial(predict, model=chosen)
         return bound
 
 

@@ -68,7 +68,7 @@ class Lease:
         return self._entry.value
 
     def release(self) -> None:
-        self._cache._release(self.model_id, self._entry)   # noqa: SLF001 (its owner)
+        self._cache._release(self.model_id, self._entry)    # its owner's bookkeeping
 
 
 class ModelCache:
@@ -152,7 +152,7 @@ class ModelCache:
         assert self._unload is not None
         try:
             await _call(self._unload, model_id, value)
-        except Exception:  # noqa: BLE001 (a failed unload must not take the worker down)
+        except Exception:    # a failed unload must not take the worker down
             log.exception("unload_model(%s) failed", model_id)
 
 

@@ -45,7 +45,6 @@ from aiohttp import web
 from gateway.wire import parse_request
 from gateway.worker import BadInput, stream
 from gateway.worker.kserve_v2 import V2Routes
-from gateway.worker.multiplex import DEFAULT_HEADER, LOADED_HEADER, ModelCache, check_id
 from gateway.worker.model import (  # noqa: F401 (load_target, encode_predictions: public here)
     Loaded,
     Model,
@@ -54,6 +53,7 @@ from gateway.worker.model import (  # noqa: F401 (load_target, encode_prediction
     encode_predictions,
     load_target,
 )
+from gateway.worker.multiplex import DEFAULT_HEADER, LOADED_HEADER, ModelCache, check_id
 from gateway.worker.openapi import docs_page, document
 from gateway.worker.typed import InvalidInstances
 
@@ -245,7 +245,7 @@ class WorkerServer:
             lease = await models.acquire(model_id)
         except BadInput as exc:            # no id, a bad one, or load_model refused it
             return _error(400, "bad_request", str(exc))
-        except Exception as exc:  # noqa: BLE001 (whatever load_model raised is the answer)
+        except Exception as exc:    # whatever load_model raised is the answer
             log.error("load_model(%s) failed", request.headers.get(header), exc_info=exc)
             return _error(500, "model_error", f"loading model {model_id} failed: "
                                               f"{type(exc).__name__}: {exc}")
