@@ -70,6 +70,7 @@ class Endpoint:
         if model in self.models:
             return True
         self.models = self.models | {model}
+        self.models_raw = b""     # the next answer's list replaces this guess, even if unchanged
         return False
 
     def learn(self, headers: list[tuple[bytes, bytes]]) -> None:
