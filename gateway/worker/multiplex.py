@@ -19,6 +19,7 @@ import asyncio
 import inspect
 import logging
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -160,4 +161,33 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
     """A hook, sync (in a thread: loads are slow) or async (on the loop)."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
-    return await asyncio.to_thread(fn, *args)
+    return await _in_daemon_thread(fn, *args)
+
+
+async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a daemon thread of its own, as ``load()`` runs: a SIGTERM during a long
+    download must not wait for it (the loop's default executor is joined at exit)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(value)
+
+    def run() -> None:
+        try:
+            result: tuple[Any, BaseException | None] = (fn(*args), None)
+        except BaseException as exc:  # noqa: BLE001 (handed to the awaiting load)
+            result = (None, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *result)
+        except RuntimeError:          # the loop closed: the worker is exiting
+            pass
+
+    threading.Thread(target=run, name=f"{getattr(fn, '__name__', 'hook')}{args[:1]}",
+                     daemon=True).start()
+    return await fut

@@ -121,3 +121,30 @@ def test_model_ids_are_checked() -> None:
     for bad in (None, "", "a,b", "a b", "x" * 129):
         with pytest.raises(BadInput, match="x-model-id"):
             check_id(bad, "x-model-id")
+
+
+async def test_sync_hooks_run_off_the_event_loop_thread() -> None:
+    import threading
+
+    seen: list[tuple[str, bool]] = []
+    unloaded = threading.Event()
+
+    class Sync:
+        def load_model(self, model_id: str) -> str:
+            seen.append((model_id, threading.current_thread() is threading.main_thread()))
+            if model_id == "bad":
+                raise BadInput("no model named bad")
+            return model_id.upper()
+
+        def unload_model(self, model_id: str, model: str) -> None:
+            unloaded.set()
+
+    cache = ModelCache.of(Sync(), 1)
+    assert cache is not None
+    assert await use(cache, "a") == "A"
+    with pytest.raises(BadInput):
+        await use(cache, "bad")
+    await use(cache, "b")                        # evicts a: unload_model in a thread
+    await asyncio.get_running_loop().run_in_executor(None, unloaded.wait, 5)
+    assert unloaded.is_set()
+    assert seen == [("a", False), ("bad", False), ("b", False)]
