@@ -10,6 +10,9 @@ Endpoints (every body is JSON, Content-Type application/json):
   500 ``model_error`` (the model raised, or returned the wrong number of predictions),
   503 ``not_ready`` (still loading).
 - ``GET /predict``: metadata ``{"model", "pid", "replica", "ready", "in_flight"}``.
+- ``GET /models``: ``{"multiplexed", "capacity", "models", "loads", "evictions"}``; a model with
+  ``load_model`` is multiplexed (``multiplex.py``): ``/predict`` needs the model header, and
+  every answer carries ``x-loaded-models``.
 - ``GET /openapi.json``, ``GET /docs``: the schema of an instance and a prediction
   (``openapi.py``, from ``predict``'s annotations: ``typed.py``).
 - KServe v2 / Open Inference Protocol: ``/v2``, ``/v2/health/live``, ``/v2/health/ready``,
