@@ -52,6 +52,9 @@ def main() -> int:
     p.add_argument("--max-concurrency", type=int,
                    help="set max_concurrency in this build's config (a base without the key "
                         "gets none)")
+    p.add_argument("--base-max-concurrency", type=int,
+                   help="set max_concurrency in the base's config too (a base that has the key: "
+                        "compare like with like)")
     p.add_argument("--name", default=NAME, help="the README block to write")
     p.add_argument("--write", action="store_true", help="update bench/README.md's block")
     args = p.parse_args()
@@ -71,8 +74,9 @@ def main() -> int:
                 d.mkdir()
                 d.chmod(0o755)
                 services = one_backend(backend_argv("{port}"))
-                if key == "this" and args.max_concurrency:
-                    services["bench"]["versions"]["v1"]["max_concurrency"] = args.max_concurrency
+                limit = args.max_concurrency if key == "this" else args.base_max_concurrency
+                if limit:
+                    services["bench"]["versions"]["v1"]["max_concurrency"] = limit
                 targets[key] = start_gateway(procs, d, services, binary=binary)
                 if proxy_cpu:
                     pin(targets[key].pids(), proxy_cpu)
@@ -107,7 +111,8 @@ def main() -> int:
         f"{info.get('load average at start', '?')}. {args.rounds} ABBA rounds of "
         f"{args.seconds} s per run (after 1 s warm-up), wrk -t1 -c{loads[0].connections}, "
         f"both gateways on one CPU{pinned}; this build's max_concurrency: "
-        f"{args.max_concurrency or 'default (5)'}; errors: {errors}."),
+        f"{args.max_concurrency or 'default (5)'}, the base's: "
+        f"{args.base_max_concurrency or 'default'}; errors: {errors}."),
         "",
         head,
         "|---|---|---|---|---|",

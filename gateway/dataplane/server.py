@@ -183,14 +183,23 @@ class DataPlane:
         replicas = version.replicas
         exclude: Endpoint | None = None
         last: UpstreamError | None = None
+        mux = version.multiplex
+        model = _header(request.raw_headers, mux.header) if mux is not None else None
         for attempt in range(svc.retries + 1):
-            ep = replicas.take(exclude)
+            if model is None:
+                ep = replicas.take(exclude)
+            else:                # a multiplexed model: affinity with bounded load
+                assert mux is not None
+                ep = replicas.take_model(model, mux.slack, exclude)
             if ep is None:
                 if last is not None and all(e is exclude for e in replicas.endpoints):
                     raise last        # the only replica just failed: no point in waiting
                 ep = await replicas.wait(start + svc.queue_timeout, exclude, request.alive)
                 self.metrics.queue_wait.labels(svc.name, version.name).observe(
                     loop.time() - start)
+            if model is not None:
+                assert mux is not None
+                mux.metrics.count(model, ep.assign(model))
             sent = loop.time()
             try:
                 resp = await ep.pool.request(head, body, svc.request_timeout, method == "HEAD",
@@ -215,6 +224,8 @@ class DataPlane:
                 replicas.release(ep)
                 raise
             version.metrics.upstream_latency.observe(loop.time() - sent)
+            if mux is not None:
+                ep.learn(resp.headers)
             if resp.status >= 500:
                 version.metrics.upstream_error("5xx")
                 replicas.failure(ep)
@@ -265,6 +276,15 @@ async def _relay_stream(request: Request, resp: UpstreamResponse, replicas: Repl
         return await _relay(request, resp, replicas, ep, extra)
     finally:
         metrics.streams_open.dec()
+
+
+def _header(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | None:
+    """A request header's value (``name`` lowercase), or None when absent or empty."""
+    n = len(name)
+    for key, value in headers:
+        if len(key) == n and key.lower() == name:
+            return value.strip() or None
+    return None
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:
