@@ -53,8 +53,8 @@ def main() -> int:
                    help="set max_concurrency in this build's config (a base without the key "
                         "gets none)")
     p.add_argument("--base-max-concurrency", type=int,
-                   help="the same for the base's config (a base that has the key: give it the "
-                        "same limit, or it queues at its default)")
+                   help="set max_concurrency in the base's config too (a base that has the key: "
+                        "compare like with like)")
     p.add_argument("--name", default=NAME, help="the README block to write")
     p.add_argument("--write", action="store_true", help="update bench/README.md's block")
     args = p.parse_args()

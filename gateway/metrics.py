@@ -159,6 +159,42 @@ class BatchMetrics:
         self._m.batch_errors.labels(self.service, self.version, kind).inc()
 
 
+class ModelMetrics:
+    """Requests per multiplexed model id of one version, by placement (``held``: the replica
+    had it; ``load``: sent to one that loads it). Ids come from clients, so labels are bounded:
+    the first ``top`` ids seen get their own series, every later one counts as ``other``."""
+
+    __slots__ = ("_children", "_m", "_named", "service", "top", "version")
+
+    OTHER = "other"
+
+    def __init__(self, m: Metrics, service: str, version: str, top: int) -> None:
+        self._m = m
+        self.service = service
+        self.version = version
+        self.top = top
+        self._children: dict[tuple[bytes, bool], Counter] = {}   # at most 2 * (top + 1)
+        self._named: set[bytes] = set()
+
+    def count(self, model: bytes, held: bool) -> None:
+        c = self._children.get((model, held))
+        if c is None:
+            c = self._child(model, held)
+        c.inc()
+
+    def _child(self, model: bytes, held: bool) -> Counter:
+        if model in self._named or len(self._named) < self.top:
+            self._named.add(model)
+            label, key = model.decode("latin-1"), (model, held)
+        else:
+            label, key = self.OTHER, (b"", held)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = self._m.model_requests.labels(
+                self.service, self.version, label, "held" if held else "load")
+        return c
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
@@ -273,6 +309,13 @@ class Metrics:
         self.rollout_journal_errors = Counter(
             "serve_gateway_rollout_journal_errors",
             "Unreadable rollout journals moved aside at start-up", registry=r)
+        # multiplexed models (dataplane/affinity.py): bounded labels, see ModelMetrics
+        self.model_requests = Counter(
+            "serve_gateway_model_requests", "Requests of multiplexed models by model id (the "
+            "first N seen; the rest: other) and placement (held: on a replica holding it, "
+            "load: on one that loads it)", ["service", "version", "model", "placement"],
+            registry=r)
+        self._models: dict[tuple[str, str], ModelMetrics] = {}
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
         self._shadows: dict[tuple[str, str], ShadowMetrics] = {}
         self._batches: dict[tuple[str, str], BatchMetrics] = {}
@@ -300,6 +343,14 @@ class Metrics:
         if bm is None:
             bm = self._batches[key] = BatchMetrics(self, service, version)
         return bm
+
+    def models(self, service: str, version: str, top: int) -> ModelMetrics:
+        """One version's per-model counters, kept across reloads (``top`` may change)."""
+        mm = self._models.get((service, version))
+        if mm is None:
+            mm = self._models[(service, version)] = ModelMetrics(self, service, version, top)
+        mm.top = top
+        return mm
 
     def shadow(self, service: str, version: str) -> ShadowMetrics:
         key = (service, version)

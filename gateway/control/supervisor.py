@@ -44,7 +44,7 @@ def backoff(crashes: int) -> float:
 def replica_spec(service: str, version: str, v: VersionSpec) -> ReplicaSpec:
     return ReplicaSpec(service=service, version=version, revision=v.revision(),
                        command=tuple(v.command) if v.command else None, image=v.image,
-                       port=v.port, env=tuple(sorted(v.env.items())), workdir=v.workdir,
+                       port=v.port, env=tuple(sorted(v.worker_env().items())), workdir=v.workdir,
                        volumes=tuple(v.volumes), resources=v.resources)
 
 

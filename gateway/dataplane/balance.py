@@ -18,11 +18,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from gateway.dataplane import affinity
 from gateway.dataplane.outlier import OutlierPolicy
 from gateway.dataplane.upstream import UpstreamPool
 from gateway.errors import ClientGone, ColdStartTimeout, NoReadyReplica, Overloaded, ProxyError
 
 EJECT_SECONDS = 2.0
+LOADED_MODELS = b"x-loaded-models"     # worker/multiplex.py's LOADED_HEADER
 DEFAULT_LIMIT = 5
 
 
@@ -41,6 +43,8 @@ class Endpoint:
         "host",
         "id",
         "inflight",
+        "models",
+        "models_raw",
         "pool",
         "port",
     )
@@ -55,6 +59,28 @@ class Endpoint:
         self.fails = 0           # errors in a row (outlier detection)
         self.ejections = 0       # outlier ejections so far
         self.back_at = 0.0       # when the last outlier ejection ended
+        # multiplexed models its worker holds or loads (its last x-loaded-models, plus those
+        # sent to it since): the affinity policy's view of it
+        self.models: frozenset[bytes] = frozenset()
+        self.models_raw = b""
+
+    def assign(self, model: bytes) -> bool:
+        """A request of ``model`` goes here: True when the worker holds it already, else it
+        loads it now, and the next requests of it may come here too."""
+        if model in self.models:
+            return True
+        self.models = self.models | {model}
+        self.models_raw = b""     # the next answer's list replaces this guess, even if unchanged
+        return False
+
+    def learn(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """What the worker says it holds, from an answer's ``x-loaded-models``."""
+        for name, value in headers:
+            if len(name) == 15 and name.lower() == LOADED_MODELS:
+                if value != self.models_raw:
+                    self.models_raw = value
+                    self.models = frozenset(m.strip() for m in value.split(b",") if m.strip())
+                return
 
     def eject(self, now: float, seconds: float = EJECT_SECONDS) -> None:
         """Passive health: a connect failure sends new requests elsewhere for a while, until the
@@ -214,6 +240,16 @@ class ReplicaSet:
             e = eps[0]
             return e if e is not exclude and e.inflight < self.limit else None
         return p2c(eps, self._randrange, self._clock(), exclude, self.limit)
+
+    def take_model(self, model: bytes, slack: int, exclude: Endpoint | None = None
+                   ) -> Endpoint | None:
+        """``take`` for a multiplexed model: a slot on a replica that holds it, within the
+        load bound, else on the one that should load it (``affinity.choose``)."""
+        e = affinity.choose(self.endpoints, model, self.limit, slack, self._randrange,
+                            self._clock(), exclude)
+        if e is not None:
+            e.inflight += 1
+        return e
 
     def pick_any(self) -> Endpoint | None:
         """An endpoint for traffic bounded elsewhere, whatever its free slots: mirror copies

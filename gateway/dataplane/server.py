@@ -210,8 +210,14 @@ class DataPlane:
         replicas = version.replicas
         exclude: Endpoint | None = None
         last: UpstreamError | None = None
+        mux = version.multiplex
+        model = _header(request.raw_headers, mux.header) if mux is not None else None
         for attempt in range(svc.retries + 1):
-            ep = replicas.take(exclude)
+            if model is None:
+                ep = replicas.take(exclude)
+            else:                # a multiplexed model: affinity with bounded load
+                assert mux is not None
+                ep = replicas.take_model(model, mux.slack, exclude)
             if ep is None:
                 if last is not None and all(e is exclude for e in replicas.endpoints):
                     raise last        # the only replica just failed: no point in waiting
@@ -221,6 +227,9 @@ class DataPlane:
                     loop.time() - start)
                 if span is not None:
                     span.child("queue_wait", queued, replica=ep.id)
+            if model is not None:
+                assert mux is not None
+                mux.metrics.count(model, ep.assign(model))
             sent = loop.time()
             sent_ns = time.time_ns() if span is not None else 0
             try:
@@ -246,6 +255,8 @@ class DataPlane:
                 replicas.release(ep)
                 raise
             version.metrics.upstream_latency.observe(loop.time() - sent)
+            if mux is not None:
+                ep.learn(resp.headers)
             if resp.status >= 500:
                 version.metrics.upstream_error("5xx")
                 replicas.failure(ep)
@@ -300,6 +311,15 @@ async def _relay_stream(request: Request, resp: UpstreamResponse, replicas: Repl
         return await _relay(request, resp, replicas, ep, extra)
     finally:
         metrics.streams_open.dec()
+
+
+def _header(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | None:
+    """A request header's value (``name`` lowercase), or None when absent or empty."""
+    n = len(name)
+    for key, value in headers:
+        if len(key) == n and key.lower() == name:
+            return value.strip() or None
+    return None
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:

@@ -17,10 +17,19 @@ from gateway.dataplane.batchers import Batchers
 from gateway.dataplane.match import RequestView, Rules
 from gateway.dataplane.mirror import Mirror, mirror_methods
 from gateway.dataplane.split import TrafficPolicy
-from gateway.metrics import Metrics, VersionMetrics
-from gateway.spec.models import ServiceSpec, Spec
+from gateway.metrics import Metrics, ModelMetrics, VersionMetrics
+from gateway.spec.models import ServiceSpec, Spec, VersionSpec
 
 Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Multiplexing:
+    """A multiplexed version's routing: the header naming the model, the load bound."""
+
+    header: bytes               # lowercase, as raw request headers are compared
+    slack: int                  # see dataplane/affinity.py
+    metrics: ModelMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,7 @@ class VersionRoute:
     metrics: VersionMetrics
     served_by: Headers = ()      # (("x-served-by", "service/version"),) unless turned off
     batcher: Batcher | None = None   # set when the service has `batching:`
+    multiplex: Multiplexing | None = None   # set when the version has `multiplex:`
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +125,9 @@ def build_table(spec: Spec, replica_sets: Mapping[tuple[str, str], ReplicaSet], 
         versions = {v: VersionRoute(v, replica_sets[(name, v)], metrics.version(name, v),
                                     (("x-served-by", f"{name}/{v}"),)
                                     if svc.traffic.served_by_header else (),
-                                    _batcher(name, v, svc, replica_sets[(name, v)], batchers))
-                    for v in svc.versions}
+                                    _batcher(name, v, svc, replica_sets[(name, v)], batchers),
+                                    _multiplexing(name, v, ver, metrics))
+                    for v, ver in svc.versions.items()}
         w = (weights or {}).get(name) or service_weights(svc)
         t = svc.traffic
         policy = TrafficPolicy(list(svc.versions), w, Rules(t.rules), t.sticky)
@@ -145,6 +156,15 @@ def _batcher(service: str, version: str, svc: ServiceSpec, replicas: ReplicaSet,
     return batchers.get(service, version, svc.batching, replicas,
                         target=upstream_path(svc.route, svc.rewrite, svc.route), host=service,
                         request_timeout=svc.timeouts.request, retries=svc.retries)
+
+
+def _multiplexing(service: str, version: str, ver: VersionSpec,
+                  metrics: Metrics) -> Multiplexing | None:
+    m = ver.multiplex
+    if m is None:
+        return None
+    return Multiplexing(m.header.lower().encode(), m.load_slack,
+                        metrics.models(service, version, m.metrics_models))
 
 
 def _mirror(name: str, svc: ServiceSpec, replica_sets: Mapping[tuple[str, str], ReplicaSet],

@@ -152,4 +152,18 @@ def rollout(spec: Spec) -> Iterator[Finding]:
             yield at, f"with {len(svc.versions)} versions, say which one serves now: 'from'"
 
 
-CHECKS: list[Check] = [not_empty, names, routes, launch, weights, traffic, autoscale, rollout]
+def multiplex(spec: Spec) -> Iterator[Finding]:
+    """A batch is one request to one replica: it cannot carry several models, and one batch
+    queue per model id would split the queue (and its waits) N ways and need a second,
+    affinity-aware dispatcher. So the two do not mix; a multiplexed model batches inside."""
+    for sname, svc in spec.services.items():
+        for vname, ver in svc.versions.items():
+            if ver.multiplex is not None and svc.batching is not None:
+                yield ("services", sname, "versions", vname, "multiplex"), \
+                    ("multiplexing and batching do not mix: a batch goes to one replica as one "
+                     "request, so it cannot carry several models (remove the service's "
+                     "'batching' or this 'multiplex')")
+
+
+CHECKS: list[Check] = [not_empty, names, routes, launch, weights, traffic, autoscale, rollout,
+                       multiplex]

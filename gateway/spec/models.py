@@ -169,6 +169,23 @@ class OutlierSpec(Strict):
                                      description="share of replicas that may be out at once")
 
 
+class MultiplexSpec(Strict):
+    """Many models per replica, chosen per request by ``header`` (worker/multiplex.py): each
+    replica keeps the last ``max_models_per_replica`` in an LRU, and the gateway sends a model's
+    requests to a replica that holds it (dataplane/affinity.py) unless that one is full or
+    ``load_slack`` requests busier than the least loaded replica: then another one loads it."""
+
+    max_models_per_replica: int = Field(4, ge=1, le=1024, description="models each replica "
+                                        "holds at once; the least recently used is evicted")
+    header: str = Field("x-model-id", pattern=r"^[A-Za-z0-9-]{1,64}$",
+                        description="request header naming the model")
+    load_slack: int = Field(2, ge=0, le=4096, description="requests in flight a replica holding "
+                            "the model may have above the least loaded replica before the model "
+                            "is loaded on another one")
+    metrics_models: int = Field(20, ge=0, le=1000, description="model ids with their own metric "
+                                "label (the first seen); the others count as 'other'")
+
+
 class VersionSpec(Strict):
     command: list[str] | None = Field(
         None, description="argv of the worker; {port} is replaced by the replica's port")
@@ -186,6 +203,8 @@ class VersionSpec(Strict):
         description="requests (or batches) in flight per replica; more wait in the gateway's "
                     "queue (gateway.queue) for the first free slot of any replica")
     outlier: OutlierSpec = Field(OutlierSpec(), description="eject replicas that keep failing")
+    multiplex: MultiplexSpec | None = Field(None, description="many models per replica, chosen "
+                                            "per request by a header")
 
     @field_validator("command", mode="before")
     @classmethod
@@ -206,7 +225,18 @@ class VersionSpec(Strict):
     def revision(self) -> str:
         """Hash of what defines a replica's process: a change here means new replicas."""
         ident = self.model_dump(include={"command", "image", "port", "env", "workdir", "volumes", "resources"})
+        if self.multiplex is not None:   # the worker's LRU size and header are set at its start
+            ident["env"] = self.worker_env()
         return hashlib.sha256(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+
+    def worker_env(self) -> dict[str, str]:
+        """The replica's environment: ``env``, plus the multiplexing settings the worker SDK
+        reads (so the command need not repeat them)."""
+        m = self.multiplex
+        if m is None:
+            return dict(self.env)
+        return {**self.env, "SGW_MULTIPLEX_MAX_MODELS": str(m.max_models_per_replica),
+                "SGW_MULTIPLEX_HEADER": m.header}
 
 
 class TimeoutsSpec(Strict):

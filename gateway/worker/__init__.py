@@ -71,6 +71,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", default=None,
                         help="the model's name under /v2/models/ (default: the class name, "
                              "lowercased)")
+    # multiplexing (a model with load_model): the gateway passes its version's `multiplex`
+    # settings in the environment, so the command line need not repeat them
+    parser.add_argument("--max-models", type=_positive_int,
+                        default=_env_int("SGW_MULTIPLEX_MAX_MODELS", 1),
+                        help="models a multiplexed worker (load_model) holds at once, least "
+                             "recently used evicted (default: $SGW_MULTIPLEX_MAX_MODELS or 1)")
+    parser.add_argument("--model-header",
+                        default=os.environ.get("SGW_MULTIPLEX_HEADER") or "x-model-id",
+                        help="request header naming the model of a multiplexed worker "
+                             "(default: $SGW_MULTIPLEX_HEADER or x-model-id)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     return run_server(WorkerOptions(target=args.target, host=args.host, port=port,
                                     threads=args.threads, drain_timeout=args.drain_timeout,
                                     max_body_bytes=args.max_body_bytes,
-                                    model_name=args.model_name,
+                                    model_name=args.model_name, max_models=args.max_models,
+                                    model_header=args.model_header.lower(),
                                     access_log=getattr(args, "access_log", False)))
 
 
@@ -141,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Serve a Python model class over HTTP.")
     add_arguments(parser)
     return run(parser.parse_args(argv))
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ[name]))
+    except (KeyError, ValueError):
+        return default
 
 
 def _positive_int(text: str) -> int:

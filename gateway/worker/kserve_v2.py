@@ -59,6 +59,9 @@ class V2Routes:
             return _error(404, "model_not_found",
                           f"no model {request.match_info['name']!r} here; this worker serves "
                           f"{loaded.name!r}")
+        if self.server.models is not None and request.method == "POST":
+            return _error(400, "bad_request", "this worker serves many models (multiplexed): "
+                          f"POST /predict with the {self.server.options.model_header} header")
         return loaded
 
     async def v2_model(self, request: web.Request) -> web.Response:

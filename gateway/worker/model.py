@@ -8,6 +8,8 @@ while the model computes); ``async def`` predict runs on the loop, as its author
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import importlib
 import threading
 from collections.abc import AsyncGenerator, Callable
@@ -75,6 +77,16 @@ class Loaded:
         self.model = model
         self.name = name
         self.sig: Signature = signature_of(model.predict)
+        # what the Predictor calls: the model's predict, or (multiplexed) one bound to the
+        # model the request chose (``with_model``)
+        self.predict: Callable[..., Any] = model.predict
+
+    def with_model(self, chosen: Any) -> Loaded:
+        """This model for one request of a multiplexed worker: ``predict(items, model=chosen)``."""
+        bound = copy.copy(self)
+        predict: Callable[..., Any] = self.model.predict   # takes model= (not in the Protocol)
+        bound.predict = functools.partial(predict, model=chosen)
+        return bound
 
 
 class Predictor:
@@ -112,11 +124,11 @@ class Predictor:
         sig = m.sig
         if not sig.is_async and not sig.streaming:
             def call() -> bytes:
-                return encode_predictions(m.model.predict(sig.convert(items)), len(items))
+                return encode_predictions(m.predict(sig.convert(items)), len(items))
             return await self._run(call)
         if sig.streaming:       # asked for JSON: the streamed items, gathered
             return to_json({"predictions": [x async for x in self.stream(m, items)]})
-        return encode_predictions(await m.model.predict(sig.convert(items)), len(items))
+        return encode_predictions(await m.predict(sig.convert(items)), len(items))
 
     async def predictions(self, m: Loaded, items: list[Any]) -> list[Any]:
         """The predictions as Python values (for protocols that re-shape them, e.g. v2)."""
@@ -124,9 +136,9 @@ class Predictor:
         if sig.streaming:
             return [x async for x in self.stream(m, items)]
         if sig.is_async:
-            out = await m.model.predict(sig.convert(items))
+            out = await m.predict(sig.convert(items))
         else:
-            out = await self._run(lambda: m.model.predict(sig.convert(items)))
+            out = await self._run(lambda: m.predict(sig.convert(items)))
         return check_predictions(out, len(items))
 
     async def stream(self, m: Loaded, items: list[Any]) -> AsyncGenerator[Any, None]:
@@ -139,14 +151,14 @@ class Predictor:
                 yield p
             return
         if sig.is_async:
-            agen = m.model.predict(sig.convert(items))
+            agen = m.predict(sig.convert(items))
             try:
                 async for x in agen:
                     yield x
             finally:
                 await agen.aclose()
             return
-        gen = await self._run(lambda: iter(m.model.predict(sig.convert(items))))
+        gen = await self._run(lambda: iter(m.predict(sig.convert(items))))
         try:
             while (x := await self._run(next, gen, _END)) is not _END:
                 yield x

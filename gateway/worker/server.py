@@ -10,6 +10,9 @@ Endpoints (every body is JSON, Content-Type application/json):
   500 ``model_error`` (the model raised, or returned the wrong number of predictions),
   503 ``not_ready`` (still loading).
 - ``GET /predict``: metadata ``{"model", "pid", "replica", "ready", "in_flight"}``.
+- ``GET /models``: ``{"multiplexed", "capacity", "models", "loads", "evictions"}``; a model with
+  ``load_model`` is multiplexed (``multiplex.py``): ``/predict`` needs the model header, and
+  every answer carries ``x-loaded-models``.
 - ``GET /openapi.json``, ``GET /docs``: the schema of an instance and a prediction
   (``openapi.py``, from ``predict``'s annotations: ``typed.py``).
 - KServe v2 / Open Inference Protocol: ``/v2``, ``/v2/health/live``, ``/v2/health/ready``,
@@ -53,6 +56,7 @@ from gateway.worker.model import (  # noqa: F401 (load_target, encode_prediction
     encode_predictions,
     load_target,
 )
+from gateway.worker.multiplex import DEFAULT_HEADER, LOADED_HEADER, ModelCache, check_id
 from gateway.worker.openapi import docs_page, document
 from gateway.worker.typed import InvalidInstances
 
@@ -71,6 +75,8 @@ class WorkerOptions:
     drain_timeout: float = 10.0
     max_body_bytes: int = 256 * 1024 * 1024
     model_name: str | None = None     # the v2 model name; default: the class name, lowercased
+    max_models: int = 1               # multiplexed models (load_model) held at once
+    model_header: str = DEFAULT_HEADER   # the request header naming a multiplexed model
     access_log: bool = False      # one line per predict call, with the gateway's request id
 
 
@@ -120,6 +126,7 @@ class WorkerServer:
         self.in_flight = 0
         self.predictor = Predictor(options.threads)
         self._openapi: bytes | None = None
+        self.models: ModelCache | None = None    # set at load when the model is multiplexed
 
     @property
     def model(self) -> Model | None:
@@ -141,8 +148,17 @@ class WorkerServer:
         app.router.add_post("/predict", self.predict)
         app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/docs", self.docs)
+        app.router.add_get("/models", self.held_models)
         V2Routes(self).add_to(app.router)
+        app.on_response_prepare.append(self._loaded_models_header)
         return app
+
+    async def _loaded_models_header(self, request: web.Request,
+                                    response: web.StreamResponse) -> None:
+        """Every answer of a multiplexed worker says what it holds: the gateway's affinity
+        learns it from the answers it relays anyway (no polling)."""
+        if self.models is not None:
+            response.headers[LOADED_HEADER] = self.models.header()
 
     def start_loading(self, loop: asyncio.AbstractEventLoop, on_failure: Callable[[], None]) -> None:
         """Import, build and load() the model in a daemon thread (a daemon so that a SIGTERM
@@ -154,6 +170,8 @@ class WorkerServer:
                 log.error("loading %s failed", self.options.target, exc_info=error)
                 on_failure()
             else:
+                assert loaded is not None
+                self.models = ModelCache.of(loaded.model, self.options.max_models)
                 self.loaded = loaded
 
         def target() -> None:
@@ -196,6 +214,15 @@ class WorkerServer:
                            "replica": os.environ.get("SGW_REPLICA_ID"), "ready": self.ready,
                            "in_flight": self.in_flight})
 
+    async def held_models(self, request: web.Request) -> web.Response:
+        """``{"multiplexed", "capacity", "models"}``: the ids held (most recent first)."""
+        models = self.models
+        return _json(200, {"multiplexed": models is not None,
+                           "capacity": models.capacity if models else None,
+                           "models": models.ids() if models else [],
+                           "loads": models.loads if models else 0,
+                           "evictions": models.evictions if models else 0})
+
     async def openapi(self, request: web.Request) -> web.Response:
         if self.loaded is None:
             return _error(503, "not_ready", "the model is still loading")
@@ -214,7 +241,10 @@ class WorkerServer:
         started = time.monotonic()
         status = 500
         try:
-            response = await self._predict(request)
+            if self.models is None or self.loaded is None:
+                response = await self._predict(request, self.loaded)
+            else:
+                response = await self._multiplexed(request, self.models, self.loaded)
             status = response.status
             return response
         finally:
@@ -227,14 +257,31 @@ class WorkerServer:
                                 "request_id": rid,
                                 "replica": os.environ.get("SGW_REPLICA_ID")})
 
+    async def _multiplexed(self, request: web.Request, models: ModelCache,
+                           loaded: Loaded) -> web.StreamResponse:
+        """The request's model (``model_header``) from the LRU, held while it predicts."""
+        header = self.options.model_header
+        try:
+            model_id = check_id(request.headers.get(header), header)
+            lease = await models.acquire(model_id)
+        except BadInput as exc:            # no id, a bad one, or load_model refused it
+            return _error(400, "bad_request", str(exc))
+        except Exception as exc:    # whatever load_model raised is the answer
+            log.error("load_model(%s) failed", request.headers.get(header), exc_info=exc)
+            return _error(500, "model_error", f"loading model {model_id} failed: "
+                                              f"{type(exc).__name__}: {exc}")
+        try:
+            return await self._predict(request, loaded.with_model(lease.value))
+        finally:
+            lease.release()
+
     async def _items(self, request: web.Request) -> list[Any]:
         body = await request.read()
         if len(body) <= _INLINE_PARSE_BYTES:
             return parse_instances(body)
         return await asyncio.to_thread(parse_instances, body)
 
-    async def _predict(self, request: web.Request) -> web.StreamResponse:
-        loaded = self.loaded
+    async def _predict(self, request: web.Request, loaded: Loaded | None) -> web.StreamResponse:
         if loaded is None:
             return _error(503, "not_ready", "the model is still loading")
         try:
