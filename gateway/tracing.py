@@ -22,11 +22,9 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-RID_HEADER = b"x-request-id"
-TP_HEADER = b"traceparent"
 _RID_OK = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}").fullmatch
 # version 00 is exactly this; later versions may append "-..." fields (which we drop)
 _TP_OK = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?").fullmatch
@@ -105,32 +103,27 @@ def _lines(rid: bytes, span: bytes) -> tuple[bytes, bytes, bytes]:
 _pool = HexPool()
 
 
-def request_ids(raw_headers: Iterable[tuple[bytes, bytes]], bits: Bits = random.getrandbits,
+def request_ids(given: tuple[bytes | None, bytes | None] | None,
+                bits: Bits = random.getrandbits,
                 take: Callable[[], tuple[bytes, bytes, bytes]] = _pool.take) -> Ids:
-    """The request's ``Ids`` from its headers (the first of each name counts); ``take`` draws
-    the new ids of the usual request (none sent), ``bits`` the others' random numbers."""
-    rid = tp = None
-    for name, value in raw_headers:
-        size = len(name)
-        if size == 12 and rid is None and name.lower() == RID_HEADER:
-            rid = value
-        elif size == 11 and tp is None and name.lower() == TP_HEADER:
-            tp = value
-    if rid is None and tp is None:
+    """The request's ``Ids`` from the client's ``X-Request-Id`` and ``traceparent`` values
+    (``http1`` finds them in the scan it makes of every head; None: it sent neither); ``take``
+    draws the new ids of that usual request, ``bits`` the others' random numbers."""
+    if given is None:
         # the usual case, in as few steps as it takes (it runs per request): the new request
         # id is also the new trace's id
         rid, line, upstream = take()
         return Ids(rid, rid, b"", b"01", line, upstream)
+    sent, tp = given
+    kept = sent if sent is not None and _RID_OK(sent) is not None else None
     parsed = parse_traceparent(tp) if tp is not None else None
-    if rid is None or _RID_OK(rid) is None:
-        rid = None
     if parsed is not None:
         trace, parent, flags = parsed
-        rid = rid or b"%032x" % (bits(128) or 1)
+        rid = kept or b"%032x" % (bits(128) or 1)
         line = b"X-Request-Id: %s\r\n" % rid
         return Ids(rid, trace, parent, flags, line, line + traceparent_line(trace, parent, flags))
     trace = b"%032x" % (bits(128) or 1)
-    rid = rid or trace       # one random number for both: a fresh trace is this request's
+    rid = kept or trace      # one random number for both: a fresh trace is this request's
     line = b"X-Request-Id: %s\r\n" % rid
     return Ids(rid, trace, b"", b"01", line,
                line + traceparent_line(trace, b"%016x" % (bits(64) or 1), b"01"))

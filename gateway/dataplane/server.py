@@ -95,7 +95,7 @@ class DataPlane:
         start = loop.time()
         svc: ServiceRoute | None = None
         version: VersionRoute | None = None
-        ids = request_ids(request.raw_headers)
+        ids = request_ids(request.trace_in)
         span = self.tracer.request(ids) if self.tracer is not None else None
         extra = ids.response_line
         replica = None

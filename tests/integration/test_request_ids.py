@@ -67,6 +67,14 @@ async def test_request_id_and_traceparent_reach_the_worker(tmp_path: Path) -> No
             (tp,) = got["traceparent"]
             assert TP.fullmatch(tp) and tp != bad_tp and tp.split("-")[1] == rid, (bad_tp, tp)
 
+        # the first of a repeated X-Request-Id counts (and only it is passed on)
+        async with s.get(gw.url("/v1/raw/headers"),
+                         headers=[("X-Request-Id", "first"), ("X-Request-Id", "second")]) as r:
+            assert r.headers["X-Request-Id"] == "first"
+            sent = [v for n, v in orjson.loads(await r.read())["headers"]
+                    if n.lower() == "x-request-id"]
+            assert sent == ["first"]
+
         # a later version's traceparent is passed on as version 00, its extra fields dropped
         future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-whatever"
         _, got = await seen(s, gw, {"traceparent": future})
