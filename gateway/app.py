@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.admin import AdminServer, reload_endpoint
-from gateway.adminclient import TOKEN_ENV
-from gateway.control.reload import ReloadResult, reload_config
-from gateway.control import rolloutapi, scale, traffic
+from gateway.admin import handlers
+from gateway.admin.adminclient import TOKEN_ENV
+from gateway.admin.server import AdminServer
 from gateway.control.autoscaler import Autoscaler
+from gateway.control.reload import ReloadResult, reload_config
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
 from gateway.dataplane.http1rules import Deadlines
@@ -36,6 +36,7 @@ from gateway.metrics import Metrics
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.spec import Spec
+from gateway.spec.models import ServiceSpec
 from gateway.spec.types import split_listen
 from gateway.statelock import StateLock
 
@@ -57,15 +58,11 @@ class Gateway:
         self.holder = TableHolder()
         self.dataplane = DataPlane(self.holder, self.metrics)
         self.admin = AdminServer(self.status, self.metrics)
-        self.admin.add_route("POST", "/reload", reload_endpoint(self.reload), mutating=True)
-        traffic.install(self)                            # POST /services/{name}/traffic
         self.autoscaler = Autoscaler(self.supervisor, self.metrics)
         self.supervisor.on_demand = self.autoscaler.demand   # scale from zero at once
-        scale.install(self)                              # POST /services/{name}/scale
         self.supervisor.on_joined = self.rebuild_table   # a version added by a reload is ready
         self.rollouts = Rollouts(self.supervisor, self.metrics, self.rebuild_table)
         self.autoscaler.held = self.rollouts.held        # a rollout sizes its versions
-        rolloutapi.install(self)                         # /rollouts endpoints
         self.last_reload: dict[str, Any] | None = None
         self._reload_lock = asyncio.Lock()
         self.ports: dict[str, int] = {}
@@ -73,6 +70,7 @@ class Gateway:
         # The next file reload replaces them.
         self.weight_overrides: dict[str, dict[str, int]] = {}
         self._commands: asyncio.Queue[str] = asyncio.Queue()
+        handlers.install(self.admin, self)   # the admin API sees the facade below, nothing else
 
     async def start(self) -> None:
         spec = self.spec
@@ -235,6 +233,38 @@ class Gateway:
             if held and any(w > 0 for v, w in weights.items() if v not in held):
                 out[name] = {v: 0 if v in held else w for v, w in weights.items()}
         return out
+
+    # -- the admin API's facade (gateway/admin/facade.py) -------------------------------------
+    @property
+    def services(self) -> Mapping[str, ServiceSpec]:
+        return self.spec.services
+
+    @property
+    def rollout_control(self) -> Rollouts:
+        return self.rollouts
+
+    def traffic(self, service: str) -> dict[str, Any]:
+        svc = self.spec.services[service]
+        route = self.holder.current.by_name.get(service)
+        effective = dict(route.weights) if route else {}
+        return {"weights": {v: effective.get(v, 0) for v in svc.versions},
+                "file_weights": service_weights(svc),
+                "weight_override": self.weight_overrides.get(service)}
+
+    def set_weights(self, service: str, weights: Mapping[str, int] | None) -> None:
+        if weights is None:
+            self.weight_overrides.pop(service, None)
+        else:
+            self.weight_overrides[service] = dict(weights)
+        self.rebuild_table()
+
+    def pin(self, service: str, version: str, replicas: int | None) -> None:
+        self.autoscaler.pin(service, version, replicas)
+
+    def replicas(self, service: str, version: str) -> dict[str, Any]:
+        group = self.supervisor.status().get(service, {}).get(version, {})
+        return {"desired": group.get("desired"), "ready": group.get("ready"),
+                "autoscale": self.autoscaler.describe(service, version)}
 
     def status(self) -> dict[str, Any]:
         table = self.holder.current
