@@ -17,7 +17,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,13 @@ from gateway.admin import handlers
 from gateway.admin.adminclient import TOKEN_ENV
 from gateway.admin.server import AdminServer
 from gateway.control.autoscaler import Autoscaler
+from gateway.control.desired import Desired, Layers, merge
 from gateway.control.reload import ReloadResult, reload_config
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
 from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.server import DataPlane
-from gateway.dataplane.table import TableHolder, build_table, service_weights
+from gateway.dataplane.table import RoutingTable, TableHolder, build_table, service_weights
 from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.runtimes import create_runtime
@@ -80,7 +81,7 @@ class Gateway:
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.rollouts.restore(spec)                # resumes journaled rollouts
-        self._apply_overlay()
+        self.commit()
         self._configure_dataplane()
         self._record_config()
         await self.supervisor.start()
@@ -162,16 +163,13 @@ class Gateway:
         previous, loaded_at, overrides = self.spec, self.loaded_at, self.weight_overrides
         restore_rollouts, restore_autoscaler = self.rollouts.checkpoint(), self.autoscaler.checkpoint()
         try:
-            return self._commit(spec, previous)
+            return self._reload(spec, previous)
         except Exception:
             try:
                 self.admin.configure(previous.gateway.admin)
                 self.spec, self.loaded_at, self.weight_overrides = previous, loaded_at, overrides
                 restore_rollouts()
-                effective = self.rollouts.overlay(previous)
-                self.supervisor.apply(effective)   # a desired state: the old one back restores it
-                restore_autoscaler()
-                self._swap_table(effective)
+                self.commit(restore_autoscaler)   # a desired state: the old one back restores it
                 self._configure_dataplane()
                 self._record_config()
             except Exception:
@@ -179,7 +177,7 @@ class Gateway:
                               previous.digest())
             raise
 
-    def _commit(self, spec: Spec, previous: Spec) -> list[str]:
+    def _reload(self, spec: Spec, previous: Spec) -> list[str]:
         notes = []
         if self.weight_overrides:
             notes.append("live weight changes for " + ", ".join(sorted(self.weight_overrides))
@@ -189,17 +187,36 @@ class Gateway:
         self.loaded_at = time.time()
         self.weight_overrides = {}
         notes += self.rollouts.apply(spec, previous)   # keeps, starts, supersedes or drops
-        notes += self._apply_overlay()
+        notes += self.commit()
         self._configure_dataplane()
         self._record_config()
         return notes
 
-    def _apply_overlay(self) -> list[str]:
-        """Replicas and routing of the running spec as the rollouts want it run."""
-        effective = self.rollouts.overlay(self.spec)
-        self.supervisor.apply(effective)   # starts added versions, drains removed ones
-        notes = self.autoscaler.apply(effective)   # keeps autoscaled counts the file would reset
-        self._swap_table(effective)
+    def _desired(self) -> tuple[Desired, RoutingTable]:
+        """Merge the layers over the running spec and build the table: pure up to the replica
+        sets of versions the supervisor does not run yet (made now, taken over by its apply)."""
+        sets, joining = self.supervisor.prepare(merge(self.spec, self._layers()).spec)
+        desired = merge(self.spec, self._layers(frozenset(joining)))
+        return desired, build_table(desired.spec, sets, self.metrics, desired.weights,
+                                    self.dataplane.batchers)
+
+    def _layers(self, joining: frozenset[tuple[str, str]] | None = None) -> Layers:
+        return Layers(overrides=self.weight_overrides, rollouts=self.rollouts.layers(),
+                      joining=frozenset(self.supervisor.joining()) if joining is None else joining)
+
+    def commit(self, then: Callable[[], None] | None = None) -> list[str]:
+        """The one commit point: layers -> merge -> build the table (either may raise: nothing
+        has changed yet) -> the supervisor gets the versions and counts (starts added versions,
+        drains removed ones) -> the autoscaler keeps the counts the file would reset (``then``
+        instead, when restoring its checkpoint) -> swap the table."""
+        desired, table = self._desired()
+        self.supervisor.apply(desired.spec)
+        if then is None:
+            notes = self.autoscaler.apply(desired.spec)
+        else:
+            notes = []
+            then()
+        self.holder.swap(table)
         return notes
 
     def _configure_dataplane(self) -> None:
@@ -211,28 +228,9 @@ class Gateway:
                                            d.client_write), g.max_body_bytes, g.trusted_hops)
 
     def rebuild_table(self) -> None:
-        """Compile the running spec plus live overrides into a new table and swap it in: the
-        one way routing changes."""
-        self._swap_table(self.rollouts.overlay(self.spec))
-
-    def _swap_table(self, spec: Spec) -> None:
-        """``spec``: the running spec as the rollouts want it run."""
-        self.holder.swap(build_table(spec, self.supervisor.replica_sets(), self.metrics,
-                                     self._routable_weights(spec), self.dataplane.batchers))
-
-    def _routable_weights(self, spec: Spec) -> Mapping[str, Mapping[str, int]]:
-        """The live overrides, plus weight 0 for versions not yet ready for the first time while
-        another version of their service can serve: an added version joins once ready."""
-        joining = self.supervisor.joining()
-        if not joining:
-            return self.weight_overrides
-        out: dict[str, Mapping[str, int]] = dict(self.weight_overrides)
-        for name, svc in spec.services.items():
-            weights = self.weight_overrides.get(name) or service_weights(svc)
-            held = {v for v, w in weights.items() if w > 0 and (name, v) in joining}
-            if held and any(w > 0 for v, w in weights.items() if v not in held):
-                out[name] = {v: 0 if v in held else w for v, w in weights.items()}
-        return out
+        """Routing changed (a live override, a rollout step, a version joined): merge the layers
+        and swap in the table built from them. Replica counts are the supervisor's already."""
+        self.holder.swap(self._desired()[1])
 
     # -- the admin API's facade (gateway/admin/facade.py) -------------------------------------
     @property

@@ -4,8 +4,8 @@ One ``Run`` per service whose config has a ``rollout:`` section. Each tick (ever
 seconds, and at once for an operator's command) it measures both versions (ready replicas from
 the supervisor, a window of answers, 5xx, p99 and shadow agreement from the metrics), asks the
 planner for a ``Decision`` and applies it: replica counts through ``Supervisor.set_desired``,
-weights, route rules and the mirror through ``overlay()``, which the gateway compiles into the
-next routing table (one atomic swap). Every state change is journaled (``rollout/journal.py``)
+weights, route rules and the mirror through its layer (``layers()``), which the gateway merges
+(control/desired.py) and compiles into the next routing table (one atomic swap). Every state change is journaled (``rollout/journal.py``)
 before the next tick, so a gateway killed mid-rollout resumes at the same step and weights.
 
 Ownership: this controller is the only writer of the ``Run``s and of the replica counts of the
@@ -28,6 +28,7 @@ from typing import Any
 
 from gateway import tasks
 from gateway.control import rollout, rolloutobs
+from gateway.control.desired import RolloutLayer
 from gateway.control.rollout import journal
 from gateway.control.rollout.analysis import held as held_step
 from gateway.control.rollout.common import end
@@ -46,7 +47,7 @@ from gateway.control.rollout.model import (
 from gateway.control.rolloutobs import Counts
 from gateway.control.supervisor import Supervisor
 from gateway.metrics import Metrics
-from gateway.spec.models import MatchSpec, MirrorSpec, RuleSpec, ServiceSpec, Spec, VersionSpec
+from gateway.spec.models import ServiceSpec, Spec, VersionSpec
 
 log = logging.getLogger("gateway.rollout")
 TICK = 0.5
@@ -88,7 +89,7 @@ class Rollouts:
                  clock: Callable[[], float] = time.time, tick: float = TICK) -> None:
         self.supervisor = supervisor
         self.metrics = metrics
-        self.rebuild = rebuild            # compiles overlay(spec) into a new routing table
+        self.rebuild = rebuild            # commits: merges layers(), builds the next table
         self.clock = clock
         self.tick = tick
         self.runs: dict[str, Run] = {}
@@ -118,8 +119,8 @@ class Rollouts:
 
     def apply(self, spec: Spec, previous: Spec | None = None) -> list[str]:
         """Take a reloaded config (``previous``: the one it replaces, to see new revisions);
-        see the module docstring. Changes no replica or route by itself: the caller applies
-        ``overlay(spec)`` to the supervisor and the table."""
+        see the module docstring. Changes no replica or route by itself: the caller commits
+        the merged ``layers()``."""
         return self._apply(spec, previous, {})
 
     def _apply(self, spec: Spec, previous: Spec | None,
@@ -233,32 +234,22 @@ class Rollouts:
                 self.runs[name] = run
         return restore
 
-    def overlay(self, spec: Spec) -> Spec:
-        """``spec`` as the rollouts want it run: each rolled-out service's replica counts,
-        weights (versions outside the rollout get 0), rules (the rollout's first) and mirror."""
-        services = dict(spec.services)
+    def layers(self) -> dict[str, RolloutLayer]:
+        """This controller's layer of the desired state (control/desired.py merges it): each
+        rolled-out service's replica counts, weights (versions outside the rollout get 0), rules
+        (the rollout's first), mirror, and a revision rollout's old revision."""
+        out = {}
         for name, run in self.runs.items():
-            svc, d = services.get(name), run.decision
-            if svc is None or d is None:
+            d = run.decision
+            if d is None:
                 continue
-            counts = {**d.replicas, **{v: 0 for v in run.drain}}
-            versions = dict(svc.versions)
-            if run.state.stable not in versions and run.state.stable_spec:
-                versions[run.state.stable] = run.old_revision()   # a revision rollout's old
-            versions = {v: ver.model_copy(update={"replicas": counts[v]}) if v in counts else ver
-                        for v, ver in versions.items()}
-            rules = [RuleSpec(match=MatchSpec.model_validate({r.kind: {r.name: r.value}}),
-                              to=r.to) for r in d.rules]
-            mirror = svc.traffic.mirror
-            if d.mirror is not None:
-                mirror = MirrorSpec(to=d.mirror.to, percent=d.mirror.percent) if mirror is None \
-                    else mirror.model_copy(update={"to": d.mirror.to,
-                                                   "percent": d.mirror.percent})
-            traffic = svc.traffic.model_copy(update={
-                "weights": {v: d.weights.get(v, 0) for v in versions},
-                "rules": rules + list(svc.traffic.rules), "mirror": mirror})
-            services[name] = svc.model_copy(update={"versions": versions, "traffic": traffic})
-        return spec.model_copy(update={"services": services})
+            old = {run.state.stable: run.old_revision()} if run.state.stable_spec else {}
+            out[name] = RolloutLayer(
+                replicas={**d.replicas, **{v: 0 for v in run.drain}}, weights=dict(d.weights),
+                rules=tuple((r.kind, r.name, r.value, r.to) for r in d.rules),
+                mirror=None if d.mirror is None else (d.mirror.to, d.mirror.percent),
+                extra_versions=old)
+        return out
 
     def governs(self, service: str) -> bool:
         """A rollout sets this service's weights (live traffic overrides are refused)."""

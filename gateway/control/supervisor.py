@@ -123,6 +123,8 @@ class Supervisor:
         self.max_waiting = max_waiting
         self.clock = clock
         self.groups: dict[tuple[str, str], Group] = {}
+        # replica sets of versions a commit routes to before apply() makes their groups
+        self._prepared: dict[tuple[str, str], ReplicaSet] = {}
         self.prober = HttpProber()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -148,7 +150,8 @@ class Supervisor:
                 wanted.add(key)
                 g = self.groups.get(key)
                 if g is None:
-                    rs = ReplicaSet(sname, vname, max_waiting=spec.gateway.queue.max_waiting)
+                    rs = self._prepared.pop(key, None) or \
+                        ReplicaSet(sname, vname, max_waiting=spec.gateway.queue.max_waiting)
                     self.groups[key] = g = Group(sname, vname, ver, rs, ver.replicas, svc.timeouts.connect)
                     # added while running: routing holds it back until it can serve
                     g.joined = self._loop_task is None or ver.replicas == 0
@@ -167,16 +170,48 @@ class Supervisor:
             self._claim(g)
         self.wake()
 
+    def prepare(self, spec: Spec) -> tuple[dict[tuple[str, str], ReplicaSet], set[tuple[str, str]]]:
+        """What ``apply(spec)`` will show the data plane, computed before anything changes (the
+        commit point builds its routing table from it first): the replica set of every version
+        (a new version's is made now and taken over by ``apply``) and the versions that will be
+        joining (``joining()`` after ``apply``)."""
+        sets: dict[tuple[str, str], ReplicaSet] = {}
+        joining: set[tuple[str, str]] = set()
+        for sname, svc in spec.services.items():
+            for vname, ver in svc.versions.items():
+                key = (sname, vname)
+                g = self.groups.get(key)
+                if g is not None:
+                    sets[key] = g.replica_set
+                    if not g.joined and ver.replicas > 0:
+                        joining.add(key)
+                    continue
+                rs = self._prepared.get(key)
+                if rs is None:
+                    rs = self._prepared[key] = ReplicaSet(
+                        sname, vname, max_waiting=spec.gateway.queue.max_waiting)
+                sets[key] = rs
+                if self._loop_task is not None and ver.replicas > 0 and not any(
+                        m.state == READY for _, m in self._claimable(sname, ver.revision(), None)):
+                    joining.add(key)
+        return sets, joining
+
+    def _claimable(self, service: str, revision: str,
+                   taker: Group | None) -> list[tuple[Group, Managed]]:
+        """Replicas of ``service`` that run ``revision`` as another group's stale revision."""
+        return [(other, m) for other in self.groups.values()
+                if other is not taker and other.service == service
+                for m in other.members if m.revision == revision != other.revision
+                and m.state in (STARTING, READY)]
+
     def _claim(self, g: Group) -> None:
         """A new group whose revision another group of the service still runs as a stale
         revision takes those replicas over, ready and serving, instead of starting new ones: a
         revision rollout keeps the old revision under its own version key (control/rollouts.py)
         while the version's own group gets the new one."""
-        for other in self.groups.values():
-            if other is g or other.service != g.service:
-                continue
-            moved = [m for m in other.members if m.revision == g.revision != other.revision
-                     and m.state in (STARTING, READY)]
+        claimable = self._claimable(g.service, g.revision, g)
+        for other in {id(o): o for o, _ in claimable}.values():
+            moved = [m for o, m in claimable if o is other]
             for m in moved:
                 other.members.remove(m)
                 g.members.append(m)
