@@ -50,7 +50,7 @@ def install(server: AdminServer, gateway: Facade) -> None:
     """Register the endpoint on the admin API."""
 
     async def handler(request: web.Request) -> web.Response:
-        name, svc, weights = await service_body(
+        name, _, weights = await service_body(
             request, gateway.services, lambda doc, svc: parse_weights(doc, svc.versions))
         if gateway.rollout_control.governs(name):
             raise AdminError(409, "rollout_in_progress",

@@ -15,10 +15,24 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import tasks
 from gateway.control.health import HttpProber
+from gateway.control.reconcile import (
+    DRAINING,
+    READY,
+    STARTING,
+    STATES,
+    STOPPING,
+    Forget,
+    Launch,
+    Member,
+    Seen,
+    Stop,
+    Want,
+    reconcile,
+)
 from gateway.dataplane.balance import Endpoint, ReplicaSet
 from gateway.dataplane.outlier import OutlierPolicy
 from gateway.errors import GatewayError
@@ -28,8 +42,6 @@ from gateway.spec.models import OutlierSpec, Spec, VersionSpec
 
 log = logging.getLogger("gateway.supervisor")
 
-STARTING, READY, DRAINING, STOPPING = "starting", "ready", "draining", "stopping"
-STATES = (STARTING, READY, DRAINING, STOPPING)
 CRASH_WINDOW = 60.0
 CRASH_LOOP = 5
 MAX_BACKOFF = 30.0
@@ -112,10 +124,19 @@ class Group:
         return "no replica is starting"
 
 
+class Prober(Protocol):
+    """Readiness / liveness check of one replica (control/health.py; a fake in unit tests)."""
+
+    async def probe(self, host: str, port: int, path: str, timeout: float) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
 class Supervisor:
     def __init__(self, runtime: Runtime, metrics: Metrics, *, stop_grace: float = 10.0,
                  drain_timeout: float = 30.0, max_waiting: int = 1024,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 prober: Prober | None = None) -> None:
         self.runtime = runtime
         self.metrics = metrics
         self.stop_grace = stop_grace
@@ -125,7 +146,7 @@ class Supervisor:
         self.groups: dict[tuple[str, str], Group] = {}
         # replica sets of versions a commit routes to before apply() makes their groups
         self._prepared: dict[tuple[str, str], ReplicaSet] = {}
-        self.prober = HttpProber()
+        self.prober: Prober = prober or HttpProber()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -304,26 +325,22 @@ class Supervisor:
                 pass
 
     def reconcile(self) -> None:
-        now = self.clock()
-        for key, g in list(self.groups.items()):
-            current = g.current()
-            have = len(current) + g.launching
-            if have < g.desired and now >= g.not_before and not self._stopping:
-                for _ in range(g.desired - have):
+        """One pass of control/reconcile.py's decisions over every group, executed now."""
+        desired = {k: Want(g.revision, g.desired, g.removed) for k, g in self.groups.items()}
+        observed = {k: Seen(tuple(Member(m.replica.id, m.state, m.revision, m.launched)
+                                  for m in g.members), g.launching, g.not_before)
+                    for k, g in self.groups.items()}
+        for action in reconcile(desired, observed, self.clock(), self._stopping):
+            g = self.groups[action.key]
+            if isinstance(action, Launch):
+                for _ in range(action.count):
                     g.launching += 1
                     self._spawn(self._launch(g), f"launch {g.service}/{g.version}")
-            elif len(current) > g.desired:
-                # starting ones go first, then the newest ready ones
-                extra = sorted(current, key=lambda m: (m.state == READY, -m.launched))
-                for m in extra[:len(current) - g.desired]:
-                    self._spawn(self._stop(m), f"scale-in {m.replica.id}")
-            ready_now = sum(1 for m in current if m.state == READY)
-            for m in g.members:
-                if m.revision != g.revision and m.state in (STARTING, READY) \
-                        and (ready_now >= g.desired or g.removed):
-                    self._spawn(self._stop(m), f"replace {m.replica.id}")
-            if g.removed and not g.members and not g.launching:
-                del self.groups[key]
+            elif isinstance(action, Stop):
+                m = next(m for m in g.members if m.replica.id == action.replica)
+                self._spawn(self._stop(m), f"{action.why} {m.replica.id}")
+            elif isinstance(action, Forget):
+                del self.groups[action.key]
 
     # -- one replica --------------------------------------------------------------------------
     async def _launch(self, g: Group) -> None:

@@ -24,6 +24,7 @@ from gateway.control.supervisor import Supervisor
 from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.spec import parse_spec
+from tests.fakes import ManualClock as Clock
 
 B = Bounds(min_replicas=0, max_replicas=8, target_pending=2, scale_out_interval=10.0,
            scale_in_interval=60.0, idle_to_zero=300.0)
@@ -208,14 +209,6 @@ services:
     versions:
       v1: {command: "w --port {port}", replicas: %d}
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def scaler(replicas: int = 1) -> tuple[Autoscaler, Supervisor, Clock]:

@@ -21,7 +21,7 @@ from gateway.control.rollout.model import (
     Phase,
     ShadowPlan,
 )
-from tests.unit.rollout_fakes import GOOD, T0, Sim
+from tests.fakes import GOOD, T0, Sim
 
 SPEC = AnalysisSpec(interval=30, min_requests=50, failure_limit=3, max_error_rate=0.01)
 BAD = {**GOOD, "errors": 100}
