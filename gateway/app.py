@@ -260,8 +260,8 @@ class Gateway:
         self.autoscaler.pin(service, version, replicas)
 
     def replicas(self, service: str, version: str) -> dict[str, Any]:
-        group = self.supervisor.status().get(service, {}).get(version, {})
-        return {"desired": group.get("desired"), "ready": group.get("ready"),
+        seen = self.supervisor.observe(service, version)
+        return {"desired": seen.desired if seen else None, "ready": seen.ready if seen else None,
                 "autoscale": self.autoscaler.describe(service, version)}
 
     def status(self) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from gateway.control.autoscale import (
     effective,
     load_policy,
 )
-from gateway.control.supervisor import READY, Supervisor
+from gateway.control.supervisor import Supervisor
 from gateway.metrics import Metrics, gauge
 from gateway.plugins import PluginError
 from gateway.spec.models import Spec
@@ -180,8 +180,8 @@ class Autoscaler:
     def demand(self, service: str, version: str) -> None:
         """A request waits and no replica is ready: start one now if none is wanted."""
         sc = self.versions.get((service, version))
-        g = self.supervisor.groups.get((service, version))
-        if sc is None or sc.bounds is None or sc.pin is not None or g is None or g.desired > 0 \
+        seen = self.supervisor.observe(service, version)
+        if sc is None or sc.bounds is None or sc.pin is not None or seen is None or seen.desired > 0 \
                 or self.held(service, version):
             return
         now = self.clock()
@@ -203,13 +203,13 @@ class Autoscaler:
     def _set(self, sc: Scaled, n: int, source: str, reason: str, before: int | None = None) -> None:
         """Make ``n`` the desired count; a change from ``before`` (default: the supervisor's
         count) is a decision, logged, counted and kept for /status."""
-        g = self.supervisor.groups.get((sc.service, sc.version))
+        seen = self.supervisor.observe(sc.service, sc.version)
         if before is None:
-            before = g.desired if g is not None else sc.desired
+            before = seen.desired if seen is not None else sc.desired
         sc.desired = n
-        if g is None:
+        if seen is None:
             return
-        if g.desired != n:
+        if seen.desired != n:
             self.supervisor.set_desired(sc.service, sc.version, n)
         if n == before:
             return
@@ -259,12 +259,12 @@ class Autoscaler:
     def step(self) -> None:
         """One sample of every version, and a decision for each autoscaled, unpinned one."""
         now = self.clock()
+        observed = self.supervisor.observed()
         for key, sc in self.versions.items():
-            g = self.supervisor.groups.get(key)
-            if g is None or g.removed:
+            seen = observed.get(key)
+            if seen is None or seen.removed:
                 continue
-            ctx = self._sample(sc, now, g.desired, g.replica_set.pending,
-                               sum(1 for m in g.members if m.state == READY), g.starting())
+            ctx = self._sample(sc, now, seen.desired, seen.pending, seen.ready, seen.starting)
             if sc.bounds is None or sc.pin is not None or ctx is None \
                     or self.held(sc.service, sc.version):
                 continue

@@ -344,8 +344,11 @@ class Rollouts:
                  now: float) -> Observations:
         obs = {}
         for v, counts in current.items():
-            ready, starting = rolloutobs.replicas(self.supervisor.groups.get((name, v)),
-                                                  run.revisions.get(v))
+            seen = self.supervisor.observe(name, v)
+            # the revision the rollout's config gives the version, not the supervisor's: a
+            # reload plans its first step before the supervisor has the new config, and the
+            # old revision's replicas must not count as the new one's
+            ready, starting = (0, 0) if seen is None else seen.of_revision(run.revisions.get(v))
             shadow = run.state.strategy == "shadow" and v == run.plan.target
             obs[v] = rolloutobs.window(counts, run.baseline.get(v, Counts()), ready, starting,
                                        shadow)
@@ -353,8 +356,8 @@ class Rollouts:
 
     def _enforce(self, name: str, run: Run, d: Decision) -> None:
         for v, n in {**d.replicas, **{v: 0 for v in run.drain}}.items():
-            g = self.supervisor.groups.get((name, v))
-            if g is not None and self.held(name, v) and g.desired != n:
+            seen = self.supervisor.observe(name, v)
+            if seen is not None and self.held(name, v) and seen.desired != n:
                 self.supervisor.set_desired(name, v, n)
 
     def _export(self, name: str, run: Run, before: RolloutState, d: Decision) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from gateway import tasks
 from gateway.control.health import HttpProber
+from gateway.control.observed import VersionObserved
 from gateway.control.reconcile import (
     DRAINING,
     READY,
@@ -471,13 +472,34 @@ class Supervisor:
         self.wake()
 
     # -- observation --------------------------------------------------------------------------
+    def observed(self) -> dict[tuple[str, str], VersionObserved]:
+        """The read-only snapshot every controller reads (control/observed.py)."""
+        return {key: self._observe(g) for key, g in self.groups.items()}
+
+    def observe(self, service: str, version: str) -> VersionObserved | None:
+        """One version's part of ``observed()``."""
+        g = self.groups.get((service, version))
+        return None if g is None else self._observe(g)
+
+    def _observe(self, g: Group) -> VersionObserved:
+        revisions: dict[str, tuple[int, int]] = {}
+        for m in g.members:
+            ready, starting = revisions.get(m.revision, (0, 0))
+            revisions[m.revision] = (ready + (m.state == READY), starting + (m.state == STARTING))
+        vm = self.metrics.version(g.service, g.version)
+        return VersionObserved(
+            revision=g.revision, desired=g.desired, ready=sum(r for r, _ in revisions.values()),
+            starting=g.starting(), pending=g.replica_set.pending, answered=vm.answered,
+            seconds=vm.seconds, launching=g.launching, removed=g.removed, joined=g.joined,
+            revisions=revisions)
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for (sname, vname), g in self.groups.items():
             out.setdefault(sname, {})[vname] = {
                 "revision": g.revision, "desired": g.desired, "removed": g.removed,
                 "joining": not g.joined,
-                "ready": sum(1 for m in g.members if m.state == READY),
+                "ready": self._observe(g).ready,
                 "restarts": g.restarts, "crash_loop": len(g.crashes) >= CRASH_LOOP,
                 "last_exit": g.last_exit, "last_log": list(g.last_log),
                 "waiting": g.replica_set.waiting,
