@@ -17,7 +17,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ class Gateway:
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.rollouts.restore(spec)                # resumes journaled rollouts
+        self._rescale()
         self.commit()
         self._configure_dataplane()
         self._record_config()
@@ -169,7 +170,8 @@ class Gateway:
                 self.admin.configure(previous.gateway.admin)
                 self.spec, self.loaded_at, self.weight_overrides = previous, loaded_at, overrides
                 restore_rollouts()
-                self.commit(restore_autoscaler)   # a desired state: the old one back restores it
+                restore_autoscaler()
+                self.commit()   # a desired state: the old one back restores it
                 self._configure_dataplane()
                 self._record_config()
             except Exception:
@@ -187,7 +189,8 @@ class Gateway:
         self.loaded_at = time.time()
         self.weight_overrides = {}
         notes += self.rollouts.apply(spec, previous)   # keeps, starts, supersedes or drops
-        notes += self.commit()
+        notes += self._rescale()
+        self.commit()
         self._configure_dataplane()
         self._record_config()
         return notes
@@ -201,23 +204,22 @@ class Gateway:
                                     self.dataplane.batchers)
 
     def _layers(self, joining: frozenset[tuple[str, str]] | None = None) -> Layers:
-        return Layers(overrides=self.weight_overrides, rollouts=self.rollouts.layers(),
+        return Layers(overrides=self.weight_overrides, pins=self.autoscaler.pins(),
+                      rollouts=self.rollouts.layers(), autoscaler=self.autoscaler.layer(),
                       joining=frozenset(self.supervisor.joining()) if joining is None else joining)
 
-    def commit(self, then: Callable[[], None] | None = None) -> list[str]:
+    def _rescale(self) -> list[str]:
+        """The autoscaler takes a new spec's settings (every version the rollouts run included)
+        before the commit that merges its layer."""
+        return self.autoscaler.apply(merge(self.spec, Layers(rollouts=self.rollouts.layers())).spec)
+
+    def commit(self) -> None:
         """The one commit point: layers -> merge -> build the table (either may raise: nothing
-        has changed yet) -> the supervisor gets the versions and counts (starts added versions,
-        drains removed ones) -> the autoscaler keeps the counts the file would reset (``then``
-        instead, when restoring its checkpoint) -> swap the table."""
+        has changed yet) -> the supervisor gets the versions and their counts (starts added
+        versions, drains removed ones) -> swap the table."""
         desired, table = self._desired()
         self.supervisor.apply(desired.spec)
-        if then is None:
-            notes = self.autoscaler.apply(desired.spec)
-        else:
-            notes = []
-            then()
         self.holder.swap(table)
-        return notes
 
     def _configure_dataplane(self) -> None:
         g = self.spec.gateway
@@ -228,9 +230,8 @@ class Gateway:
                                            d.client_write), g.max_body_bytes, g.trusted_hops)
 
     def rebuild_table(self) -> None:
-        """Routing changed (a live override, a rollout step, a version joined): merge the layers
-        and swap in the table built from them. Replica counts are the supervisor's already."""
-        self.holder.swap(self._desired()[1])
+        """A layer changed (a live override, a rollout step) or a version joined: commit."""
+        self.commit()
 
     # -- the admin API's facade (gateway/admin/facade.py) -------------------------------------
     @property

@@ -105,10 +105,6 @@ class Scaled:
         return min(5.0, max(0.1, interval / 4))
 
 
-def _nothing() -> int:
-    return 0
-
-
 class Autoscaler:
     """Runs every autoscaled version's policy and owns manual pins; see the module docstring."""
 
@@ -128,7 +124,8 @@ class Autoscaler:
 
     # -- configuration ------------------------------------------------------------------------
     def apply(self, spec: Spec) -> list[str]:
-        """Take ``spec``'s settings; call right after ``Supervisor.apply(spec)``."""
+        """Take ``spec``'s settings (a reload, before the commit that merges ``layer()``): an
+        autoscaled version keeps its count, clamped into the new bounds."""
         notes = []
         pinned = sorted(f"{s}/{v}" for (s, v), sc in self.versions.items() if sc.pin is not None)
         if pinned:
@@ -141,23 +138,30 @@ class Autoscaler:
                 was_scaled = sc.bounds is not None or sc.pin is not None
                 sc.pin, sc.file_replicas = None, ver.replicas
                 eff = effective(svc, ver)
-                g = self.supervisor.groups.get(key)
-                if g is not None:   # a queue wait that outlasts a cold start: 504, not 503
-                    g.replica_set.starting = g.starting if eff is not None else _nothing
                 if eff is None:
                     sc.bounds = None
-                    sc.desired = ver.replicas        # Supervisor.apply set the file's count
+                    sc.desired = ver.replicas        # the file's count
                 else:
                     sc.bounds = bounds(svc, eff)
                     self._load_policy(sc)
-                    # Supervisor.apply just reset the count to the file's: put back the running one
                     start = sc.desired if was_scaled else ver.replicas
                     if not self.held(sname, vname):
                         self._set(sc, self._clamp(sc, start), "reload",
-                                  "reload: count clamped into [min, max]", before=start)
+                                  "reload: count clamped into [min, max]", before=start,
+                                  publish=False)
                 new[key] = sc
         self.versions = new
         return notes
+
+    def layer(self) -> dict[Key, int]:
+        """This controller's layer of the desired state (control/desired.py): the counts of the
+        versions it scales."""
+        return {key: sc.desired for key, sc in self.versions.items()
+                if sc.bounds is not None and sc.pin is None}
+
+    def pins(self) -> dict[Key, int]:
+        """The operator's manual counts (``serve-gateway scale``), a layer above every other."""
+        return {key: sc.pin for key, sc in self.versions.items() if sc.pin is not None}
 
     def _load_policy(self, sc: Scaled) -> None:
         assert sc.bounds is not None
@@ -200,16 +204,18 @@ class Autoscaler:
         else:
             self._set(sc, sc.file_replicas, "manual", "back to the config file's count")
 
-    def _set(self, sc: Scaled, n: int, source: str, reason: str, before: int | None = None) -> None:
+    def _set(self, sc: Scaled, n: int, source: str, reason: str, before: int | None = None,
+             publish: bool = True) -> None:
         """Make ``n`` the desired count; a change from ``before`` (default: the supervisor's
-        count) is a decision, logged, counted and kept for /status."""
+        count) is a decision, logged, counted and kept for /status. ``publish``: hand it to the
+        supervisor now (between commits); a reload's commit merges ``layer()`` instead."""
         seen = self.supervisor.observe(sc.service, sc.version)
         if before is None:
             before = seen.desired if seen is not None else sc.desired
         sc.desired = n
         if seen is None:
             return
-        if seen.desired != n:
+        if publish and seen.desired != n:
             self.supervisor.set_desired(sc.service, sc.version, n)
         if n == before:
             return
@@ -222,23 +228,14 @@ class Autoscaler:
 
     def checkpoint(self) -> Callable[[], None]:
         """Every version's settings, counts and pins as they are now, and the way to put them
-        back (a reload that fails half-way). Call the restore after ``Supervisor.apply`` of the
-        restored spec: like ``apply``, it sets the counts the supervisor just reset."""
+        back (a reload that fails half-way); the commit that follows merges ``layer()``."""
         saved = [(key, sc, copy.copy(sc)) for key, sc in self.versions.items()]
-        starting = {key: g.replica_set.starting for key, g in self.supervisor.groups.items()}
 
         def restore() -> None:
             self.versions = {}
             for key, sc, was in saved:
                 vars(sc).update(vars(was))
                 self.versions[key] = sc
-                g = self.supervisor.groups.get(key)
-                if g is None:
-                    continue
-                g.replica_set.starting = starting.get(key, g.replica_set.starting)
-                if (sc.bounds is not None or sc.pin is not None) and not self.held(*key) \
-                        and g.desired != sc.desired:
-                    self.supervisor.set_desired(*key, sc.desired)
         return restore
 
     # -- the loop -----------------------------------------------------------------------------

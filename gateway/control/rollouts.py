@@ -236,7 +236,7 @@ class Rollouts:
 
     def layers(self) -> dict[str, RolloutLayer]:
         """This controller's layer of the desired state (control/desired.py merges it): each
-        rolled-out service's replica counts, weights (versions outside the rollout get 0), rules
+        rolled-out service's replica counts (of the versions it holds), weights (versions outside the rollout get 0), rules
         (the rollout's first), mirror, and a revision rollout's old revision."""
         out = {}
         for name, run in self.runs.items():
@@ -244,8 +244,10 @@ class Rollouts:
             if d is None:
                 continue
             old = {run.state.stable: run.old_revision()} if run.state.stable_spec else {}
+            counts = {**d.replicas, **{v: 0 for v in run.drain}}
             out[name] = RolloutLayer(
-                replicas={**d.replicas, **{v: 0 for v in run.drain}}, weights=dict(d.weights),
+                replicas={v: n for v, n in counts.items() if self.held(name, v)},
+                weights=dict(d.weights),
                 rules=tuple((r.kind, r.name, r.value, r.to) for r in d.rules),
                 mirror=None if d.mirror is None else (d.mirror.to, d.mirror.percent),
                 extra_versions=old)

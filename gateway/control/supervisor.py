@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from gateway import tasks
+from gateway.control.autoscale import effective
 from gateway.control.health import HttpProber
 from gateway.control.observed import VersionObserved
 from gateway.control.reconcile import (
@@ -51,6 +52,10 @@ MAX_BACKOFF = 30.0
 def backoff(crashes: int) -> float:
     """Delay before the next start after ``crashes`` recent crashes: 0.5 s doubling to 30 s."""
     return 0.0 if crashes <= 0 else min(MAX_BACKOFF, 0.5 * 2 ** (crashes - 1))
+
+
+def _nothing() -> int:
+    return 0
 
 
 def replica_spec(service: str, version: str, v: VersionSpec) -> ReplicaSpec:
@@ -182,6 +187,9 @@ class Supervisor:
                 g.spec, g.desired, g.connect_timeout = ver, ver.replicas, svc.timeouts.connect
                 g.replica_set.on_demand = partial(self._demand, g)
                 g.replica_set.hopeless = g.hopeless
+                # an autoscaled version's waiting requests see its cold start (504, not 503)
+                g.replica_set.starting = g.starting if effective(svc, ver) is not None \
+                    else _nothing
                 g.replica_set.configure(limit=ver.max_concurrency,
                                         max_waiting=spec.gateway.queue.max_waiting,
                                         outlier=outlier_policy(ver.outlier))
