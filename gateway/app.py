@@ -59,10 +59,10 @@ class Gateway:
         self.holder = TableHolder()
         self.dataplane = DataPlane(self.holder, self.metrics)
         self.admin = AdminServer(self.status, self.metrics)
-        self.autoscaler = Autoscaler(self.supervisor, self.metrics)
+        self.autoscaler = Autoscaler(self.supervisor, self.metrics, publish=self.commit)
         self.supervisor.on_demand = self.autoscaler.demand   # scale from zero at once
-        self.supervisor.on_joined = self.rebuild_table   # a version added by a reload is ready
-        self.rollouts = Rollouts(self.supervisor, self.metrics, self.rebuild_table)
+        self.supervisor.on_joined = self.commit   # a version added by a reload is ready
+        self.rollouts = Rollouts(self.supervisor, self.metrics, self.commit)
         self.autoscaler.held = self.rollouts.held        # a rollout sizes its versions
         self.last_reload: dict[str, Any] | None = None
         self._reload_lock = asyncio.Lock()
@@ -229,10 +229,6 @@ class Gateway:
         self.dataplane.configure(Deadlines(d.header_read, d.body_idle, d.upstream_idle,
                                            d.client_write), g.max_body_bytes, g.trusted_hops)
 
-    def rebuild_table(self) -> None:
-        """A layer changed (a live override, a rollout step) or a version joined: commit."""
-        self.commit()
-
     # -- the admin API's facade (gateway/admin/facade.py) -------------------------------------
     @property
     def services(self) -> Mapping[str, ServiceSpec]:
@@ -255,7 +251,7 @@ class Gateway:
             self.weight_overrides.pop(service, None)
         else:
             self.weight_overrides[service] = dict(weights)
-        self.rebuild_table()
+        self.commit()
 
     def pin(self, service: str, version: str, replicas: int | None) -> None:
         self.autoscaler.pin(service, version, replicas)

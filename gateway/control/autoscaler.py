@@ -8,6 +8,10 @@ second and mean latency. Load figures are smoothed with an exponential moving av
 time constant is a quarter of the version's ``scale_out_interval`` (0.1 s to 5 s), so one
 sample's spike neither scales out nor cancels a scale-in.
 
+Its counts and the operator's pins are its layer of the desired state (``layer()``, ``pins()``):
+a decision publishes it, and the gateway's commit point merges it and hands the counts to the
+supervisor (control/desired.py).
+
 - **Scale from zero** does not wait for a sample: the supervisor calls ``demand`` as soon as a
   request finds no ready replica (Knative's activator) and one replica is wanted at once.
   Requests wait in the bounded queue meanwhile (``gateway.queue``): a full queue answers 503
@@ -109,8 +113,11 @@ class Autoscaler:
     """Runs every autoscaled version's policy and owns manual pins; see the module docstring."""
 
     def __init__(self, supervisor: Supervisor, metrics: Metrics, *,
-                 clock: Callable[[], float] = time.monotonic, tick: float = TICK) -> None:
+                 clock: Callable[[], float] = time.monotonic, tick: float = TICK,
+                 publish: Callable[[], None] | None = None) -> None:
         self.supervisor = supervisor
+        # the gateway's commit point: merges layer() and pins() and hands the counts over
+        self.publish: Callable[[], None] = publish or (lambda: None)
         self.metrics = metrics
         self.clock = clock
         self.tick = tick
@@ -207,8 +214,8 @@ class Autoscaler:
     def _set(self, sc: Scaled, n: int, source: str, reason: str, before: int | None = None,
              publish: bool = True) -> None:
         """Make ``n`` the desired count; a change from ``before`` (default: the supervisor's
-        count) is a decision, logged, counted and kept for /status. ``publish``: hand it to the
-        supervisor now (between commits); a reload's commit merges ``layer()`` instead."""
+        count) is a decision, logged, counted and kept for /status. ``publish``: commit it now
+        (a reload commits once, after every controller took the new spec)."""
         seen = self.supervisor.observe(sc.service, sc.version)
         if before is None:
             before = seen.desired if seen is not None else sc.desired
@@ -216,7 +223,7 @@ class Autoscaler:
         if seen is None:
             return
         if publish and seen.desired != n:
-            self.supervisor.set_desired(sc.service, sc.version, n)
+            self.publish()
         if n == before:
             return
         direction = "out" if n > before else "in"

@@ -3,10 +3,10 @@
 One ``Run`` per service whose config has a ``rollout:`` section. Each tick (every ``TICK``
 seconds, and at once for an operator's command) it measures both versions (ready replicas from
 the supervisor, a window of answers, 5xx, p99 and shadow agreement from the metrics), asks the
-planner for a ``Decision`` and applies it: replica counts through ``Supervisor.set_desired``,
-weights, route rules and the mirror through its layer (``layers()``), which the gateway merges
-(control/desired.py) and compiles into the next routing table (one atomic swap). Every state change is journaled (``rollout/journal.py``)
-before the next tick, so a gateway killed mid-rollout resumes at the same step and weights.
+planner for a ``Decision`` and publishes it as its layer (``layers()``: replica counts of the
+versions it holds, weights, route rules, the mirror), which the gateway's commit point merges
+(control/desired.py), compiles into the next routing table (one atomic swap) and hands to the
+supervisor. Every state change is journaled (``rollout/journal.py``) before the next tick, so a gateway killed mid-rollout resumes at the same step and weights.
 
 Ownership: this controller is the only writer of the ``Run``s and of the replica counts of the
 versions a rollout holds (``held``: the autoscaler leaves those alone). Reloads go through
@@ -319,7 +319,8 @@ class Rollouts:
         return run.state != before, self._describe(service, run)
 
     def _step(self, name: str, run: Run, now: float, command: Command | None = None) -> bool:
-        """One planner tick; True when routing (weights, rules, mirror) changed."""
+        """One planner tick; True when its layer changed (weights, rules, mirror, the counts of
+        the versions it holds): the caller commits."""
         current = {v: rolloutobs.read(self.metrics, name, v)
                    for v in (run.plan.stable, run.plan.target)}
         if run.window_at is None:
@@ -336,11 +337,10 @@ class Rollouts:
             level = logging.WARNING if state.phase == Phase.DEGRADED else logging.INFO
             log.log(level, "%s: %s", name, line)
             run.history.append((now, line))
-        self._enforce(name, run, d)
         self._export(name, run, before, d)
         routed = (tuple(sorted(d.weights.items())), d.rules, d.mirror)
         changed, run.routed = routed != run.routed, routed
-        return changed
+        return changed or self._resized(name, run, d)
 
     def _observe(self, name: str, run: Run, current: dict[str, Counts],
                  now: float) -> Observations:
@@ -356,11 +356,14 @@ class Rollouts:
                                        shadow)
         return Observations(obs, now - (run.window_at or now))
 
-    def _enforce(self, name: str, run: Run, d: Decision) -> None:
+    def _resized(self, name: str, run: Run, d: Decision) -> bool:
+        """Whether the decision sizes a version it holds otherwise than the supervisor runs it:
+        its layer changed, a commit is due."""
         for v, n in {**d.replicas, **{v: 0 for v in run.drain}}.items():
             seen = self.supervisor.observe(name, v)
             if seen is not None and self.held(name, v) and seen.desired != n:
-                self.supervisor.set_desired(name, v, n)
+                return True
+        return False
 
     def _export(self, name: str, run: Run, before: RolloutState, d: Decision) -> None:
         m, state = self.metrics, run.state

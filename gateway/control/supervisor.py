@@ -260,11 +260,6 @@ class Supervisor:
         """Versions added by a reload whose replicas have not yet been ready."""
         return {k for k, g in self.groups.items() if not g.joined and g.desired > 0 and not g.removed}
 
-    def set_desired(self, service: str, version: str, replicas: int) -> None:
-        """Autoscaler / admin override of one version's replica count."""
-        self.groups[(service, version)].desired = replicas
-        self.wake()
-
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Adopt replicas an earlier instance left (those of a current revision are kept after a

@@ -220,6 +220,7 @@ def scaler(replicas: int = 1) -> tuple[Autoscaler, Supervisor, Clock]:
     auto = Autoscaler(sup, metrics, clock=clock)
     sup.on_demand = auto.demand
     spec = parse_spec(LOOP % replicas)
+    auto.publish = lambda: commit(auto, sup, spec)
     auto.apply(spec)
     commit(auto, sup, spec)
     return auto, sup, clock
@@ -320,6 +321,7 @@ def test_shipped_autoscale_example_stays_at_zero_after_one_request(policy: str) 
     clock = Clock()
     auto = Autoscaler(sup, metrics, clock=clock)
     sup.on_demand = auto.demand
+    auto.publish = lambda: commit(auto, sup, spec)
     auto.apply(spec)
     commit(auto, sup, spec)
     key = ("echo", "v1")

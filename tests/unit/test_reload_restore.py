@@ -31,7 +31,7 @@ async def test_a_bug_while_applying_restores_weights_pins_and_routing(tmp_path: 
     gw = Gateway(old)
     gw._apply(old)                                    # as at start
     gw.weight_overrides = {"echo": {"v1": 100, "v2": 0}}   # live traffic change
-    gw.rebuild_table()
+    gw.commit()
     gw.autoscaler.pin("echo", "v2", 3)                # live scale change
     table = gw.holder.current
 

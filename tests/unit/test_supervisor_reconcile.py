@@ -132,7 +132,7 @@ async def test_scale_in_drains_in_flight_requests_before_stopping() -> None:
     newest = max(sup.groups[K].members, key=lambda mem: mem.launched)
     assert newest.endpoint is not None
     newest.endpoint.inflight = 1                 # a request is still being answered
-    sup.set_desired("echo", "v1", 1)
+    sup.apply(spec(1))                           # the commit point hands over a lower count
     sup.reconcile()
     await settle()
     assert newest.state == DRAINING and runtime.stopped == []
