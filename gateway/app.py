@@ -198,15 +198,15 @@ class Gateway:
     def _desired(self) -> tuple[Desired, RoutingTable]:
         """Merge the layers over the running spec and build the table: pure up to the replica
         sets of versions the supervisor does not run yet (made now, taken over by its apply)."""
-        sets, joining = self.supervisor.prepare(merge(self.spec, self._layers()).spec)
-        desired = merge(self.spec, self._layers(frozenset(joining)))
+        desired = merge(self.spec, self._layers())
+        sets, joining = self.supervisor.prepare(desired.spec)
+        desired = desired.hold(joining)
         return desired, build_table(desired.spec, sets, self.metrics, desired.weights,
                                     self.dataplane.batchers)
 
-    def _layers(self, joining: frozenset[tuple[str, str]] | None = None) -> Layers:
+    def _layers(self) -> Layers:
         return Layers(overrides=self.weight_overrides, pins=self.autoscaler.pins(),
-                      rollouts=self.rollouts.layers(), autoscaler=self.autoscaler.layer(),
-                      joining=frozenset(self.supervisor.joining()) if joining is None else joining)
+                      rollouts=self.rollouts.layers(), autoscaler=self.autoscaler.layer())
 
     def _rescale(self) -> list[str]:
         """The autoscaler takes a new spec's settings (every version the rollouts run included)

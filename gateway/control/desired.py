@@ -12,9 +12,9 @@ they meet, so who wins is a table, not a race between writers:
 
 The admin API refuses an override or a pin while a rollout governs the service or sizes the
 version (409), so "rollout < pin" and "override < rollout" only decide what a stale layer does.
-Last, ``joining`` (versions added by a reload that have never been ready, from the supervisor's
-``Observed``) routes at weight 0 while another version of their service can serve: an added
-version joins once it is ready.
+Last, ``Desired.hold(joining)`` (versions added by a reload that have never been ready, which
+the supervisor reports) routes those at weight 0 while another version of their service can
+serve: an added version joins once it is ready.
 
 Pure: no clock, no I/O; the commit point (``gateway/app.py``) gathers the layers, merges, builds
 the routing table and only then swaps it in and hands the replica counts to the supervisor.
@@ -48,7 +48,6 @@ class Layers:
     pins: Mapping[Key, int] = field(default_factory=dict)                      # live replicas
     rollouts: Mapping[str, RolloutLayer] = field(default_factory=dict)
     autoscaler: Mapping[Key, int] = field(default_factory=dict)
-    joining: frozenset[Key] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -56,10 +55,21 @@ class Desired:
     """The merged state: ``spec`` is what the table is built from and the supervisor runs (its
     versions carry the merged replica counts and its traffic the merged rules and mirror);
     ``weights`` are the weights to route by where they differ from ``spec``'s own (an operator's
-    override, a joining version held at 0)."""
+    override, a joining version held at 0 by ``hold``)."""
 
     spec: Spec
     weights: Mapping[str, Mapping[str, int]]
+
+    def hold(self, joining: frozenset[Key] | set[Key]) -> Desired:
+        """The same state with each ``joining`` version at weight 0 while another version of its
+        service can serve."""
+        weights = dict(self.weights)
+        for name, svc in self.spec.services.items():
+            base = dict(self.weights.get(name) or service_weights(svc))
+            held = {v for v, w in base.items() if w > 0 and (name, v) in joining}
+            if held and any(w > 0 for v, w in base.items() if v not in held):
+                weights[name] = {v: 0 if v in held else w for v, w in base.items()}
+        return Desired(self.spec, weights)
 
     def replicas(self) -> dict[Key, int]:
         return {(s, v): ver.replicas for s, svc in self.spec.services.items()
@@ -88,9 +98,8 @@ def merge(spec: Spec, layers: Layers) -> Desired:
             svc = svc.model_copy(update={"versions": versions, "traffic": traffic})
         services[name] = svc
         override = None if roll is not None else layers.overrides.get(name)
-        chosen = _hold_joining(name, dict(override or service_weights(svc)), layers.joining)
-        if override is not None or chosen != service_weights(svc):
-            weights[name] = chosen
+        if override is not None:
+            weights[name] = dict(override)
     return Desired(spec.model_copy(update={"services": services}), weights)
 
 
@@ -102,13 +111,6 @@ def _replicas(service: str, version: str, file: int, layers: Layers,
     if roll is not None and version in roll.replicas:
         return roll.replicas[version]
     return layers.autoscaler.get(key, file)
-
-
-def _hold_joining(service: str, weights: dict[str, int], joining: frozenset[Key]) -> dict[str, int]:
-    held = {v for v, w in weights.items() if w > 0 and (service, v) in joining}
-    if held and any(w > 0 for v, w in weights.items() if v not in held):
-        return {v: 0 if v in held else w for v, w in weights.items()}
-    return weights
 
 
 def _rule(rule: tuple[str, str, str, str]) -> RuleSpec:

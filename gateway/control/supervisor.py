@@ -204,7 +204,7 @@ class Supervisor:
         """What ``apply(spec)`` will show the data plane, computed before anything changes (the
         commit point builds its routing table from it first): the replica set of every version
         (a new version's is made now and taken over by ``apply``) and the versions that will be
-        joining (``joining()`` after ``apply``)."""
+        joining: added while running, never ready yet, with replicas wanted."""
         sets: dict[tuple[str, str], ReplicaSet] = {}
         joining: set[tuple[str, str]] = set()
         for sname, svc in spec.services.items():
@@ -255,10 +255,6 @@ class Supervisor:
 
     def replica_sets(self) -> dict[tuple[str, str], ReplicaSet]:
         return {k: g.replica_set for k, g in self.groups.items() if not g.removed}
-
-    def joining(self) -> set[tuple[str, str]]:
-        """Versions added by a reload whose replicas have not yet been ready."""
-        return {k for k, g in self.groups.items() if not g.joined and g.desired > 0 and not g.removed}
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:

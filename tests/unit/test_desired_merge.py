@@ -84,8 +84,10 @@ def test_a_revision_rollout_runs_the_old_revision_beside_the_file_versions() -> 
 
 
 def test_a_joining_version_routes_at_zero_while_another_can_serve() -> None:
-    desired = merge(SPEC, Layers(joining=frozenset({("echo", "v2"), ("solo", "v1")})))
+    desired = merge(SPEC, Layers()).hold({("echo", "v2"), ("solo", "v1")})
     assert desired.weights == {"echo": {"v1": 90, "v2": 0}}   # solo has nothing else: it routes
+    overridden = merge(SPEC, Layers(overrides={"echo": {"v1": 0, "v2": 5}})).hold({("echo", "v2")})
+    assert overridden.weights == {"echo": {"v1": 0, "v2": 5}}  # v2 alone can serve: it routes
 
 
 def test_merge_changes_neither_the_spec_nor_the_layers() -> None:
