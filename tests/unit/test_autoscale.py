@@ -296,7 +296,7 @@ def test_a_smoothed_remainder_at_zero_is_not_demand() -> None:
 
 def _ready_members(sup: Supervisor, key: tuple[str, str]) -> None:
     """A runtime where every wanted replica is ready at once (and gone at once)."""
-    from gateway.control.supervisor import READY, Managed, replica_spec
+    from gateway.control.groups import READY, Managed, replica_spec
     from gateway.runtimes.base import Replica
 
     g = sup.groups[key]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.control.supervisor import READY, STARTING, Managed, Supervisor, replica_spec
+from gateway.control.groups import Managed, replica_spec
+from gateway.control.reconcile import READY, STARTING
+from gateway.control.supervisor import Supervisor
 from gateway.metrics import Metrics
 from gateway.runtimes.base import Replica
 from gateway.spec import parse_spec

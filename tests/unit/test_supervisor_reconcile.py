@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway.control.groups import replica_spec
 from gateway.control.reconcile import (
     DRAINING,
     READY,
@@ -19,7 +20,7 @@ from gateway.control.reconcile import (
     Want,
     reconcile,
 )
-from gateway.control.supervisor import Supervisor, replica_spec
+from gateway.control.supervisor import Supervisor
 from gateway.metrics import Metrics
 from gateway.runtimes.base import Replica
 from gateway.spec import parse_spec
