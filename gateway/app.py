@@ -247,11 +247,15 @@ class Gateway:
                 "weight_override": self.weight_overrides.get(service)}
 
     def set_weights(self, service: str, weights: Mapping[str, int] | None) -> None:
-        if weights is None:
-            self.weight_overrides.pop(service, None)
-        else:
+        before = self.weight_overrides
+        self.weight_overrides = {k: v for k, v in before.items() if k != service}
+        if weights is not None:
             self.weight_overrides[service] = dict(weights)
-        self.commit()
+        try:
+            self.commit()
+        except Exception:   # the layer that cannot be committed is not kept either
+            self.weight_overrides = before
+            raise
 
     def pin(self, service: str, version: str, replicas: int | None) -> None:
         self.autoscaler.pin(service, version, replicas)
