@@ -176,9 +176,6 @@ class Supervisor:
                 g.publish()
                 g.joined = g.joined or any(m.state == READY for m in moved)
 
-    def replica_sets(self) -> dict[tuple[str, str], ReplicaSet]:
-        return {k: g.replica_set for k, g in self.groups.items() if not g.removed}
-
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Adopt replicas an earlier instance left (those of a current revision are kept after a
