@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import adminclient
+    from gateway.admin import adminclient
 
     path = f"/services/{args.service}/schema"
     if args.version:

@@ -21,7 +21,7 @@ import tty
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from gateway import adminclient
+from gateway.admin import adminclient
 from gateway.topview import COLUMNS, Frame, Scrape, cells, frame, parse, plain
 
 
