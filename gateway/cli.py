@@ -49,13 +49,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from gateway.admin import adminclient, render
 
-    try:
-        status, doc = adminclient.from_args(args).request("GET", "/status")
-    except adminclient.AdminClientError as exc:
-        print(f"serve-gateway: {exc}", file=sys.stderr)
-        return 1
-    if status != 200 or not isinstance(doc, dict):
-        print(adminclient.describe_error(status, doc), file=sys.stderr)
+    doc = adminclient.call(args, "GET", "/status")
+    if doc is None:
         return 1
     if args.json:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -119,15 +114,7 @@ def _admin_post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> di
     """POST to the admin API; on any failure print why and return None."""
     from gateway.admin import adminclient
 
-    try:
-        status, doc = adminclient.from_args(args).request("POST", path, json=body)
-    except adminclient.AdminClientError as exc:
-        print(f"serve-gateway: {exc}", file=sys.stderr)
-        return None
-    if status != 200 or not isinstance(doc, dict):
-        print(adminclient.describe_error(status, doc), file=sys.stderr)
-        return None
-    return doc
+    return adminclient.call(args, "POST", path, json=body)
 
 
 def cmd_scale(args: argparse.Namespace) -> int:

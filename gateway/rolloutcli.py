@@ -166,17 +166,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _observe(client: adminclient.AdminClient) -> tuple[dict[str, Any], dict[str, Any],
                                                        dict[str, float]]:
     """The running gateway's status, its rollouts, and each service's request rate over 1 s."""
-    def get(path: str) -> Any:
-        status, doc = client.request("GET", path)
-        if status != 200:
-            raise adminclient.AdminClientError(adminclient.describe_error(status, doc))
-        return doc
-    first, began = _answered(get("/status")), time.monotonic()
+    first, began = _answered(client.expect("GET", "/status")), time.monotonic()
     time.sleep(1.0)
-    status = get("/status")
+    status = client.expect("GET", "/status")
     second, dt = _answered(status), time.monotonic() - began
     rates = {s: max(0.0, (second.get(s, 0) - first.get(s, 0)) / dt) for s in second}
-    return status, (get("/rollouts").get("rollouts") or {}), rates
+    return status, (client.expect("GET", "/rollouts").get("rollouts") or {}), rates
 
 
 def _answered(status: dict[str, Any]) -> dict[str, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -99,6 +100,28 @@ class AdminClient:
         if status == 401 and isinstance(doc, dict) and self.token_hint:
             doc = {**doc, "detail": f"{doc.get('detail', '')}; {self.token_hint}"}
         return status, doc
+
+    def expect(self, method: str, path: str) -> Any:
+        """The answer's document when the status is 200; else AdminClientError saying why."""
+        status, doc = self.request(method, path)
+        if status != 200:
+            raise AdminClientError(describe_error(status, doc))
+        return doc
+
+
+def call(args: argparse.Namespace, method: str, path: str,
+         json: Any = None) -> dict[str, Any] | None:
+    """One request of a CLI command: the answer's JSON object, or None once the reason it
+    failed (unreachable, refused, not an object) is printed on stderr (the command exits 1)."""
+    try:
+        status, doc = from_args(args).request(method, path, json=json)
+    except AdminClientError as exc:
+        print(f"serve-gateway: {exc}", file=sys.stderr)
+        return None
+    if status != 200 or not isinstance(doc, dict):
+        print(describe_error(status, doc), file=sys.stderr)
+        return None
+    return doc
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
