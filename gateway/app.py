@@ -21,21 +21,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.admin import AdminServer, reload_endpoint
-from gateway.adminclient import TOKEN_ENV
-from gateway.control import rolloutapi, scale, schema, traffic
+from gateway.admin import handlers
+from gateway.admin.adminclient import TOKEN_ENV
+from gateway.admin.server import AdminServer
 from gateway.control.autoscaler import Autoscaler
+from gateway.control.desired import Desired, Layers, merge
 from gateway.control.reload import ReloadResult, reload_config
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
 from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.server import DataPlane
-from gateway.dataplane.table import TableHolder, build_table, service_weights
+from gateway.dataplane.table import RoutingTable, TableHolder, build_table, service_weights
 from gateway.errors import ConfigError, GatewayError
 from gateway.metrics import Metrics
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
 from gateway.spec import Spec
+from gateway.spec.models import ServiceSpec
 from gateway.spec.types import split_listen
 from gateway.statelock import StateLock
 
@@ -57,16 +59,11 @@ class Gateway:
         self.holder = TableHolder()
         self.dataplane = DataPlane(self.holder, self.metrics)
         self.admin = AdminServer(self.status, self.metrics)
-        self.admin.add_route("POST", "/reload", reload_endpoint(self.reload), mutating=True)
-        traffic.install(self)                            # POST /services/{name}/traffic
-        self.autoscaler = Autoscaler(self.supervisor, self.metrics)
+        self.autoscaler = Autoscaler(self.supervisor, self.metrics, publish=self.commit)
         self.supervisor.on_demand = self.autoscaler.demand   # scale from zero at once
-        scale.install(self)                              # POST /services/{name}/scale
-        self.supervisor.on_joined = self.rebuild_table   # a version added by a reload is ready
-        self.rollouts = Rollouts(self.supervisor, self.metrics, self.rebuild_table)
+        self.supervisor.on_joined = self.commit   # a version added by a reload is ready
+        self.rollouts = Rollouts(self.supervisor, self.metrics, self.commit)
         self.autoscaler.held = self.rollouts.held        # a rollout sizes its versions
-        rolloutapi.install(self)                         # /rollouts endpoints
-        schema.install(self)                             # GET /services/{name}/schema
         self.last_reload: dict[str, Any] | None = None
         self._reload_lock = asyncio.Lock()
         self.ports: dict[str, int] = {}
@@ -74,6 +71,7 @@ class Gateway:
         # The next file reload replaces them.
         self.weight_overrides: dict[str, dict[str, int]] = {}
         self._commands: asyncio.Queue[str] = asyncio.Queue()
+        handlers.install(self.admin, self)   # the admin API sees the facade below, nothing else
 
     async def start(self) -> None:
         spec = self.spec
@@ -84,7 +82,8 @@ class Gateway:
         self._start_tracing()                      # refuses an exporter without the [otel] extra
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.rollouts.restore(spec)                # resumes journaled rollouts
-        self._apply_overlay()
+        self._rescale()
+        self.commit()
         self._configure_dataplane()
         self._record_config()
         await self.supervisor.start()
@@ -178,16 +177,14 @@ class Gateway:
         previous, loaded_at, overrides = self.spec, self.loaded_at, self.weight_overrides
         restore_rollouts, restore_autoscaler = self.rollouts.checkpoint(), self.autoscaler.checkpoint()
         try:
-            return self._commit(spec, previous)
+            return self._reload(spec, previous)
         except Exception:
             try:
                 self.admin.configure(previous.gateway.admin)
                 self.spec, self.loaded_at, self.weight_overrides = previous, loaded_at, overrides
                 restore_rollouts()
-                effective = self.rollouts.overlay(previous)
-                self.supervisor.apply(effective)   # a desired state: the old one back restores it
                 restore_autoscaler()
-                self._swap_table(effective)
+                self.commit()   # a desired state: the old one back restores it
                 self._configure_dataplane()
                 self._record_config()
             except Exception:
@@ -195,7 +192,7 @@ class Gateway:
                               previous.digest())
             raise
 
-    def _commit(self, spec: Spec, previous: Spec) -> list[str]:
+    def _reload(self, spec: Spec, previous: Spec) -> list[str]:
         notes = []
         if self.weight_overrides:
             notes.append("live weight changes for " + ", ".join(sorted(self.weight_overrides))
@@ -205,18 +202,37 @@ class Gateway:
         self.loaded_at = time.time()
         self.weight_overrides = {}
         notes += self.rollouts.apply(spec, previous)   # keeps, starts, supersedes or drops
-        notes += self._apply_overlay()
+        notes += self._rescale()
+        self.commit()
         self._configure_dataplane()
         self._record_config()
         return notes
 
-    def _apply_overlay(self) -> list[str]:
-        """Replicas and routing of the running spec as the rollouts want it run."""
-        effective = self.rollouts.overlay(self.spec)
-        self.supervisor.apply(effective)   # starts added versions, drains removed ones
-        notes = self.autoscaler.apply(effective)   # keeps autoscaled counts the file would reset
-        self._swap_table(effective)
-        return notes
+    def _desired(self) -> tuple[Desired, RoutingTable]:
+        """Merge the layers over the running spec and build the table: pure up to the replica
+        sets of versions the supervisor does not run yet (made now, taken over by its apply)."""
+        desired = merge(self.spec, self._layers())
+        sets, joining = self.supervisor.prepare(desired.spec)
+        desired = desired.hold(joining)
+        return desired, build_table(desired.spec, sets, self.metrics, desired.weights,
+                                    self.dataplane.batchers)
+
+    def _layers(self) -> Layers:
+        return Layers(overrides=self.weight_overrides, pins=self.autoscaler.pins(),
+                      rollouts=self.rollouts.layers(), autoscaler=self.autoscaler.layer())
+
+    def _rescale(self) -> list[str]:
+        """The autoscaler takes a new spec's settings (every version the rollouts run included)
+        before the commit that merges its layer."""
+        return self.autoscaler.apply(merge(self.spec, Layers(rollouts=self.rollouts.layers())).spec)
+
+    def commit(self) -> None:
+        """The one commit point: layers -> merge -> build the table (either may raise: nothing
+        has changed yet) -> the supervisor gets the versions and their counts (starts added
+        versions, drains removed ones) -> swap the table."""
+        desired, table = self._desired()
+        self.supervisor.apply(desired.spec)
+        self.holder.swap(table)
 
     def _configure_dataplane(self) -> None:
         g = self.spec.gateway
@@ -226,29 +242,44 @@ class Gateway:
         self.dataplane.configure(Deadlines(d.header_read, d.body_idle, d.upstream_idle,
                                            d.client_write), g.max_body_bytes, g.trusted_hops)
 
-    def rebuild_table(self) -> None:
-        """Compile the running spec plus live overrides into a new table and swap it in: the
-        one way routing changes."""
-        self._swap_table(self.rollouts.overlay(self.spec))
+    # -- the admin API's facade (gateway/admin/facade.py) -------------------------------------
+    @property
+    def services(self) -> Mapping[str, ServiceSpec]:
+        return self.spec.services
 
-    def _swap_table(self, spec: Spec) -> None:
-        """``spec``: the running spec as the rollouts want it run."""
-        self.holder.swap(build_table(spec, self.supervisor.replica_sets(), self.metrics,
-                                     self._routable_weights(spec), self.dataplane.batchers))
+    @property
+    def rollout_control(self) -> Rollouts:
+        return self.rollouts
 
-    def _routable_weights(self, spec: Spec) -> Mapping[str, Mapping[str, int]]:
-        """The live overrides, plus weight 0 for versions not yet ready for the first time while
-        another version of their service can serve: an added version joins once ready."""
-        joining = self.supervisor.joining()
-        if not joining:
-            return self.weight_overrides
-        out: dict[str, Mapping[str, int]] = dict(self.weight_overrides)
-        for name, svc in spec.services.items():
-            weights = self.weight_overrides.get(name) or service_weights(svc)
-            held = {v for v, w in weights.items() if w > 0 and (name, v) in joining}
-            if held and any(w > 0 for v, w in weights.items() if v not in held):
-                out[name] = {v: 0 if v in held else w for v, w in weights.items()}
-        return out
+    def routing(self) -> RoutingTable:
+        return self.holder.current
+
+    def traffic(self, service: str) -> dict[str, Any]:
+        svc = self.spec.services[service]
+        route = self.holder.current.by_name.get(service)
+        effective = dict(route.weights) if route else {}
+        return {"weights": {v: effective.get(v, 0) for v in svc.versions},
+                "file_weights": service_weights(svc),
+                "weight_override": self.weight_overrides.get(service)}
+
+    def set_weights(self, service: str, weights: Mapping[str, int] | None) -> None:
+        before = self.weight_overrides
+        self.weight_overrides = {k: v for k, v in before.items() if k != service}
+        if weights is not None:
+            self.weight_overrides[service] = dict(weights)
+        try:
+            self.commit()
+        except Exception:   # the layer that cannot be committed is not kept either
+            self.weight_overrides = before
+            raise
+
+    def pin(self, service: str, version: str, replicas: int | None) -> None:
+        self.autoscaler.pin(service, version, replicas)
+
+    def replicas(self, service: str, version: str) -> dict[str, Any]:
+        seen = self.supervisor.observe(service, version)
+        return {"desired": seen.desired if seen else None, "ready": seen.ready if seen else None,
+                "autoscale": self.autoscaler.describe(service, version)}
 
     def status(self) -> dict[str, Any]:
         table = self.holder.current

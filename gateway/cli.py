@@ -47,25 +47,20 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from gateway import adminclient
+    from gateway.admin import adminclient, render
 
-    try:
-        status, doc = adminclient.from_args(args).request("GET", "/status")
-    except adminclient.AdminClientError as exc:
-        print(f"serve-gateway: {exc}", file=sys.stderr)
-        return 1
-    if status != 200 or not isinstance(doc, dict):
-        print(adminclient.describe_error(status, doc), file=sys.stderr)
+    doc = adminclient.call(args, "GET", "/status")
+    if doc is None:
         return 1
     if args.json:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(adminclient.render_status(doc))
+        print(render.render_status(doc))
     return 0
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from gateway import adminclient
+    from gateway.admin import adminclient, render
 
     try:
         client = adminclient.from_args(args)
@@ -80,7 +75,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         print(f"serve-gateway: {exc}", file=sys.stderr)
         return 1
     if isinstance(doc, dict) and "ok" in doc:
-        print(adminclient.render_reload(doc), file=sys.stdout if doc["ok"] else sys.stderr)
+        print(render.render_reload(doc), file=sys.stdout if doc["ok"] else sys.stderr)
         return 0 if doc["ok"] and status == 200 else 1
     print(adminclient.describe_error(status, doc), file=sys.stderr)
     return 1
@@ -117,17 +112,9 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 def _admin_post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
     """POST to the admin API; on any failure print why and return None."""
-    from gateway import adminclient
+    from gateway.admin import adminclient
 
-    try:
-        status, doc = adminclient.from_args(args).request("POST", path, json=body)
-    except adminclient.AdminClientError as exc:
-        print(f"serve-gateway: {exc}", file=sys.stderr)
-        return None
-    if status != 200 or not isinstance(doc, dict):
-        print(adminclient.describe_error(status, doc), file=sys.stderr)
-        return None
-    return doc
+    return adminclient.call(args, "POST", path, json=body)
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
@@ -152,13 +139,9 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 def load_config(path: str) -> Spec | None:
     """The validated config, or None after printing every problem with its path and line."""
-    from gateway.spec import load_spec
+    from gateway.spec import load_or_report
 
-    try:
-        return load_spec(path)
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
-        return None
+    return load_or_report(path)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -216,7 +199,7 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway import adminclient
+    from gateway.admin import adminclient
 
     p = argparse.ArgumentParser(
         prog="serve-gateway",

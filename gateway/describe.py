@@ -18,18 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import adminclient
+    from gateway.admin import adminclient
 
     path = f"/services/{args.service}/schema"
     if args.version:
         path += f"?version={args.version}"
-    try:
-        status, doc = adminclient.from_args(args).request("GET", path)
-    except adminclient.AdminClientError as exc:
-        print(f"serve-gateway: {exc}", file=sys.stderr)
-        return 1
-    if status != 200 or not isinstance(doc, dict):
-        print(adminclient.describe_error(status, doc), file=sys.stderr)
+    doc = adminclient.call(args, "GET", path)
+    if doc is None:
         return 1
     if args.json:
         sys.stdout.write(orjson.dumps(doc["openapi"], option=orjson.OPT_INDENT_2).decode() + "\n")

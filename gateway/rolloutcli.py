@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway import adminclient
+from gateway.admin import adminclient, render
 from gateway.errors import ConfigError
 
 ACTIONS = ("promote", "pause", "resume", "abort", "undo", "retry")
@@ -69,7 +69,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(render(doc))
+        print(render.render_rollout(doc))
     last = (doc.get("log") or [{}])[-1].get("line", "")
     if not doc.get("accepted"):
         print(f"serve-gateway rollout {args.action}: not applied: {last}", file=sys.stderr)
@@ -88,7 +88,7 @@ def _status(client: adminclient.AdminClient, args: argparse.Namespace) -> int:
         if args.json:
             text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
         else:
-            text = "\n\n".join(render(d) for d in docs) or "no rollouts"
+            text = "\n\n".join(render.render_rollout(d) for d in docs) or "no rollouts"
             if not args.service and doc.get("corrupt_journals"):
                 text += "\n\nunreadable journals (moved aside):\n  " + \
                     "\n  ".join(doc["corrupt_journals"])
@@ -102,46 +102,11 @@ def _status(client: adminclient.AdminClient, args: argparse.Namespace) -> int:
         time.sleep(1.0)
 
 
-def render(doc: dict[str, Any], width: int = 30) -> str:
-    """A rollout's status as text, with a progress bar of the target's weight."""
-    w = doc.get("weights") or {}
-    target_w = w.get(doc["target"], 0)
-    filled = round(width * target_w / 100)
-    step = f"step {doc['step'] + 1}/{doc['steps']}" if doc.get("steps") else ""
-    lines = [f"{doc['service']}: {doc['strategy']} {doc['stable']} -> {doc['target']}  "
-             f"{doc['phase'].upper()}  {step}".rstrip(),
-             f"  [{'#' * filled}{'.' * (width - filled)}] {doc['target']} {target_w}%   "
-             + ", ".join(f"{v}={n}%" for v, n in w.items())]
-    replicas = doc.get("replicas") or {}
-    if replicas:
-        lines.append("  replicas: " + ", ".join(f"{v}={n}" for v, n in replicas.items()))
-    if doc.get("mirror"):
-        lines.append(f"  mirroring {doc['mirror']['percent']:g}% to {doc['mirror']['to']}")
-    for rule in doc.get("rules") or []:
-        lines.append(f"  rule: {rule}")
-    for check in doc.get("analysis") or []:
-        lines.append(f"  analysis: {check}")
-    live = doc["phase"] in ("progressing", "paused", "promoting")
-    if doc.get("failure_limit") is not None and live:
-        lines.append(f"  failed analyses in a row: {doc.get('failures', 0)}/"
-                     f"{doc['failure_limit']} (rolls back at {doc['failure_limit']})")
-    if doc.get("held"):        # "next step in 0s" would hide that nothing is moving
-        lines.append(f"  {doc['held']}")
-    elif doc.get("next_step_in") is not None:
-        lines.append(f"  next step in {doc['next_step_in']:.0f}s")
-    if doc.get("reason"):
-        lines.append(f"  {doc['reason']}")
-    for entry in (doc.get("log") or [])[-3:]:
-        stamp = time.strftime("%H:%M:%S", time.localtime(entry["at"]))
-        lines.append(f"  {stamp} {entry['line']}")
-    return "\n".join(lines)
-
-
 # -- plan -------------------------------------------------------------------------------------
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gateway.cli import load_config
     from gateway.control.rollout.fromspec import stable_of, to_plan
     from gateway.control.rollout.timeline import timeline
+    from gateway.spec import load_or_report as load_config
 
     spec = load_config(args.plan_config)
     if spec is None:
@@ -201,17 +166,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _observe(client: adminclient.AdminClient) -> tuple[dict[str, Any], dict[str, Any],
                                                        dict[str, float]]:
     """The running gateway's status, its rollouts, and each service's request rate over 1 s."""
-    def get(path: str) -> Any:
-        status, doc = client.request("GET", path)
-        if status != 200:
-            raise adminclient.AdminClientError(adminclient.describe_error(status, doc))
-        return doc
-    first, began = _answered(get("/status")), time.monotonic()
+    first, began = _answered(client.expect("GET", "/status")), time.monotonic()
     time.sleep(1.0)
-    status = get("/status")
+    status = client.expect("GET", "/status")
     second, dt = _answered(status), time.monotonic() - began
     rates = {s: max(0.0, (second.get(s, 0) - first.get(s, 0)) / dt) for s in second}
-    return status, (get("/rollouts").get("rollouts") or {}), rates
+    return status, (client.expect("GET", "/rollouts").get("rollouts") or {}), rates
 
 
 def _answered(status: dict[str, Any]) -> dict[str, int]:

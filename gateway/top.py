@@ -21,7 +21,7 @@ import tty
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from gateway import adminclient
+from gateway.admin import adminclient
 from gateway.topview import COLUMNS, Frame, Scrape, cells, frame, parse, plain
 
 
@@ -37,12 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def scrape(client: adminclient.AdminClient) -> Scrape:
     """One look; raises AdminClientError with what went wrong."""
     at = time.monotonic()
-    code, status = client.request("GET", "/status")
-    if code != 200 or not isinstance(status, dict):
-        raise adminclient.AdminClientError(adminclient.describe_error(code, status))
-    code, text = client.request("GET", "/metrics")
-    if code != 200 or not isinstance(text, str):
-        raise adminclient.AdminClientError(adminclient.describe_error(code, text))
+    status = client.expect("GET", "/status")
+    text = client.expect("GET", "/metrics")
+    if not isinstance(status, dict) or not isinstance(text, str):
+        raise adminclient.AdminClientError(f"{client.url}: /status or /metrics is not what a "
+                                           "gateway answers")
     return parse(at, status, text)
 
 

@@ -187,7 +187,7 @@ def cells(row: Row) -> tuple[str, ...]:
 
 def plain(f: Frame) -> str:
     """The frame as plain text (stdout is not a terminal, or rich is not installed)."""
-    from gateway.adminclient import table
+    from gateway.admin.render import table
 
     out = [f.header]
     if f.error:

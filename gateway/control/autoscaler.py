@@ -8,6 +8,10 @@ second and mean latency. Load figures are smoothed with an exponential moving av
 time constant is a quarter of the version's ``scale_out_interval`` (0.1 s to 5 s), so one
 sample's spike neither scales out nor cancels a scale-in.
 
+Its counts and the operator's pins are its layer of the desired state (``layer()``, ``pins()``):
+a decision publishes it, and the gateway's commit point merges it and hands the counts to the
+supervisor (control/desired.py).
+
 - **Scale from zero** does not wait for a sample: the supervisor calls ``demand`` as soon as a
   request finds no ready replica (Knative's activator) and one replica is wanted at once.
   Requests wait in the bounded queue meanwhile (``gateway.queue``): a full queue answers 503
@@ -47,7 +51,7 @@ from gateway.control.autoscale import (
     effective,
     load_policy,
 )
-from gateway.control.supervisor import READY, Supervisor
+from gateway.control.supervisor import Supervisor
 from gateway.metrics import Metrics, gauge
 from gateway.plugins import PluginError
 from gateway.spec.models import Spec
@@ -105,16 +109,15 @@ class Scaled:
         return min(5.0, max(0.1, interval / 4))
 
 
-def _nothing() -> int:
-    return 0
-
-
 class Autoscaler:
     """Runs every autoscaled version's policy and owns manual pins; see the module docstring."""
 
     def __init__(self, supervisor: Supervisor, metrics: Metrics, *,
-                 clock: Callable[[], float] = time.monotonic, tick: float = TICK) -> None:
+                 clock: Callable[[], float] = time.monotonic, tick: float = TICK,
+                 publish: Callable[[], None] | None = None) -> None:
         self.supervisor = supervisor
+        # the gateway's commit point: merges layer() and pins() and hands the counts over
+        self.publish: Callable[[], None] = publish or (lambda: None)
         self.metrics = metrics
         self.clock = clock
         self.tick = tick
@@ -128,7 +131,8 @@ class Autoscaler:
 
     # -- configuration ------------------------------------------------------------------------
     def apply(self, spec: Spec) -> list[str]:
-        """Take ``spec``'s settings; call right after ``Supervisor.apply(spec)``."""
+        """Take ``spec``'s settings (a reload, before the commit that merges ``layer()``): an
+        autoscaled version keeps its count, clamped into the new bounds."""
         notes = []
         pinned = sorted(f"{s}/{v}" for (s, v), sc in self.versions.items() if sc.pin is not None)
         if pinned:
@@ -141,23 +145,30 @@ class Autoscaler:
                 was_scaled = sc.bounds is not None or sc.pin is not None
                 sc.pin, sc.file_replicas = None, ver.replicas
                 eff = effective(svc, ver)
-                g = self.supervisor.groups.get(key)
-                if g is not None:   # a queue wait that outlasts a cold start: 504, not 503
-                    g.replica_set.starting = g.starting if eff is not None else _nothing
                 if eff is None:
                     sc.bounds = None
-                    sc.desired = ver.replicas        # Supervisor.apply set the file's count
+                    sc.desired = ver.replicas        # the file's count
                 else:
                     sc.bounds = bounds(svc, eff)
                     self._load_policy(sc)
-                    # Supervisor.apply just reset the count to the file's: put back the running one
                     start = sc.desired if was_scaled else ver.replicas
                     if not self.held(sname, vname):
                         self._set(sc, self._clamp(sc, start), "reload",
-                                  "reload: count clamped into [min, max]", before=start)
+                                  "reload: count clamped into [min, max]", before=start,
+                                  publish=False)
                 new[key] = sc
         self.versions = new
         return notes
+
+    def layer(self) -> dict[Key, int]:
+        """This controller's layer of the desired state (control/desired.py): the counts of the
+        versions it scales."""
+        return {key: sc.desired for key, sc in self.versions.items()
+                if sc.bounds is not None and sc.pin is None}
+
+    def pins(self) -> dict[Key, int]:
+        """The operator's manual counts (``serve-gateway scale``), a layer above every other."""
+        return {key: sc.pin for key, sc in self.versions.items() if sc.pin is not None}
 
     def _load_policy(self, sc: Scaled) -> None:
         assert sc.bounds is not None
@@ -180,8 +191,8 @@ class Autoscaler:
     def demand(self, service: str, version: str) -> None:
         """A request waits and no replica is ready: start one now if none is wanted."""
         sc = self.versions.get((service, version))
-        g = self.supervisor.groups.get((service, version))
-        if sc is None or sc.bounds is None or sc.pin is not None or g is None or g.desired > 0 \
+        seen = self.supervisor.observe(service, version)
+        if sc is None or sc.bounds is None or sc.pin is not None or seen is None or seen.desired > 0 \
                 or self.held(service, version):
             return
         now = self.clock()
@@ -200,17 +211,19 @@ class Autoscaler:
         else:
             self._set(sc, sc.file_replicas, "manual", "back to the config file's count")
 
-    def _set(self, sc: Scaled, n: int, source: str, reason: str, before: int | None = None) -> None:
+    def _set(self, sc: Scaled, n: int, source: str, reason: str, before: int | None = None,
+             publish: bool = True) -> None:
         """Make ``n`` the desired count; a change from ``before`` (default: the supervisor's
-        count) is a decision, logged, counted and kept for /status."""
-        g = self.supervisor.groups.get((sc.service, sc.version))
+        count) is a decision, logged, counted and kept for /status. ``publish``: commit it now
+        (a reload commits once, after every controller took the new spec)."""
+        seen = self.supervisor.observe(sc.service, sc.version)
         if before is None:
-            before = g.desired if g is not None else sc.desired
+            before = seen.desired if seen is not None else sc.desired
         sc.desired = n
-        if g is None:
+        if seen is None:
             return
-        if g.desired != n:
-            self.supervisor.set_desired(sc.service, sc.version, n)
+        if publish and seen.desired != n:
+            self.publish()
         if n == before:
             return
         direction = "out" if n > before else "in"
@@ -222,23 +235,14 @@ class Autoscaler:
 
     def checkpoint(self) -> Callable[[], None]:
         """Every version's settings, counts and pins as they are now, and the way to put them
-        back (a reload that fails half-way). Call the restore after ``Supervisor.apply`` of the
-        restored spec: like ``apply``, it sets the counts the supervisor just reset."""
+        back (a reload that fails half-way); the commit that follows merges ``layer()``."""
         saved = [(key, sc, copy.copy(sc)) for key, sc in self.versions.items()]
-        starting = {key: g.replica_set.starting for key, g in self.supervisor.groups.items()}
 
         def restore() -> None:
             self.versions = {}
             for key, sc, was in saved:
                 vars(sc).update(vars(was))
                 self.versions[key] = sc
-                g = self.supervisor.groups.get(key)
-                if g is None:
-                    continue
-                g.replica_set.starting = starting.get(key, g.replica_set.starting)
-                if (sc.bounds is not None or sc.pin is not None) and not self.held(*key) \
-                        and g.desired != sc.desired:
-                    self.supervisor.set_desired(*key, sc.desired)
         return restore
 
     # -- the loop -----------------------------------------------------------------------------
@@ -259,12 +263,12 @@ class Autoscaler:
     def step(self) -> None:
         """One sample of every version, and a decision for each autoscaled, unpinned one."""
         now = self.clock()
+        observed = self.supervisor.observed()
         for key, sc in self.versions.items():
-            g = self.supervisor.groups.get(key)
-            if g is None or g.removed:
+            seen = observed.get(key)
+            if seen is None or seen.removed:
                 continue
-            ctx = self._sample(sc, now, g.desired, g.replica_set.pending,
-                               sum(1 for m in g.members if m.state == READY), g.starting())
+            ctx = self._sample(sc, now, seen.desired, seen.pending, seen.ready, seen.starting)
             if sc.bounds is None or sc.pin is not None or ctx is None \
                     or self.held(sc.service, sc.version):
                 continue

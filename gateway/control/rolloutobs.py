@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.control.rollout.model import Plan, RolloutState, VersionObs
-from gateway.control.supervisor import READY, STARTING, Group
 from gateway.metrics import LATENCY_BUCKETS, Metrics
 from gateway.spec.models import ServiceSpec, VersionSpec
 
@@ -62,22 +61,6 @@ def window(now: Counts, base: Counts, ready: int, starting: int, shadow: bool) -
     return VersionObs(ready=ready, starting=starting, requests=requests, errors=errors,
                       p99_s=p99, agreement=agreed / compared if compared else None,
                       agreement_samples=compared)
-
-
-def replicas(group: Group | None, revision: str | None) -> tuple[int, int]:
-    """(ready, starting) replicas of ``group`` that run ``revision``, the one the rollout's
-    config gives the version. Not the supervisor's idea of the group's revision: a reload plans
-    the first step before the supervisor has the new config, and the old revision's replicas,
-    still in the group, must not count as the new revision's (traffic would go to a revision
-    that has no ready replica yet)."""
-    if group is None:
-        return 0, 0
-    mine = [m for m in group.members if revision is None or m.revision == revision]
-    ready = sum(1 for m in mine if m.state == READY)
-    starting = sum(1 for m in mine if m.state == STARTING)
-    if revision is None or group.revision == revision:
-        starting += group.launching          # launches run the group's own revision
-    return ready, starting
 
 
 def revisions(svc: ServiceSpec, plan: Plan, state: RolloutState) -> dict[str, str]:

@@ -3,10 +3,10 @@
 One ``Run`` per service whose config has a ``rollout:`` section. Each tick (every ``TICK``
 seconds, and at once for an operator's command) it measures both versions (ready replicas from
 the supervisor, a window of answers, 5xx, p99 and shadow agreement from the metrics), asks the
-planner for a ``Decision`` and applies it: replica counts through ``Supervisor.set_desired``,
-weights, route rules and the mirror through ``overlay()``, which the gateway compiles into the
-next routing table (one atomic swap). Every state change is journaled (``rollout/journal.py``)
-before the next tick, so a gateway killed mid-rollout resumes at the same step and weights.
+planner for a ``Decision`` and publishes it as its layer (``layers()``: replica counts of the
+versions it holds, weights, route rules, the mirror), which the gateway's commit point merges
+(control/desired.py), compiles into the next routing table (one atomic swap) and hands to the
+supervisor. Every state change is journaled (``rollout/journal.py``) before the next tick, so a gateway killed mid-rollout resumes at the same step and weights.
 
 Ownership: this controller is the only writer of the ``Run``s and of the replica counts of the
 versions a rollout holds (``held``: the autoscaler leaves those alone). Reloads go through
@@ -28,6 +28,7 @@ from typing import Any
 
 from gateway import tasks
 from gateway.control import rollout, rolloutobs
+from gateway.control.desired import RolloutLayer
 from gateway.control.rollout import journal
 from gateway.control.rollout.analysis import held as held_step
 from gateway.control.rollout.common import end
@@ -46,7 +47,7 @@ from gateway.control.rollout.model import (
 from gateway.control.rolloutobs import Counts
 from gateway.control.supervisor import Supervisor
 from gateway.metrics import Metrics
-from gateway.spec.models import MatchSpec, MirrorSpec, RuleSpec, ServiceSpec, Spec, VersionSpec
+from gateway.spec.models import ServiceSpec, Spec, VersionSpec
 
 log = logging.getLogger("gateway.rollout")
 TICK = 0.5
@@ -88,7 +89,7 @@ class Rollouts:
                  clock: Callable[[], float] = time.time, tick: float = TICK) -> None:
         self.supervisor = supervisor
         self.metrics = metrics
-        self.rebuild = rebuild            # compiles overlay(spec) into a new routing table
+        self.rebuild = rebuild            # commits: merges layers(), builds the next table
         self.clock = clock
         self.tick = tick
         self.runs: dict[str, Run] = {}
@@ -118,8 +119,8 @@ class Rollouts:
 
     def apply(self, spec: Spec, previous: Spec | None = None) -> list[str]:
         """Take a reloaded config (``previous``: the one it replaces, to see new revisions);
-        see the module docstring. Changes no replica or route by itself: the caller applies
-        ``overlay(spec)`` to the supervisor and the table."""
+        see the module docstring. Changes no replica or route by itself: the caller commits
+        the merged ``layers()``."""
         return self._apply(spec, previous, {})
 
     def _apply(self, spec: Spec, previous: Spec | None,
@@ -233,32 +234,24 @@ class Rollouts:
                 self.runs[name] = run
         return restore
 
-    def overlay(self, spec: Spec) -> Spec:
-        """``spec`` as the rollouts want it run: each rolled-out service's replica counts,
-        weights (versions outside the rollout get 0), rules (the rollout's first) and mirror."""
-        services = dict(spec.services)
+    def layers(self) -> dict[str, RolloutLayer]:
+        """This controller's layer of the desired state (control/desired.py merges it): each
+        rolled-out service's replica counts (of the versions it holds), weights (versions outside the rollout get 0), rules
+        (the rollout's first), mirror, and a revision rollout's old revision."""
+        out = {}
         for name, run in self.runs.items():
-            svc, d = services.get(name), run.decision
-            if svc is None or d is None:
+            d = run.decision
+            if d is None:
                 continue
+            old = {run.state.stable: run.old_revision()} if run.state.stable_spec else {}
             counts = {**d.replicas, **{v: 0 for v in run.drain}}
-            versions = dict(svc.versions)
-            if run.state.stable not in versions and run.state.stable_spec:
-                versions[run.state.stable] = run.old_revision()   # a revision rollout's old
-            versions = {v: ver.model_copy(update={"replicas": counts[v]}) if v in counts else ver
-                        for v, ver in versions.items()}
-            rules = [RuleSpec(match=MatchSpec.model_validate({r.kind: {r.name: r.value}}),
-                              to=r.to) for r in d.rules]
-            mirror = svc.traffic.mirror
-            if d.mirror is not None:
-                mirror = MirrorSpec(to=d.mirror.to, percent=d.mirror.percent) if mirror is None \
-                    else mirror.model_copy(update={"to": d.mirror.to,
-                                                   "percent": d.mirror.percent})
-            traffic = svc.traffic.model_copy(update={
-                "weights": {v: d.weights.get(v, 0) for v in versions},
-                "rules": rules + list(svc.traffic.rules), "mirror": mirror})
-            services[name] = svc.model_copy(update={"versions": versions, "traffic": traffic})
-        return spec.model_copy(update={"services": services})
+            out[name] = RolloutLayer(
+                replicas={v: n for v, n in counts.items() if self.held(name, v)},
+                weights=dict(d.weights),
+                rules=tuple((r.kind, r.name, r.value, r.to) for r in d.rules),
+                mirror=None if d.mirror is None else (d.mirror.to, d.mirror.percent),
+                extra_versions=old)
+        return out
 
     def governs(self, service: str) -> bool:
         """A rollout sets this service's weights (live traffic overrides are refused)."""
@@ -326,7 +319,8 @@ class Rollouts:
         return run.state != before, self._describe(service, run)
 
     def _step(self, name: str, run: Run, now: float, command: Command | None = None) -> bool:
-        """One planner tick; True when routing (weights, rules, mirror) changed."""
+        """One planner tick; True when its layer changed (weights, rules, mirror, the counts of
+        the versions it holds): the caller commits."""
         current = {v: rolloutobs.read(self.metrics, name, v)
                    for v in (run.plan.stable, run.plan.target)}
         if run.window_at is None:
@@ -343,28 +337,33 @@ class Rollouts:
             level = logging.WARNING if state.phase == Phase.DEGRADED else logging.INFO
             log.log(level, "%s: %s", name, line)
             run.history.append((now, line))
-        self._enforce(name, run, d)
         self._export(name, run, before, d)
         routed = (tuple(sorted(d.weights.items())), d.rules, d.mirror)
         changed, run.routed = routed != run.routed, routed
-        return changed
+        return changed or self._resized(name, run, d)
 
     def _observe(self, name: str, run: Run, current: dict[str, Counts],
                  now: float) -> Observations:
         obs = {}
         for v, counts in current.items():
-            ready, starting = rolloutobs.replicas(self.supervisor.groups.get((name, v)),
-                                                  run.revisions.get(v))
+            seen = self.supervisor.observe(name, v)
+            # the revision the rollout's config gives the version, not the supervisor's: a
+            # reload plans its first step before the supervisor has the new config, and the
+            # old revision's replicas must not count as the new one's
+            ready, starting = (0, 0) if seen is None else seen.of_revision(run.revisions.get(v))
             shadow = run.state.strategy == "shadow" and v == run.plan.target
             obs[v] = rolloutobs.window(counts, run.baseline.get(v, Counts()), ready, starting,
                                        shadow)
         return Observations(obs, now - (run.window_at or now))
 
-    def _enforce(self, name: str, run: Run, d: Decision) -> None:
+    def _resized(self, name: str, run: Run, d: Decision) -> bool:
+        """Whether the decision sizes a version it holds otherwise than the supervisor runs it:
+        its layer changed, a commit is due."""
         for v, n in {**d.replicas, **{v: 0 for v in run.drain}}.items():
-            g = self.supervisor.groups.get((name, v))
-            if g is not None and self.held(name, v) and g.desired != n:
-                self.supervisor.set_desired(name, v, n)
+            seen = self.supervisor.observe(name, v)
+            if seen is not None and self.held(name, v) and seen.desired != n:
+                return True
+        return False
 
     def _export(self, name: str, run: Run, before: RolloutState, d: Decision) -> None:
         m, state = self.metrics, run.state

@@ -11,112 +11,62 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import tasks
+from gateway.control.autoscale import effective
+from gateway.control.groups import (
+    CRASH_LOOP,
+    CRASH_WINDOW,
+    Group,
+    Managed,
+    backoff,
+    gauges,
+    not_starting,
+    observe,
+    outlier_policy,
+    replica_spec,
+)
+from gateway.control.groups import status as status_doc
 from gateway.control.health import HttpProber
+from gateway.control.observed import VersionObserved
+from gateway.control.reconcile import (
+    DRAINING,
+    READY,
+    STARTING,
+    STOPPING,
+    Forget,
+    Launch,
+    Member,
+    Seen,
+    Stop,
+    Want,
+    reconcile,
+)
 from gateway.dataplane.balance import Endpoint, ReplicaSet
-from gateway.dataplane.outlier import OutlierPolicy
 from gateway.errors import GatewayError
 from gateway.logs import fields
-from gateway.metrics import Metrics, counter, gauge
-from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, Runtime
-from gateway.spec.models import OutlierSpec, Spec, VersionSpec
+from gateway.metrics import Metrics
+from gateway.runtimes.base import ExitInfo, ExitKind, Replica, Runtime
+from gateway.spec.models import Spec
 
 log = logging.getLogger("gateway.supervisor")
 
-STARTING, READY, DRAINING, STOPPING = "starting", "ready", "draining", "stopping"
-STATES = (STARTING, READY, DRAINING, STOPPING)
-CRASH_WINDOW = 60.0
-CRASH_LOOP = 5
-MAX_BACKOFF = 30.0
+class Prober(Protocol):
+    """Readiness / liveness check of one replica (control/health.py; a fake in unit tests)."""
 
+    async def probe(self, host: str, port: int, path: str, timeout: float) -> bool: ...
 
-def backoff(crashes: int) -> float:
-    """Delay before the next start after ``crashes`` recent crashes: 0.5 s doubling to 30 s."""
-    return 0.0 if crashes <= 0 else min(MAX_BACKOFF, 0.5 * 2 ** (crashes - 1))
-
-
-def replica_spec(service: str, version: str, v: VersionSpec) -> ReplicaSpec:
-    return ReplicaSpec(service=service, version=version, revision=v.revision(),
-                       command=tuple(v.command) if v.command else None, image=v.image,
-                       port=v.port, env=tuple(sorted(v.worker_env().items())), workdir=v.workdir,
-                       volumes=tuple(v.volumes), resources=v.resources)
-
-
-@dataclass
-class Managed:
-    replica: Replica
-    group: Group                      # may change: a rollout moves an old revision's replicas
-    state: str = STARTING
-    launched: float = 0.0
-    endpoint: Endpoint | None = None
-    probe_task: asyncio.Task[None] | None = None
-    watch_task: asyncio.Task[None] | None = None
-    began: float | None = None        # time.time() before runtime.start(); None: adopted
-    cold_start: float | None = None   # seconds from launch to first ready
-
-    @property
-    def revision(self) -> str:
-        return self.replica.spec.revision
-
-
-@dataclass
-class Group:
-    """Replicas of one version; ``replica_set`` is what the data plane sees of it."""
-
-    service: str
-    version: str
-    spec: VersionSpec
-    replica_set: ReplicaSet
-    desired: int
-    connect_timeout: float
-    members: list[Managed] = field(default_factory=list)
-    launching: int = 0
-    restarts: int = 0
-    crashes: deque[float] = field(default_factory=deque)
-    not_before: float = 0.0
-    removed: bool = False      # the version left the config: drain everything
-    joined: bool = True        # False for a version added by a reload until a replica is ready
-    last_exit: str = ""
-    last_log: tuple[str, ...] = ()   # the last crashed replica's last log lines
-
-    @property
-    def revision(self) -> str:
-        return self.spec.revision()
-
-    def starting(self) -> int:
-        """Replicas on their way: launching, or started and not ready yet."""
-        return self.launching + sum(1 for m in self.current() if m.state == STARTING)
-
-    def current(self) -> list[Managed]:
-        return [m for m in self.members if m.state in (STARTING, READY) and m.revision == self.revision]
-
-    def publish(self) -> None:
-        self.replica_set.publish([m.endpoint for m in self.members
-                                  if m.state == READY and m.endpoint is not None])
-
-    def hopeless(self) -> str | None:
-        """Why no replica is coming, or None while one may: requests waiting for a replica
-        get their 503 at once instead of after the whole queue timeout."""
-        if len(self.crashes) >= CRASH_LOOP:
-            return f"crash loop ({len(self.crashes)} crashes in {CRASH_WINDOW:.0f}s, " \
-                   f"last: {self.last_exit})"
-        if self.starting() or len(self.current()) < self.desired:
-            return None       # on its way, or about to be launched (after its backoff)
-        if self.replica_set.starting == self.starting:
-            return None       # the autoscaler follows it: demand starts one (scale from zero)
-        return "no replica is starting"
+    async def close(self) -> None: ...
 
 
 class Supervisor:
     def __init__(self, runtime: Runtime, metrics: Metrics, *, stop_grace: float = 10.0,
                  drain_timeout: float = 30.0, max_waiting: int = 1024,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 prober: Prober | None = None) -> None:
         self.runtime = runtime
         self.metrics = metrics
         self.stop_grace = stop_grace
@@ -124,7 +74,9 @@ class Supervisor:
         self.max_waiting = max_waiting
         self.clock = clock
         self.groups: dict[tuple[str, str], Group] = {}
-        self.prober = HttpProber()
+        # replica sets of versions a commit routes to before apply() makes their groups
+        self._prepared: dict[tuple[str, str], ReplicaSet] = {}
+        self.prober: Prober = prober or HttpProber()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -149,7 +101,8 @@ class Supervisor:
                 wanted.add(key)
                 g = self.groups.get(key)
                 if g is None:
-                    rs = ReplicaSet(sname, vname, max_waiting=spec.gateway.queue.max_waiting)
+                    rs = self._prepared.pop(key, None) or \
+                        ReplicaSet(sname, vname, max_waiting=spec.gateway.queue.max_waiting)
                     self.groups[key] = g = Group(sname, vname, ver, rs, ver.replicas, svc.timeouts.connect)
                     # added while running: routing holds it back until it can serve
                     g.joined = self._loop_task is None or ver.replicas == 0
@@ -158,6 +111,9 @@ class Supervisor:
                 g.spec, g.desired, g.connect_timeout = ver, ver.replicas, svc.timeouts.connect
                 g.replica_set.on_demand = partial(self._demand, g)
                 g.replica_set.hopeless = g.hopeless
+                # an autoscaled version's waiting requests see its cold start (504, not 503)
+                g.replica_set.starting = g.starting if effective(svc, ver) is not None \
+                    else not_starting
                 g.replica_set.configure(limit=ver.max_concurrency,
                                         max_waiting=spec.gateway.queue.max_waiting,
                                         outlier=outlier_policy(ver.outlier))
@@ -168,16 +124,48 @@ class Supervisor:
             self._claim(g)
         self.wake()
 
+    def prepare(self, spec: Spec) -> tuple[dict[tuple[str, str], ReplicaSet], set[tuple[str, str]]]:
+        """What ``apply(spec)`` will show the data plane, computed before anything changes (the
+        commit point builds its routing table from it first): the replica set of every version
+        (a new version's is made now and taken over by ``apply``) and the versions that will be
+        joining: added while running, never ready yet, with replicas wanted."""
+        sets: dict[tuple[str, str], ReplicaSet] = {}
+        joining: set[tuple[str, str]] = set()
+        for sname, svc in spec.services.items():
+            for vname, ver in svc.versions.items():
+                key = (sname, vname)
+                g = self.groups.get(key)
+                if g is not None:
+                    sets[key] = g.replica_set
+                    if not g.joined and ver.replicas > 0:
+                        joining.add(key)
+                    continue
+                rs = self._prepared.get(key)
+                if rs is None:
+                    rs = self._prepared[key] = ReplicaSet(
+                        sname, vname, max_waiting=spec.gateway.queue.max_waiting)
+                sets[key] = rs
+                if self._loop_task is not None and ver.replicas > 0 and not any(
+                        m.state == READY for _, m in self._claimable(sname, ver.revision(), None)):
+                    joining.add(key)
+        return sets, joining
+
+    def _claimable(self, service: str, revision: str,
+                   taker: Group | None) -> list[tuple[Group, Managed]]:
+        """Replicas of ``service`` that run ``revision`` as another group's stale revision."""
+        return [(other, m) for other in self.groups.values()
+                if other is not taker and other.service == service
+                for m in other.members if m.revision == revision != other.revision
+                and m.state in (STARTING, READY)]
+
     def _claim(self, g: Group) -> None:
         """A new group whose revision another group of the service still runs as a stale
         revision takes those replicas over, ready and serving, instead of starting new ones: a
         revision rollout keeps the old revision under its own version key (control/rollouts.py)
         while the version's own group gets the new one."""
-        for other in self.groups.values():
-            if other is g or other.service != g.service:
-                continue
-            moved = [m for m in other.members if m.revision == g.revision != other.revision
-                     and m.state in (STARTING, READY)]
+        claimable = self._claimable(g.service, g.revision, g)
+        for other in {id(o): o for o, _ in claimable}.values():
+            moved = [m for o, m in claimable if o is other]
             for m in moved:
                 other.members.remove(m)
                 g.members.append(m)
@@ -188,18 +176,6 @@ class Supervisor:
                 other.publish()
                 g.publish()
                 g.joined = g.joined or any(m.state == READY for m in moved)
-
-    def replica_sets(self) -> dict[tuple[str, str], ReplicaSet]:
-        return {k: g.replica_set for k, g in self.groups.items() if not g.removed}
-
-    def joining(self) -> set[tuple[str, str]]:
-        """Versions added by a reload whose replicas have not yet been ready."""
-        return {k for k, g in self.groups.items() if not g.joined and g.desired > 0 and not g.removed}
-
-    def set_desired(self, service: str, version: str, replicas: int) -> None:
-        """Autoscaler / admin override of one version's replica count."""
-        self.groups[(service, version)].desired = replicas
-        self.wake()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -270,26 +246,22 @@ class Supervisor:
                 pass
 
     def reconcile(self) -> None:
-        now = self.clock()
-        for key, g in list(self.groups.items()):
-            current = g.current()
-            have = len(current) + g.launching
-            if have < g.desired and now >= g.not_before and not self._stopping:
-                for _ in range(g.desired - have):
+        """One pass of control/reconcile.py's decisions over every group, executed now."""
+        desired = {k: Want(g.revision, g.desired, g.removed) for k, g in self.groups.items()}
+        observed = {k: Seen(tuple(Member(m.replica.id, m.state, m.revision, m.launched)
+                                  for m in g.members), g.launching, g.not_before)
+                    for k, g in self.groups.items()}
+        for action in reconcile(desired, observed, self.clock(), self._stopping):
+            g = self.groups[action.key]
+            if isinstance(action, Launch):
+                for _ in range(action.count):
                     g.launching += 1
                     self._spawn(self._launch(g), f"launch {g.service}/{g.version}")
-            elif len(current) > g.desired:
-                # starting ones go first, then the newest ready ones
-                extra = sorted(current, key=lambda m: (m.state == READY, -m.launched))
-                for m in extra[:len(current) - g.desired]:
-                    self._spawn(self._stop(m), f"scale-in {m.replica.id}")
-            ready_now = sum(1 for m in current if m.state == READY)
-            for m in g.members:
-                if m.revision != g.revision and m.state in (STARTING, READY) \
-                        and (ready_now >= g.desired or g.removed):
-                    self._spawn(self._stop(m), f"replace {m.replica.id}")
-            if g.removed and not g.members and not g.launching:
-                del self.groups[key]
+            elif isinstance(action, Stop):
+                m = next(m for m in g.members if m.replica.id == action.replica)
+                self._spawn(self._stop(m), f"{action.why} {m.replica.id}")
+            elif isinstance(action, Forget):
+                del self.groups[action.key]
 
     # -- one replica --------------------------------------------------------------------------
     async def _launch(self, g: Group) -> None:
@@ -432,60 +404,22 @@ class Supervisor:
             log.error("stopping replica %s failed: %s", m.replica.id, exc)
         self.wake()
 
-    # -- observation --------------------------------------------------------------------------
+    # -- observation (control/groups.py) ------------------------------------------------------
+    def observed(self) -> dict[tuple[str, str], VersionObserved]:
+        """The read-only snapshot every controller reads (control/observed.py)."""
+        return {key: observe(g, self.metrics) for key, g in self.groups.items()}
+
+    def observe(self, service: str, version: str) -> VersionObserved | None:
+        """One version's part of ``observed()``."""
+        g = self.groups.get((service, version))
+        return None if g is None else observe(g, self.metrics)
+
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for (sname, vname), g in self.groups.items():
-            out.setdefault(sname, {})[vname] = {
-                "revision": g.revision, "desired": g.desired, "removed": g.removed,
-                "joining": not g.joined,
-                "ready": sum(1 for m in g.members if m.state == READY),
-                "restarts": g.restarts, "crash_loop": len(g.crashes) >= CRASH_LOOP,
-                "last_exit": g.last_exit, "last_log": list(g.last_log),
-                "waiting": g.replica_set.waiting,
-                "max_concurrency": g.replica_set.limit, "ejected": g.replica_set.ejected,
-                "ejections": g.replica_set.ejections,
-                "replicas": [{
-                    "id": m.replica.id, "address": m.replica.address, "state": m.state,
-                    "revision": m.revision, "pid": m.replica.pid,
-                    "inflight": m.endpoint.inflight if m.endpoint else 0,
-                    **_ejection(m.endpoint, self.clock()),
-                    "log": m.replica.log_path, "adopted": m.began is None,
-                    "cold_start_s": None if m.cold_start is None else round(m.cold_start, 3),
-                } for m in g.members],
-            }
-        return out
+        """Every version's part of ``GET /status``."""
+        return status_doc(self.groups, self.clock(), self.metrics)
 
     def _gauges(self) -> Iterable[Any]:
-        counts = []
-        inflight = []
-        for (s, v), g in self.groups.items():
-            for state in STATES:
-                counts.append(((s, v, state), sum(1 for m in g.members if m.state == state)))
-            inflight.append(((s, v), g.replica_set.inflight))
-        yield gauge("serve_gateway_replicas", "Replicas by state", ["service", "version", "state"], counts)
-        yield gauge("serve_gateway_inflight_requests", "Requests being served by replicas",
-                    ["service", "version"], inflight)
-        yield gauge("serve_gateway_ejected_replicas", "Replicas ejected as outliers right now",
-                    ["service", "version"],
-                    (((s, v), g.replica_set.ejected) for (s, v), g in self.groups.items()))
-        yield counter("serve_gateway_outlier_ejections", "Replicas ejected after errors in a row",
-                      ["service", "version"],
-                      (((s, v), g.replica_set.ejections) for (s, v), g in self.groups.items()))
-        yield gauge("serve_gateway_waiting_requests", "Requests waiting for a ready replica",
-                    ["service", "version"], (((s, v), g.replica_set.waiting) for (s, v), g in self.groups.items()))
-
-
-def outlier_policy(o: OutlierSpec) -> OutlierPolicy:
-    return OutlierPolicy(o.consecutive_errors, o.base_ejection, o.max_ejection,
-                         o.max_ejected_percent)
-
-
-def _ejection(ep: Endpoint | None, now: float) -> dict[str, Any]:
-    """A replica's outlier state for /status (the balancer shares the supervisor's clock)."""
-    left = 0.0 if ep is None else max(0.0, ep.ejected_until - now)
-    return {"ejected": left > 0, "ejected_for_s": round(left, 3),
-            "ejections": ep.ejections if ep else 0}
+        return gauges(self.groups)
 
 
 def _describe(info: ExitInfo, log_path: str | None = None) -> str:

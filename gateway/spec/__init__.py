@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, get_args
 
@@ -32,6 +33,16 @@ def load_spec(path: str | Path) -> Spec:
         raise ConfigError([ConfigProblem("", "not UTF-8 text", line)], str(p)) from None
     return parse_spec(text, str(p))
 
+
+
+def load_or_report(path: str | Path) -> Spec | None:
+    """The validated config, or None after printing every problem with its path and line (the
+    CLI commands that read a config file share it)."""
+    try:
+        return load_spec(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return None
 
 def parse_spec(text: str, source: str = "") -> Spec:
     """The validated spec, or ConfigError; nothing else, whatever the text (a bug in a

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 import yaml
 
-from gateway import adminclient
+from gateway.admin import adminclient
 from tests.helpers import GatewayProc, echo_service, free_port, run_cli
 
 TOKEN_ENV = "SGW_TEST_ADMIN_TOKEN"

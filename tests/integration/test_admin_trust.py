@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway import adminclient
+from gateway.admin import adminclient
 from tests.helpers import GatewayProc, echo_service, run_cli
 
 

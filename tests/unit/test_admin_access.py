@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admin import Access, access_for, host_name, write_token
+from gateway.admin.server import Access, access_for, host_name, write_token
 from gateway.errors import ConfigError
 from gateway.spec.models import AdminSpec
 

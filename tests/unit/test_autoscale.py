@@ -20,10 +20,13 @@ from gateway.control.autoscale import (
     plugin_policy,
 )
 from gateway.control.autoscaler import Autoscaler
+from gateway.control.desired import Layers, merge
 from gateway.control.supervisor import Supervisor
 from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.spec import parse_spec
+from gateway.spec.models import Spec
+from tests.fakes import ManualClock as Clock
 
 B = Bounds(min_replicas=0, max_replicas=8, target_pending=2, scale_out_interval=10.0,
            scale_in_interval=60.0, idle_to_zero=300.0)
@@ -210,14 +213,6 @@ services:
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def scaler(replicas: int = 1) -> tuple[Autoscaler, Supervisor, Clock]:
     metrics = Metrics()
     sup = Supervisor(None, metrics)  # type: ignore[arg-type]
@@ -225,9 +220,15 @@ def scaler(replicas: int = 1) -> tuple[Autoscaler, Supervisor, Clock]:
     auto = Autoscaler(sup, metrics, clock=clock)
     sup.on_demand = auto.demand
     spec = parse_spec(LOOP % replicas)
-    sup.apply(spec)
+    auto.publish = lambda: commit(auto, sup, spec)
     auto.apply(spec)
+    commit(auto, sup, spec)
     return auto, sup, clock
+
+
+def commit(auto: Autoscaler, sup: Supervisor, spec: Spec) -> None:
+    """The gateway's commit point, as far as replica counts go: merge the layers, apply."""
+    sup.apply(merge(spec, Layers(pins=auto.pins(), autoscaler=auto.layer())).spec)
 
 
 def test_demand_scales_from_zero_at_once_and_pins_win() -> None:
@@ -258,11 +259,12 @@ def test_step_scales_out_on_pending_and_reload_keeps_the_count() -> None:
     doc = auto.describe("echo", "v1")
     assert doc and doc["last_decision"]["direction"] == "out" and doc["pending_now"] == 12
     spec = parse_spec((LOOP % 1).replace("max_replicas: 4", "max_replicas: 3"))
-    sup.apply(spec)                              # resets to the file's 1 ...
-    notes = auto.apply(spec)                     # ... and the autoscaler puts back 4, clamped
-    assert g.desired == 3 and notes == []
+    notes = auto.apply(spec)                     # the file says 1, the autoscaler keeps 4 ...
+    commit(auto, sup, spec)
+    assert g.desired == 3 and notes == []        # ... clamped into the new bounds
     auto.pin("echo", "v1", 2)
     assert auto.apply(spec) == ["manual replica counts for echo/v1 replaced"]
+    commit(auto, sup, spec)
     assert g.desired == 2                        # the pin's count, now autoscaled again
 
 
@@ -294,7 +296,7 @@ def test_a_smoothed_remainder_at_zero_is_not_demand() -> None:
 
 def _ready_members(sup: Supervisor, key: tuple[str, str]) -> None:
     """A runtime where every wanted replica is ready at once (and gone at once)."""
-    from gateway.control.supervisor import READY, Managed, replica_spec
+    from gateway.control.groups import READY, Managed, replica_spec
     from gateway.runtimes.base import Replica
 
     g = sup.groups[key]
@@ -319,8 +321,9 @@ def test_shipped_autoscale_example_stays_at_zero_after_one_request(policy: str) 
     clock = Clock()
     auto = Autoscaler(sup, metrics, clock=clock)
     sup.on_demand = auto.demand
-    sup.apply(spec)
+    auto.publish = lambda: commit(auto, sup, spec)
     auto.apply(spec)
+    commit(auto, sup, spec)
     key = ("echo", "v1")
     g = sup.groups[key]
     history = []

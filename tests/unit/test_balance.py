@@ -6,6 +6,7 @@ import pytest
 from gateway.dataplane.balance import Endpoint, ReplicaSet, p2c
 from gateway.dataplane.outlier import OutlierPolicy
 from gateway.errors import ClientGone, NoReadyReplica, Overloaded
+from tests.fakes import ManualClock as Clock
 
 
 def eps(n: int) -> list[Endpoint]:
@@ -77,14 +78,6 @@ async def test_demand_is_signalled_when_nothing_is_ready() -> None:
 
 
 # -- admission: per-replica limit, one FIFO queue, hand-off of freed slots ------------------------
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def limited(n: int, limit: int, **kw: object) -> tuple[ReplicaSet, list[Endpoint]]:
     rs = ReplicaSet("s", "v1", limit=limit, rng=random.Random(5), **kw)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.admin import unready_services
+from gateway.admin.server import unready_services
 
 
 def version(ready: int = 0, autoscale: dict[str, Any] | None = None,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import adminclient
-from gateway.admin import AdminServer, is_loopback
+from gateway.admin import adminclient, render
+from gateway.admin.server import AdminServer, is_loopback
 from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.spec.models import AdminSpec
@@ -109,7 +109,7 @@ STATUS = {
 
 
 def test_status_renders_versions_and_replicas() -> None:
-    text = adminclient.render_status(STATUS, now=1060.0)
+    text = render.render_status(STATUS, now=1060.0)
     lines = text.splitlines()
     assert lines[0] == ("config /etc/gw.yaml  hash abc123  loaded 1970-01-01 00:16:40Z (60s ago)"
                         "  runtime process")
@@ -127,11 +127,11 @@ def test_reload_renders_changes_and_failures() -> None:
     ok = {"ok": True, "config": "/gw.yaml", "previous_hash": "a", "hash": "b",
           "changes": ["version echo/v1: replicas 1 -> 2"], "notes": [],
           "needs_restart": ["gateway.listen"]}
-    assert adminclient.render_reload(ok).splitlines() == [
+    assert render.render_reload(ok).splitlines() == [
         "reloaded /gw.yaml: config a -> b", "  version echo/v1: replicas 1 -> 2",
         "  needs restart: gateway.listen"]
     bad = {"ok": False, "hash": "a", "detail": "invalid config /gw.yaml\n  x: unknown key (line 3)"}
-    assert adminclient.render_reload(bad).splitlines()[0] == "reload failed; still serving config a"
+    assert render.render_reload(bad).splitlines()[0] == "reload failed; still serving config a"
     assert adminclient.describe_error(401, {"error": "unauthorized", "service": None,
                                             "detail": "wrong token"}) == \
         "error 401 unauthorized: wrong token"

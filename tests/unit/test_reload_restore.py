@@ -5,11 +5,13 @@ are built, never started)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import gateway.app
 from gateway.app import Gateway
-from gateway.spec import parse_spec
+from gateway.spec import Spec, parse_spec
 
 TEXT = """\
 gateway: {{state_dir: {state}}}
@@ -29,7 +31,7 @@ async def test_a_bug_while_applying_restores_weights_pins_and_routing(tmp_path: 
     gw = Gateway(old)
     gw._apply(old)                                    # as at start
     gw.weight_overrides = {"echo": {"v1": 100, "v2": 0}}   # live traffic change
-    gw.rebuild_table()
+    gw.commit()
     gw.autoscaler.pin("echo", "v2", 3)                # live scale change
     table = gw.holder.current
 
@@ -49,6 +51,32 @@ async def test_a_bug_while_applying_restores_weights_pins_and_routing(tmp_path: 
     assert current is not table                     # rebuilt from the restored state ...
     assert current.by_name["echo"].weights == table.by_name["echo"].weights   # ... the same
     assert current.by_name["echo"].prefix == "/v1/echo"
+
+
+async def test_a_table_that_cannot_be_built_changes_nothing(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit builds the routing table before it touches the supervisor: a reload adding a
+    version whose table build fails never starts (nor leaves behind) a group for it."""
+    old = parse_spec(TEXT.format(state=tmp_path, route="/v1/echo", v2=1))
+    gw = Gateway(old)
+    gw._apply(old)
+    table = gw.holder.current
+    desired = {k: g.desired for k, g in gw.supervisor.groups.items()}
+    build = gateway.app.build_table
+
+    def picky(spec: Spec, *args: Any, **kw: Any) -> Any:
+        if "v3" in spec.services["echo"].versions:
+            raise RuntimeError("a bug in the table build")
+        return build(spec, *args, **kw)
+
+    monkeypatch.setattr(gateway.app, "build_table", picky)
+    text = TEXT.format(state=tmp_path, route="/v1/echo", v2=1).replace(
+        "    versions:\n", "    versions:\n      v3: {command: \"w --port {port}\", replicas: 2}\n")
+    with pytest.raises(RuntimeError):
+        gw._apply(parse_spec(text))
+    assert gw.spec is old and gw.holder.current is not None
+    assert {k: g.desired for k, g in gw.supervisor.groups.items()} == desired   # no v3 group
+    assert gw.holder.current.by_name["echo"].weights == table.by_name["echo"].weights
 
 
 async def test_the_command_loop_survives_a_reload_that_raises(tmp_path: Path,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.control.rollout.model import ABPlan, ArmComparison, Phase, RouteRule
-from tests.unit.rollout_fakes import GOOD, Sim
+from tests.fakes import GOOD, Sim
 
 RULE = RouteRule(name="group", value="b", kind="cookie")
 CMP = ArmComparison(interval=60, min_requests=100, failure_limit=2, max_error_rate_delta=0.01,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.control.rollout.model import BlueGreenPlan, Phase, RouteRule
-from tests.unit.rollout_fakes import Sim
+from tests.fakes import Sim
 
 PREVIEW = RouteRule(name="x-preview", value="1")
 

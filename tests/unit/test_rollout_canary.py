@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from gateway.control.rollout.canary import canary_replicas
 from gateway.control.rollout.model import AnalysisSpec, CanaryPlan, CanaryStep, Mirror, Phase
-from tests.unit.rollout_fakes import GOOD, QUIET, Sim
+from tests.fakes import GOOD, QUIET, Sim
 
 SPEC = AnalysisSpec(interval=30, min_requests=50, failure_limit=3, max_error_rate=0.01,
                     max_p99_s=0.5, min_agreement=0.95)

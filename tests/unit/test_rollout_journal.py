@@ -20,7 +20,7 @@ from gateway.control.rollout.model import (
     RolloutState,
     VersionObs,
 )
-from tests.unit.rollout_fakes import GOOD, Sim
+from tests.fakes import GOOD, Sim
 
 PLAN = CanaryPlan(service="mlp", stable="v1", target="v2", replicas=4,
                   steps=(CanaryStep(10, 60), CanaryStep(50, 60)))

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gateway.admin.render import render_rollout as render
 from gateway.control.rollout import journal
 from gateway.control.rollout.analysis import held
 from gateway.control.rollout.model import (
@@ -20,8 +21,7 @@ from gateway.control.rollout.model import (
     Phase,
     ShadowPlan,
 )
-from gateway.rolloutcli import render
-from tests.unit.rollout_fakes import GOOD, T0, Sim
+from tests.fakes import GOOD, T0, Sim
 
 SPEC = AnalysisSpec(interval=30, min_requests=50, failure_limit=3, max_error_rate=0.01)
 BAD = {**GOOD, "errors": 100}

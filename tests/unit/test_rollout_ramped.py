@@ -6,7 +6,7 @@ import pytest
 
 from gateway.control.rollout.model import Phase, RampedPlan
 from gateway.control.rollout.ramped import limits, share
-from tests.unit.rollout_fakes import Sim
+from tests.fakes import Sim
 
 
 def ramped(replicas: int, surge: int = 1, unavailable: int = 0) -> RampedPlan:

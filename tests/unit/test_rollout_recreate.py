@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.control.rollout.model import Phase, RecreatePlan
-from tests.unit.rollout_fakes import Sim
+from tests.fakes import Sim
 
 PLAN = RecreatePlan(service="mlp", stable="v1", target="v2", replicas=2)
 

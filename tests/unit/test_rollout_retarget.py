@@ -15,7 +15,7 @@ from gateway.control.rollout.model import (
     Phase,
     start_state,
 )
-from tests.unit.rollout_fakes import GOOD, Sim
+from tests.fakes import GOOD, Sim
 
 TO_V2 = CanaryPlan(service="mlp", stable="v1", target="v2", replicas=2)
 TO_V3 = CanaryPlan(service="mlp", stable="v2", target="v3", replicas=2)   # file says v2 serves

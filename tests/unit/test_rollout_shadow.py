@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.control.rollout.model import AnalysisSpec, Mirror, Phase, ShadowPlan
-from tests.unit.rollout_fakes import GOOD, QUIET, Sim
+from tests.fakes import GOOD, QUIET, Sim
 
 SPEC = AnalysisSpec(interval=30, min_requests=50, failure_limit=2, max_error_rate=0.01,
                     max_p99_s=1.0, min_agreement=0.9)

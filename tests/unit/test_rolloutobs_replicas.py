@@ -1,9 +1,10 @@
-"""control/rolloutobs.replicas: a rollout counts only replicas of the revision its config runs."""
+"""Observed.of_revision: a rollout counts only replicas of the revision its config runs."""
 
 from __future__ import annotations
 
-from gateway.control.rolloutobs import replicas
-from gateway.control.supervisor import READY, STARTING, Managed, Supervisor, replica_spec
+from gateway.control.groups import Managed, replica_spec
+from gateway.control.reconcile import READY, STARTING
+from gateway.control.supervisor import Supervisor
 from gateway.metrics import Metrics
 from gateway.runtimes.base import Replica
 from gateway.spec import parse_spec
@@ -28,7 +29,8 @@ def test_old_revision_replicas_do_not_count_for_the_new_one() -> None:
     g.launching = 1
     old = old_spec.services["echo"].versions["v1"].revision()
     new = new_spec.services["echo"].versions["v1"].revision()
-    assert replicas(g, old) == (2, 2)
+    seen = sup.observe("echo", "v1")
+    assert seen is not None and seen.ready == 2
+    assert seen.of_revision(old) == (2, 2)
     # the reload's first plan, before the supervisor applied the new config: nothing ready
-    assert replicas(g, new) == (0, 0)
-    assert replicas(None, new) == (0, 0)
+    assert seen.of_revision(new) == (0, 0)

@@ -1,6 +1,6 @@
 """The supervisor's "no replica is coming" verdict, which lets a request get its 503 at once."""
 
-from gateway.control.supervisor import CRASH_LOOP, Group
+from gateway.control.groups import CRASH_LOOP, Group
 from gateway.dataplane.balance import ReplicaSet
 from gateway.spec.models import VersionSpec
 

@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, get_args
 
 from aiohttp import web
 
-from gateway.admin import AdminError, json_response
+from gateway.admin.server import AdminError, AdminServer, json_response
 from gateway.control.rollout.model import Command, CommandKind
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.admin.facade import Facade
 
 ACTIONS = get_args(CommandKind)
 
 
-def install(gateway: Gateway) -> None:
-    rollouts = gateway.rollouts
+def install(server: AdminServer, gateway: Facade) -> None:
+    rollouts = gateway.rollout_control
 
     def named(request: web.Request) -> str:
         name = request.match_info["name"]
@@ -51,6 +51,6 @@ def install(gateway: Gateway) -> None:
         accepted, doc = await rollouts.command(name, Command(action, full=full))  # type: ignore[arg-type]
         return json_response({"accepted": accepted, **(doc or {})})
 
-    gateway.admin.add_route("GET", "/rollouts", list_all)
-    gateway.admin.add_route("GET", "/rollouts/{name}", one)
-    gateway.admin.add_route("POST", "/rollouts/{name}/{action}", act, mutating=True)
+    server.add_route("GET", "/rollouts", list_all)
+    server.add_route("GET", "/rollouts/{name}", one)
+    server.add_route("POST", "/rollouts/{name}/{action}", act, mutating=True)

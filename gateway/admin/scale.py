@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.admin import AdminError, json_response, service_body
+from gateway.admin.server import AdminError, AdminServer, json_response, service_body
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.admin.facade import Facade
 
 log = logging.getLogger("gateway.scale")
 PATH = "/services/{name}/scale"
@@ -52,22 +52,20 @@ def parse_scale(doc: Mapping[str, Any], versions: Sequence[str]) -> tuple[list[s
     return targets, n
 
 
-def install(gateway: Gateway) -> None:
-    """Register the endpoint on the gateway's admin API."""
+def install(server: AdminServer, gateway: Facade) -> None:
+    """Register the endpoint on the admin API."""
 
     async def handler(request: web.Request) -> web.Response:
         name, _, (targets, replicas) = await service_body(
-            request, gateway.spec.services, lambda doc, svc: parse_scale(doc, list(svc.versions)))
-        held = [v for v in targets if gateway.rollouts.held(name, v)]
+            request, gateway.services, lambda doc, svc: parse_scale(doc, list(svc.versions)))
+        held = [v for v in targets if gateway.rollout_control.held(name, v)]
         if held:
             raise AdminError(409, "rollout_in_progress",
                              f"the rollout of {name} sizes {', '.join(held)}: use "
                              "'serve-gateway rollout' (promote, abort ...)", name)
         for version in targets:
-            gateway.autoscaler.pin(name, version, replicas)
-        groups = gateway.supervisor.status().get(name, {})
-        return json_response({"service": name, "versions": {
-            v: {"desired": groups.get(v, {}).get("desired"), "ready": groups.get(v, {}).get("ready"),
-                "autoscale": gateway.autoscaler.describe(name, v)} for v in targets}})
+            gateway.pin(name, version, replicas)
+        return json_response({"service": name,
+                              "versions": {v: gateway.replicas(name, v) for v in targets}})
 
-    gateway.admin.add_route("POST", PATH, handler, mutating=True)
+    server.add_route("POST", PATH, handler, mutating=True)

@@ -14,10 +14,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from gateway.admin import AdminError, json_response
+from gateway.admin.server import AdminError, AdminServer, json_response
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.admin.facade import Facade
 
 PATH = "/services/{name}/schema"
 FETCH_TIMEOUT = 5.0      # a replica that cannot say its schema in this long is not waited for
@@ -47,12 +47,12 @@ async def fetch_schema(host: str, port: int, timeout: float = FETCH_TIMEOUT) -> 
     return doc
 
 
-def install(gateway: Gateway) -> None:
+def install(server: AdminServer, gateway: Facade) -> None:
     """Register the endpoint on the gateway's admin API."""
 
     async def handler(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        route = gateway.holder.current.by_name.get(name)
+        route = gateway.routing().by_name.get(name)
         if route is None:
             raise AdminError(404, "unknown_service", f"no service named {name}", name)
         version = request.query.get("version") or max(
@@ -70,4 +70,4 @@ def install(gateway: Gateway) -> None:
         return json_response({"service": name, "version": version, "replica": ep.id,
                               "route": route.prefix, "openapi": doc})
 
-    gateway.admin.add_route("GET", PATH, handler)
+    server.add_route("GET", PATH, handler)

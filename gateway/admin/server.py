@@ -40,7 +40,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.adminclient import TOKEN_FILE, TokenError, read_token
+from gateway.admin.adminclient import TOKEN_FILE, TokenError, read_token
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.metrics import Metrics
 from gateway.spec.models import AdminSpec

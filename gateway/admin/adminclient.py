@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +100,28 @@ class AdminClient:
         if status == 401 and isinstance(doc, dict) and self.token_hint:
             doc = {**doc, "detail": f"{doc.get('detail', '')}; {self.token_hint}"}
         return status, doc
+
+    def expect(self, method: str, path: str) -> Any:
+        """The answer's document when the status is 200; else AdminClientError saying why."""
+        status, doc = self.request(method, path)
+        if status != 200:
+            raise AdminClientError(describe_error(status, doc))
+        return doc
+
+
+def call(args: argparse.Namespace, method: str, path: str,
+         json: Any = None) -> dict[str, Any] | None:
+    """One request of a CLI command: the answer's JSON object, or None once the reason it
+    failed (unreachable, refused, not an object) is printed on stderr (the command exits 1)."""
+    try:
+        status, doc = from_args(args).request(method, path, json=json)
+    except AdminClientError as exc:
+        print(f"serve-gateway: {exc}", file=sys.stderr)
+        return None
+    if status != 200 or not isinstance(doc, dict):
+        print(describe_error(status, doc), file=sys.stderr)
+        return None
+    return doc
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,79 +210,3 @@ def describe_error(status: int, doc: Any) -> str:
         svc = f" ({doc['service']})" if doc.get("service") else ""
         return f"error {status} {doc['error']}{svc}: {doc.get('detail', '')}"
     return f"error {status}: {str(doc)[:500]}"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned columns, two spaces apart; the last column is not padded."""
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
-    return "\n".join(lines)
-
-
-def render_reload(doc: dict[str, Any]) -> str:
-    """Readable text of a ``POST /reload`` answer."""
-    if not doc.get("ok"):
-        return f"reload failed; still serving config {doc.get('hash')}\n{doc.get('detail', '')}"
-    head = f"reloaded {doc.get('config')}: config {doc.get('previous_hash')} -> {doc.get('hash')}"
-    lines = [head]
-    lines += [f"  {c}" for c in doc.get("changes") or ["no changes"]]
-    lines += [f"  note: {n}" for n in doc.get("notes", [])]
-    if doc.get("needs_restart"):
-        lines.append("  needs restart: " + ", ".join(doc["needs_restart"]))
-    return "\n".join(lines)
-
-
-def render_status(doc: dict[str, Any], now: float | None = None) -> str:
-    """Readable text of ``GET /status``: config, one row per version, one row per replica."""
-    now = time.time() if now is None else now
-    cfg = doc.get("config") or {}
-    loaded = cfg.get("loaded_at") or now
-    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(loaded))
-    out = [(f"config {cfg.get('path')}  hash {cfg.get('hash')}  loaded {stamp} "
-            f"({_ago(now - loaded)} ago)  runtime {doc.get('runtime')}")]
-    last = cfg.get("last_reload")
-    if last:
-        state = "ok" if last.get("ok") else "FAILED (old config kept)"
-        out.append(f"last reload {_ago(now - last.get('at', now))} ago: {state}")
-        if last.get("needs_restart"):
-            out.append("needs restart: " + ", ".join(last["needs_restart"]))
-    versions, replicas, crashed = [], [], []
-    for sname, svc in (doc.get("services") or {}).items():
-        weights = svc.get("weights") or {}
-        total = sum(weights.values()) or 1
-        for vname, v in (svc.get("versions") or {}).items():
-            w = weights.get(vname)
-            weight = "-" if w is None else f"{w} ({100 * w / total:.0f}%)"
-            notes = [n for n, on in (("removed, draining", v.get("removed")),
-                                     ("joining when ready", v.get("joining")),
-                                     ("CRASH LOOP", v.get("crash_loop"))) if on]
-            if v.get("last_exit"):
-                notes.append(f"last exit: {v['last_exit']}")
-            if v.get("last_log") and (v.get("crash_loop") or v.get("ready", 0) == 0):
-                crashed.append((f"{sname}/{vname}", v["last_log"][-5:]))
-            members = v.get("replicas") or []
-            versions.append((sname, svc.get("route", ""), vname, weight, v.get("ready", 0),
-                             v.get("desired", 0), v.get("restarts", 0),
-                             sum(r.get("inflight", 0) for r in members), v.get("waiting", 0),
-                             "; ".join(notes)))
-            replicas += [(r.get("id"), sname, vname, r.get("address"), r.get("state"),
-                          r.get("inflight", 0), r.get("revision", "")) for r in members]
-    out += ["", table(("SERVICE", "ROUTE", "VERSION", "WEIGHT", "READY", "DESIRED", "RESTARTS",
-                       "INFLIGHT", "WAITING", "NOTE"), versions)]
-    if replicas:
-        out += ["", table(("REPLICA", "SERVICE", "VERSION", "ADDRESS", "STATE", "INFLIGHT",
-                           "REVISION"), replicas)]
-    for name, lines in crashed:    # what a replica that keeps failing said last
-        out += ["", f"{name}: last log lines of the replica that exited:"]
-        out += [f"  {line}" for line in lines]
-    return "\n".join(out)
-
-
-def _ago(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s < 172800 else f"{s // 86400}d"

@@ -2,7 +2,7 @@
 
 Body ``{"weights": {"v1": 50, "v2": 50}}`` replaces the service's weights until the next config
 reload (versions left out get 0); ``{"reset": true}`` goes back to the file's weights. The
-change is one ``rebuild_table()``: a new routing table swapped in whole, so sticky users move
+change is one commit (``Facade.set_weights``): a new routing table swapped in whole, so sticky users move
 exactly as they would for the same change in the file. ``serve-gateway traffic SERVICE v1=50
 v2=50`` is the command-line front of this endpoint.
 """
@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.admin import AdminError, json_response, service_body
-from gateway.dataplane.table import service_weights
+from gateway.admin.server import AdminError, AdminServer, json_response, service_body
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.admin.facade import Facade
 
 log = logging.getLogger("gateway.traffic")
 PATH = "/services/{name}/traffic"
@@ -47,35 +46,24 @@ def parse_weights(doc: Mapping[str, Any], versions: Iterable[str]) -> dict[str, 
     return {v: int(weights.get(v, 0)) for v in known}
 
 
-def describe(gateway: Gateway, name: str) -> dict[str, Any]:
-    """The weights in force, the file's and the live override (None when there is none)."""
-    svc = gateway.spec.services[name]
-    route = gateway.holder.current.by_name.get(name)
-    effective = dict(route.weights) if route else {}
-    return {"weights": {v: effective.get(v, 0) for v in svc.versions},
-            "file_weights": service_weights(svc),
-            "weight_override": gateway.weight_overrides.get(name)}
-
-
-def install(gateway: Gateway) -> None:
-    """Register the endpoint on the gateway's admin API."""
+def install(server: AdminServer, gateway: Facade) -> None:
+    """Register the endpoint on the admin API."""
 
     async def handler(request: web.Request) -> web.Response:
-        name, svc, weights = await service_body(
-            request, gateway.spec.services, lambda doc, svc: parse_weights(doc, svc.versions))
-        if gateway.rollouts.governs(name):
+        name, _, weights = await service_body(
+            request, gateway.services, lambda doc, svc: parse_weights(doc, svc.versions))
+        if gateway.rollout_control.governs(name):
             raise AdminError(409, "rollout_in_progress",
                              f"a rollout sets the weights of {name}: use 'serve-gateway rollout' "
                              "(promote, abort ...) or remove its rollout section", name)
+        gateway.set_weights(name, weights)
+        doc = gateway.traffic(name)
         if weights is None:
-            gateway.weight_overrides.pop(name, None)
             log.info("traffic for %s: live override removed, file weights %s", name,
-                     service_weights(svc))
+                     doc["file_weights"])
         else:
-            gateway.weight_overrides[name] = weights
             log.info("traffic for %s: live override %s (the next config reload replaces it)",
                      name, weights)
-        gateway.rebuild_table()
-        return json_response({"service": name, **describe(gateway, name)})
+        return json_response({"service": name, **doc})
 
-    gateway.admin.add_route("POST", PATH, handler, mutating=True)
+    server.add_route("POST", PATH, handler, mutating=True)
