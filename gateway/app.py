@@ -32,7 +32,7 @@ from gateway.control.supervisor import Supervisor
 from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.server import DataPlane
 from gateway.dataplane.table import RoutingTable, TableHolder, build_table, service_weights
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.metrics import Metrics
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
@@ -79,6 +79,7 @@ class Gateway:
         # refuses an open admin listener before any start
         self.admin.configure(spec.gateway.admin, spec.gateway.state_dir)
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
+        self._start_tracing()                      # refuses an exporter without the [otel] extra
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
         self.rollouts.restore(spec)                # resumes journaled rollouts
         self._rescale()
@@ -98,6 +99,16 @@ class Gateway:
                  _addr(spec.gateway.admin.listen, self.ports["admin"]),
                  len(spec.services), spec.digest())
 
+    def _start_tracing(self) -> None:
+        t = self.spec.gateway.tracing
+        if t.otlp_endpoint:
+            from gateway.tracing import TracingUnavailable, otel_tracer
+            try:
+                self.dataplane.tracer = otel_tracer(t.otlp_endpoint, t.service_name)
+            except TracingUnavailable as exc:
+                raise GatewayError(str(exc)) from None
+            log.info("tracing: spans go to %s", t.otlp_endpoint)
+
     async def _check_runtime(self, spec: Spec) -> None:
         """The runtime's own refusal of a config (runtime.check), as a ConfigError naming the
         config file."""
@@ -114,6 +125,8 @@ class Gateway:
         g = self.spec.gateway
         log.info("stopping: draining in-flight requests (up to %.0fs)", g.drain_timeout)
         await self.dataplane.stop(g.drain_timeout)
+        if self.dataplane.tracer is not None:      # flush the spans still buffered
+            await asyncio.to_thread(self.dataplane.tracer.shutdown)
         if keep_replicas and self.runtime.name == "process":
             log.warning("--keep-replicas: process replicas die with the gateway; stopping them")
             keep_replicas = False

@@ -14,6 +14,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from gateway.errors import ProxyError
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0)
 DIFF_BUCKETS = (-5.0, -1.0, -0.25, -0.1, -0.05, -0.025, -0.01, -0.005, -0.001, 0.0, 0.001,
@@ -21,6 +23,27 @@ DIFF_BUCKETS = (-5.0, -1.0, -0.25, -0.1, -0.05, -0.025, -0.01, -0.005, -0.001, 0
 START_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 TIMEOUT_KINDS = ("header_read", "body_idle", "upstream_idle", "client_write")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# label sets known in advance: each series is created at 0 (a version's when the version is
+# first routed), so that rate() and increase() see the first event instead of starting at it
+EXIT_REASONS = ("exited", "killed", "oom_killed")    # runtimes.base.ExitKind, less "stopped"
+
+
+def _kinds(cls: type[ProxyError]) -> set[str]:
+    out = {cls.kind}
+    for sub in cls.__subclasses__():
+        out |= _kinds(sub)
+    return out
+
+
+def _metrics(cls: type[ProxyError]) -> set[str]:
+    out = {cls.metric}
+    for sub in cls.__subclasses__():
+        out |= _metrics(sub)
+    return out
+
+
+ERROR_KINDS = tuple(sorted(_kinds(ProxyError)))                    # serve_gateway_errors_total
+UPSTREAM_ERROR_KINDS = tuple(sorted(_metrics(ProxyError) | {"5xx"}))   # _upstream_errors_total
 
 
 class VersionMetrics:
@@ -38,6 +61,14 @@ class VersionMetrics:
         self.streams = m.streams.labels(service, version)
         self.streams_open = m.streams_open.labels(service, version)
         self._codes: dict[int, Counter] = {}
+        for kind in UPSTREAM_ERROR_KINDS:
+            m.upstream_errors.labels(service, version, kind)
+        for reason in EXIT_REASONS:
+            m.replica_exits.labels(service, version, reason)
+        m.replica_restarts.labels(service, version)
+        m.retries.labels(service, version)
+        m.queue_wait.labels(service, version)
+        m.cold_start.labels(service, version)
         self.answered = 0         # plain running totals: the autoscaler and rollouts sample
         self.seconds = 0.0
         self.failed = 0           # answers with a 5xx status
@@ -190,6 +221,8 @@ class Metrics:
                                   ["service", "version"], registry=r)
         self.errors = Counter("serve_gateway_errors", "Errors the gateway answered itself",
                               ["kind"], registry=r)
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind)
         self.timeouts = Counter("serve_gateway_timeouts", "Waits on a peer cut by their deadline "
                                 "(gateway.deadlines), by kind", ["kind"], registry=r)
         for kind in TIMEOUT_KINDS:   # every series exists from the start, for rate()

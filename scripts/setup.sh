@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the test suite needs, on a fresh Debian bookworm machine with Python 3.11:
-#   Debian packages (promtool for the metrics test, nginx + wrk for bench/, tmux for the
-#   `serve-gateway top` screen test, docker.io),
+#   Debian packages (prometheus and promtool for the metrics tests, nginx + wrk for bench/,
+#   tmux for the `serve-gateway top` screen test, docker.io),
 #   a running dockerd and the worker images (scripts/docker-setup.sh),
 #   a virtual environment at .venv with the package, its dev extras and the frameworks the
 #   adapter tests load models with (scikit-learn, torch CPU, onnxruntime + onnx).
@@ -13,7 +13,7 @@ SUDO=()
 if [ "$(id -u)" != 0 ]; then SUDO=(sudo); fi
 
 need=()
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)

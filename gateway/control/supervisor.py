@@ -47,6 +47,7 @@ from gateway.control.reconcile import (
 )
 from gateway.dataplane.balance import Endpoint, ReplicaSet
 from gateway.errors import GatewayError
+from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.runtimes.base import ExitInfo, ExitKind, Replica, Runtime
 from gateway.spec.models import Spec
@@ -276,7 +277,9 @@ class Supervisor:
         if self._stopping:
             await self.runtime.stop(replica, self.stop_grace)
             return
-        log.info("started replica %s of %s/%s at %s", replica.id, g.service, g.version, replica.address)
+        log.info("started replica %s of %s/%s at %s", replica.id, g.service, g.version, replica.address,
+                 extra=fields("replica_started", service=g.service, version=g.version,
+                              replica=replica.id, address=replica.address))
         self._track(g, replica, began)
 
     def _track(self, g: Group, replica: Replica, began: float | None = None) -> None:
@@ -292,7 +295,9 @@ class Supervisor:
         while not await self.prober.probe(r.host, r.port, h.path, h.timeout):
             if self.clock() > deadline:
                 log.error("replica %s of %s/%s not ready after %.0fs: restarting it", r.id,
-                          m.group.service, m.group.version, h.start_timeout)
+                          m.group.service, m.group.version, h.start_timeout,
+                          extra=fields("replica_start_timeout", service=m.group.service,
+                                       version=m.group.version, replica=r.id))
                 self._spawn(self._stop(m, drain=False), f"restart {r.id}")
                 return
             await asyncio.sleep(h.interval)
@@ -304,7 +309,10 @@ class Supervisor:
         if m.began is not None:     # an adopted replica started long ago: no cold start
             m.cold_start = time.time() - m.began
             self.metrics.cold_start.labels(m.group.service, m.group.version).observe(m.cold_start)
-        log.info("replica %s of %s/%s is ready", r.id, m.group.service, m.group.version)
+        log.info("replica %s of %s/%s is ready", r.id, m.group.service, m.group.version,
+                 extra=fields("replica_ready", service=m.group.service, version=m.group.version,
+                              replica=r.id, latency_ms=None if m.cold_start is None
+                              else round(m.cold_start * 1000, 1)))
         if not m.group.joined:
             m.group.joined = True
             log.info("%s/%s joins routing", m.group.service, m.group.version)
@@ -319,7 +327,9 @@ class Supervisor:
             failures = 0 if await self.prober.probe(r.host, r.port, h.path, h.timeout) else failures + 1
             if failures >= h.failure_threshold:
                 log.error("replica %s of %s/%s failed %d health checks: replacing it", r.id,
-                          m.group.service, m.group.version, failures)
+                          m.group.service, m.group.version, failures,
+                          extra=fields("replica_unhealthy", service=m.group.service,
+                                       version=m.group.version, replica=r.id))
                 self._spawn(self._stop(m), f"unhealthy {r.id}")
                 return
 
@@ -333,6 +343,10 @@ class Supervisor:
         else:
             reason = info.kind.value
         self.metrics.replica_exits.labels(m.group.service, m.group.version, reason).inc()
+        log.info("replica %s of %s/%s ended: %s", m.replica.id, m.group.service, m.group.version,
+                 reason, extra=fields("replica_exit", service=m.group.service,
+                                      version=m.group.version, replica=m.replica.id,
+                                      reason=reason))
         m.group.last_log = info.log_tail
         self._crashed(m.group, _describe(info, m.replica.log_path))
         self.metrics.replica_restarts.labels(m.group.service, m.group.version).inc()

@@ -126,7 +126,7 @@ class Batcher:
 
     # -- callers ------------------------------------------------------------------------------
     async def submit(self, body: bytes, headers: Any, alive: Callable[[], bool] | None,
-                     arrival: float) -> web.Response:
+                     arrival: float, request_id: bytes = b"") -> web.Response:
         """Queue one caller's request; its answer (or a ProxyError) when its batch is back.
         ``arrival`` is the request's arrival in loop time; its deadline counts from there."""
         if self._closed:
@@ -145,6 +145,7 @@ class Batcher:
         now = self.clock()
         arrival = now - max(0.0, loop.time() - arrival)
         entry = Entry(arrival, arrival + timeout, len(payload), payload, alive)
+        entry.rid = request_id
         if entry.deadline <= now:
             raise DeadlineExceeded("the request's deadline passed before it was queued")
         waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
@@ -315,8 +316,10 @@ class Batcher:
     async def _send(self, flight: _Flight) -> None:
         ep, batch, items, body = flight.ep, flight.batch, flight.items, flight.body
         headers = ((b"Content-Type", b"application/json"), (b"X-Batch-Size", b"%d" % items))
+        # the worker logs its callers' ids: one comma-separated list (ids hold no commas)
+        rids = b",".join([e.rid for e in batch if e.rid])
         head = request_head(b"POST", self._target, headers, b"unknown", b"http", len(body),
-                            self._host)
+                            self._host, trace=b"X-Request-Id: %s\r\n" % rids if rids else b"")
         start = self.clock()
         timeout = min(self.request_timeout, max(e.deadline for e in batch) - start)
         for e in batch:

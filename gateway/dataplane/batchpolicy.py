@@ -47,6 +47,7 @@ class Entry:
         "attempts",
         "deadline",
         "payload",
+        "rid",
         "size",
         "solo",
         "state",
@@ -60,6 +61,7 @@ class Entry:
         self.deadline = deadline
         self.size = size
         self.payload = payload
+        self.rid = b""              # the caller's request id (the batch carries them all)
         self.alive = alive          # False once the client has disconnected
         self.waiter: Any = None
         self.timer: Any = None

@@ -274,6 +274,7 @@ class _Conn(asyncio.Protocol):
         chunked = expect = upgrade = False
         hosts = 0
         coding = b""
+        rid = tp = None            # X-Request-Id, traceparent (the first of each): tracing.py
         for name, value in raw:
             n = len(name)
             if n == 4 and name.lower() == b"host":
@@ -287,12 +288,18 @@ class _Conn(asyncio.Protocol):
                 expect = value.lower() == b"100-continue"
             elif n == 7 and name.lower() == b"upgrade":
                 upgrade = True
+            elif n == 12 and rid is None and name.lower() == b"x-request-id":
+                rid = value
+            elif n == 11 and tp is None and name.lower() == b"traceparent":
+                tp = value
         version = p.get_http_version()
         if hosts != 1 or chunked or b"#" in self.url or version != "1.1":
             check_head(version, hosts, coding, self.url)
         method = p.get_method().decode("latin-1")
         req = Request(self, method, self.url.decode("latin-1"), raw, length, chunked, expect,
                       p.should_keep_alive(), version == "1.0")
+        if rid is not None or tp is not None:
+            req.trace_in = (rid, tp)
         if upgrade and p.should_upgrade() and method != "CONNECT" and (chunked or length):
             self.upgrading = req         # llhttp will skip this body: see _upgrade
         else:

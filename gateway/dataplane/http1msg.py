@@ -171,7 +171,7 @@ class Request:
     __slots__ = (
         "_buffered", "_chunks", "_conn", "_error", "_headers", "_waiter", "body", "chunked",
         "close", "complete", "content_length", "expect", "finished", "keep_alive", "method",
-        "raw_headers", "started", "status", "streamed", "target", "version_10",
+        "raw_headers", "started", "status", "streamed", "target", "trace_in", "version_10",
     )
 
     def __init__(self, conn: Conn, method: str, target: str,
@@ -198,6 +198,9 @@ class Request:
         self.started = False                  # answer head written
         self.finished = False                 # answer complete
         self.close = False                    # the answer said Connection: close
+        # the client's (X-Request-Id, traceparent) values, found in the head's one scan; None
+        # when it sent neither (tracing.request_ids)
+        self.trace_in: tuple[bytes | None, bytes | None] | None = None
 
     # -- the request --------------------------------------------------------------------------
     @property

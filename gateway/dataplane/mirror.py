@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from gateway.dataplane.proxy import request_head
 from gateway.errors import NoReadyReplica, UpstreamConnectError
 from gateway.metrics import ShadowMetrics
 from gateway.tasks import spawn
+from gateway.tracing import RequestSpan
 
 log = logging.getLogger("gateway.mirror")
 
@@ -131,6 +133,7 @@ class Primary:
     status: int
     body: bytes | None     # None when the primary's answer was streamed (not comparable)
     seconds: float
+    span: RequestSpan | None = None   # the request's span (tracing on): the copy's is its child
 
 
 class _Copy:
@@ -206,16 +209,17 @@ class Mirror:
 
     def submit(self, method: str, target: str, headers: tuple[tuple[bytes, bytes], ...],
                peer: bytes, body: bytes | None, primary: Primary,
-               sent: bytes | None = None, trusted: bool = False) -> None:
+               sent: bytes | None = None, trusted: bool = False, trace: bytes = b"") -> None:
         """Send one copy (tagged ``X-Shadow: 1``) now, or queue it behind ``concurrency``
         copies in flight, or drop it when the gate is full. ``sent``: the primary's upstream
-        head for this body, reused when given; ``trusted``: as for ``proxy.request_head``."""
+        head for this body, reused when given; ``trusted``, ``trace``: as for
+        ``proxy.request_head``."""
         if not self.gate.enter():
             self.metrics.dropped.inc()
             return
         if sent is None:
             sent = request_head(method.encode(), target.encode(), headers, peer, b"http",
-                                len(body) if body else 0, self.service.encode(), trusted)
+                                len(body) if body else 0, self.service.encode(), trusted, trace)
         # the same head, one more line (a client's own X-Shadow never got into it)
         head = sent[:-2] + SHADOW_LINE
         if self._loop is None:
@@ -263,7 +267,11 @@ class Mirror:
             self.replicas.release(copy.ep)    # the slot may go to a request waiting for one
         if self.waiting:
             self._loop.call_soon(self._next)
+        span = copy.primary.span
         try:
+            if span is not None:
+                span.child("mirror", time.time_ns() - int(seconds * 1e9), version=self.version,
+                           status=status, error=type(error).__name__ if error else "")
             self._judge(copy.primary, status, answer, seconds, error)
         except Exception:  # a bug here must not break the connection that called us
             log.exception("mirror %s/%s: could not judge a copy", self.service, self.version)

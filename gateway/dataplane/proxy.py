@@ -10,12 +10,14 @@ HOP_BY_HOP = frozenset({
     b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
 })
 # recomputed by us on each hop; X-Shadow is ours (the mirror tags its copies): a client's never
-# passes, so a worker can trust it
-_REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", b"x-shadow"}
+# passes, so a worker can trust it; X-Request-Id and traceparent come checked (gateway.tracing)
+_REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", b"x-shadow",
+                              b"x-request-id", b"traceparent"}
 # what the gateway says about the hop it received: overwritten unless proxies we trust set it
 _FORWARDING = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 _SPECIAL = _REQUEST_DROP | _FORWARDING | {b"host"}     # one set lookup per header decides
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"date"}
+# X-Request-Id: the gateway writes the request's own (a worker echoing it would double it)
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"date", b"x-request-id"}
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})   # name no other header: nothing to strip
 
 
@@ -30,7 +32,7 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[byte
 
 def request_head(method: bytes, target: bytes, headers: tuple[tuple[bytes, bytes], ...],
                  peer: bytes, proto: bytes, body_length: int | None, default_host: bytes,
-                 trusted: bool = False) -> bytes:
+                 trusted: bool = False, trace: bytes = b"") -> bytes:
     """The upstream request head. ``body_length`` None means a chunked body follows. The
     client's Host is kept (as Envoy does); ``default_host`` fills in for HTTP/1.0 clients.
 
@@ -38,7 +40,9 @@ def request_head(method: bytes, target: bytes, headers: tuple[tuple[bytes, bytes
     order) and the peer appended. ``X-Forwarded-Proto``, ``X-Forwarded-Host`` and ``Forwarded``
     describe the hop into the gateway: a client's are replaced by ours unless ``trusted`` (the
     peer is a proxy we trust, ``gateway.trusted_hops``), when theirs are kept (``Forwarded``
-    gets our element appended). A client's ``X-Shadow`` never passes."""
+    gets our element appended). A client's ``X-Shadow`` never passes. ``trace``: the
+    request's ``X-Request-Id`` and ``traceparent`` lines (``tracing.Ids.upstream_lines``),
+    written in place of the client's."""
     special = _SPECIAL
     has_connection = False
     host = b""
@@ -86,6 +90,8 @@ def request_head(method: bytes, target: bytes, headers: tuple[tuple[bytes, bytes
                   b"\r\n")
     else:
         parts.append(_our_lines(peer, host, proto))
+    if trace:
+        parts.append(trace)
     if body_length is None:
         parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
     elif body_length or method not in (b"GET", b"HEAD", b"DELETE", b"OPTIONS"):
@@ -130,7 +136,8 @@ def _without(parts: list[bytes], tokens: frozenset[bytes]) -> list[bytes]:
 
 
 def relayed_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The worker's headers minus hop-by-hop ones, Content-Length and Date (ours replace them)."""
+    """The worker's headers minus hop-by-hop ones, Content-Length, Date and X-Request-Id (ours
+    replace them)."""
     tokens: frozenset[bytes] | None = None
     out = []
     for name, value in headers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 
 from gateway import tasks
@@ -35,6 +36,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.metrics import Metrics
+from gateway.tracing import Ids, RequestSpan, Tracer, request_ids
 
 log = logging.getLogger("gateway.dataplane")
 access_log = logging.getLogger("gateway.access")
@@ -57,6 +59,7 @@ class DataPlane:
         self._random = random.random
         self.batchers = Batchers(metrics)   # one per batching version, kept across tables
         self._extra: dict[Headers, bytes] = {}   # served_by -> its header lines
+        self.tracer: Tracer | None = None   # an OTLP exporter (gateway.tracing), else no spans
 
     def configure(self, deadlines: Deadlines, max_body: int, trusted_hops: int) -> None:
         """The gateway-wide data-plane settings (at start and on each reload)."""
@@ -92,7 +95,10 @@ class DataPlane:
         start = loop.time()
         svc: ServiceRoute | None = None
         version: VersionRoute | None = None
-        extra = b""
+        ids = request_ids(request.trace_in)
+        span = self.tracer.request(ids) if self.tracer is not None else None
+        extra = ids.response_line
+        replica = None
         try:
             path, _, query = request.target.partition("?")
             path = normalise(path)
@@ -105,20 +111,20 @@ class DataPlane:
             version, cookie = svc.choose(request)
             if version is None:
                 raise NoReadyReplica("every version of this service has weight 0")
-            extra = self._extra_fields(version, cookie)
+            extra = self._extra_fields(version, cookie) + ids.response_line
             target = svc.upstream_path(path)
             if query:
                 target = f"{target}?{query}"
             stream = wants_stream(request.raw_headers)
-            body, head = await self._forward(request, svc, version, target, length, start,
-                                             extra, stream)
+            body, head, replica = await self._forward(request, svc, version, target, length,
+                                                      start, extra, ids, span, stream)
             mirror = svc.mirror
             # a streamed request body was not kept: only a body held whole can be copied;
             # a streaming answer is never mirrored (streams.py says why)
             if mirror is not None and not stream and mirror.wants(version.name, request.method,
                                                    request.has_body,
                                                    length if request.body is not None else None):
-                self._shadow(request, svc, target, body, head, loop.time() - start)
+                self._shadow(request, svc, target, body, head, loop.time() - start, ids, span)
         except ProxyError as exc:
             fields, err = error_parts(exc, svc.name if svc else None)
             request.respond(exc.status, fields + extra, err)
@@ -127,39 +133,60 @@ class DataPlane:
                 self.metrics.timeout(exc.deadline)
         if version is not None:
             version.metrics.observe(request.status, loop.time() - start)
+        if span is not None:
+            span.end(request.status, service=svc.name if svc else "",
+                     version=version.name if version else "", replica=replica or "")
         if self.access_sample and self._random() < self.access_sample:
-            access_log.info("%s %s %d %.1fms service=%s version=%s peer=%s", request.method,
-                            request.target.partition("?")[0], request.status,
-                            (loop.time() - start) * 1000, svc.name if svc else "-",
-                            version.name if version else "-", request.peer)
+            self._access(request, svc, version, replica, ids, loop.time() - start)
+
+    @staticmethod
+    def _access(request: Request, svc: ServiceRoute | None, version: VersionRoute | None,
+                replica: str | None, ids: Ids, seconds: float) -> None:
+        """One access-log line; with ``--log-format json`` its fields are the JSON keys."""
+        latency_ms = round(seconds * 1000, 1)
+        fields = {"event": "access", "method": request.method,
+                  "path": request.target.partition("?")[0], "status": request.status,
+                  "latency_ms": latency_ms, "service": svc.name if svc else None,
+                  "version": version.name if version else None, "replica": replica,
+                  "request_id": ids.request_id.decode(), "peer": request.peer}
+        access_log.info("%s %s %d %.1fms service=%s version=%s replica=%s request_id=%s peer=%s",
+                        fields["method"], fields["path"], request.status, latency_ms,
+                        fields["service"] or "-", fields["version"] or "-", replica or "-",
+                        fields["request_id"], request.peer, extra=fields)
 
     def _shadow(self, request: Request, svc: ServiceRoute, target: str, body: bytes | None,
-                head: bytes | None, seconds: float) -> None:
+                head: bytes | None, seconds: float, ids: Ids, span: RequestSpan | None) -> None:
         """Hand a copy to the mirror once the primary's answer exists; nothing here may fail or
         hold up the primary."""
         try:
-            primary = Primary(request.status, body, seconds)
+            primary = Primary(request.status, body, seconds, span)
             assert svc.mirror is not None
             svc.mirror.submit(request.method, target, request.raw_headers, request.peer_bytes,
                               request.body if request.has_body else None, primary, head,
-                              self.trusted)
+                              self.trusted, ids.upstream_lines)
         except Exception:  # the primary is answered whatever the mirror does
             log.exception("could not start a mirror copy for %s", svc.name)
 
     async def _forward(self, request: Request, svc: ServiceRoute, version: VersionRoute,
-                       target: str, length: int | None, start: float,
-                       extra: bytes, stream: bool = False) -> tuple[bytes | None, bytes | None]:
+                       target: str, length: int | None, start: float, extra: bytes, ids: Ids,
+                       span: RequestSpan | None, stream: bool = False,
+                       ) -> tuple[bytes | None, bytes | None, str | None]:
         """Forward and answer; the answer's body when it was whole and the upstream request
-        head (both for the mirror). ``stream``: the client asked for a streamed answer, which
-        bypasses the batcher and is counted as a stream."""
+        head (both for the mirror), and the replica that answered (for the access log).
+        ``stream``: the client asked for a streamed answer, which bypasses the batcher and is
+        counted as a stream."""
         method = request.method
         batcher = version.batcher
         if batcher is not None and method == "POST" and target == batcher.target and not stream:
             body_all = await _whole_body(request, length, svc.max_body)
-            answer = await batcher.submit(body_all, request.headers, request.alive, start)
+            queued = time.time_ns() if span is not None else 0
+            answer = await batcher.submit(body_all, request.headers, request.alive, start,
+                                          ids.request_id)
+            if span is not None:
+                span.child("batch", queued, status=answer.status)
             out = answer.body if isinstance(answer.body, bytes) else b""
             request.respond(answer.status, JSON_FIELD + extra, out)
-            return out, None
+            return out, None, None
         body: bytes | AsyncIterator[bytes] | None
         body_len: int | None
         if not request.has_body:
@@ -176,7 +203,7 @@ class DataPlane:
             body, body_len = _limited(request.stream(), svc.max_body), length
         head = request_head(method.encode(), target.encode(), request.raw_headers,
                             request.peer_bytes, b"http", body_len, svc.name.encode(),
-                            self.trusted)
+                            self.trusted, ids.upstream_lines)
         replayable = not isinstance(body, AsyncIterator)
         idempotent = method in IDEMPOTENT
         loop = self._loop
@@ -194,13 +221,17 @@ class DataPlane:
             if ep is None:
                 if last is not None and all(e is exclude for e in replicas.endpoints):
                     raise last        # the only replica just failed: no point in waiting
+                queued = time.time_ns() if span is not None else 0
                 ep = await replicas.wait(start + svc.queue_timeout, exclude, request.alive)
                 self.metrics.queue_wait.labels(svc.name, version.name).observe(
                     loop.time() - start)
+                if span is not None:
+                    span.child("queue_wait", queued, replica=ep.id)
             if model is not None:
                 assert mux is not None
                 mux.metrics.count(model, ep.assign(model))
             sent = loop.time()
+            sent_ns = time.time_ns() if span is not None else 0
             try:
                 resp = await ep.pool.request(head, body, svc.request_timeout, method == "HEAD",
                                              self.deadlines.upstream_idle)
@@ -232,8 +263,12 @@ class DataPlane:
             elif ep.fails:
                 replicas.success(ep)
             if stream and resp.status == 200:
-                return await _relay_stream(request, resp, replicas, ep, extra, version), head
-            return await _relay(request, resp, replicas, ep, extra), head
+                answered = await _relay_stream(request, resp, replicas, ep, extra, version)
+            else:
+                answered = await _relay(request, resp, replicas, ep, extra)
+            if span is not None:
+                span.child("upstream", sent_ns, replica=ep.id, status=resp.status)
+            return answered, head, ep.id
         raise AssertionError("unreachable")
 
     @staticmethod

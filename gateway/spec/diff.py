@@ -18,7 +18,7 @@ VersionKey = tuple[str, str]
 
 # gateway.* fields a running process cannot change: the listeners are bound, the runtime and
 # its state file were chosen at start-up, and replica labels carry the instance name.
-RESTART_FIELDS = ("listen", "runtime", "state_dir", "instance", "docker")
+RESTART_FIELDS = ("listen", "runtime", "state_dir", "instance", "docker", "tracing")
 RESTART_ADMIN_FIELDS = ("listen",)
 
 

@@ -73,6 +73,17 @@ class AccessLogSpec(Strict):
     sample: float = Field(0.01, ge=0.0, le=1.0, description="fraction of requests logged")
 
 
+class TracingSpec(Strict):
+    """OpenTelemetry export of the gateway's spans (the [otel] extra); off without an endpoint.
+    Request ids and ``traceparent`` are passed on either way."""
+
+    otlp_endpoint: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s]+$",
+                                      description="OTLP/HTTP collector, e.g. "
+                                      "http://127.0.0.1:4318 (/v1/traces is added)")
+    service_name: str = Field("serve-gateway", min_length=1, max_length=256,
+                              description="the spans' service.name resource attribute")
+
+
 class DeadlinesSpec(Strict):
     """A deadline on every wait on a peer of the data plane (dataplane/http1.py, upstream.py)."""
 
@@ -100,6 +111,7 @@ class GatewaySpec(Strict):
     drain_timeout: Duration = Field(30.0, ge=0, le=HOUR, description="how long in-flight requests may finish on shutdown or scale-in")
     stop_grace: Duration = Field(10.0, ge=0, le=HOUR, description="SIGTERM to SIGKILL delay when stopping a replica")
     access_log: AccessLogSpec = AccessLogSpec()
+    tracing: TracingSpec = TracingSpec()
     allow_empty: bool = Field(False, description="accept a config with no services (it serves "
                                                  "nothing); else it is refused at up and reload")
     deadlines: DeadlinesSpec = DeadlinesSpec()

@@ -21,7 +21,6 @@ HTTP stack (aiohttp, uvloop) is only imported when a worker actually runs.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -63,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds in-flight requests may finish after SIGTERM (default: %(default)s)")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY,
                         help="largest request body accepted (default: %(default)s)")
+    parser.add_argument("--log-format", choices=["text", "json"],
+                        default=os.environ.get("SGW_LOG_FORMAT", "text"),
+                        help="json: one object per line with event, status, latency_ms, "
+                             "request_id ... (default: $SGW_LOG_FORMAT or text)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="log every predict call with the gateway's X-Request-Id")
     parser.add_argument("--model-name", default=None,
                         help="the model's name under /v2/models/ (default: the class name, "
                              "lowercased)")
@@ -80,8 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve ``args.target`` until SIGTERM / SIGINT; returns the process exit status."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gateway import logs
+
+    logs.setup(getattr(args, "log_format", "text"))
     port = args.port
     if port is None:
         try:
@@ -109,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                                     threads=args.threads, drain_timeout=args.drain_timeout,
                                     max_body_bytes=args.max_body_bytes,
                                     model_name=args.model_name, max_models=args.max_models,
-                                    model_header=args.model_header.lower()))
+                                    model_header=args.model_header.lower(),
+                                    access_log=getattr(args, "access_log", False)))
 
 
 def _adapter_target(args: argparse.Namespace) -> str | None:

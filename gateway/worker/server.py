@@ -77,6 +77,7 @@ class WorkerOptions:
     model_name: str | None = None     # the v2 model name; default: the class name, lowercased
     max_models: int = 1               # multiplexed models (load_model) held at once
     model_header: str = DEFAULT_HEADER   # the request header naming a multiplexed model
+    access_log: bool = False      # one line per predict call, with the gateway's request id
 
 
 def parse_instances(body: bytes) -> list[Any]:
@@ -86,6 +87,11 @@ def parse_instances(body: bytes) -> list[Any]:
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     return [doc] if items is None else items
+
+
+def _request_id(request: web.Request) -> str | None:
+    """The gateway's ``X-Request-Id`` (a batch's: its callers' ids, comma-separated)."""
+    return request.headers.get("X-Request-Id")
 
 
 def _json(status: int, doc: Any) -> web.Response:
@@ -232,12 +238,24 @@ class WorkerServer:
 
     async def predict(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
+        started = time.monotonic()
+        status = 500
         try:
             if self.models is None or self.loaded is None:
-                return await self._predict(request, self.loaded)
-            return await self._multiplexed(request, self.models, self.loaded)
+                response = await self._predict(request, self.loaded)
+            else:
+                response = await self._multiplexed(request, self.models, self.loaded)
+            status = response.status
+            return response
         finally:
             self.in_flight -= 1
+            if self.options.access_log:
+                ms = round((time.monotonic() - started) * 1000, 1)
+                rid = _request_id(request)
+                log.info("POST /predict %d %.1fms request_id=%s", status, ms, rid,
+                         extra={"event": "predict", "status": status, "latency_ms": ms,
+                                "request_id": rid,
+                                "replica": os.environ.get("SGW_REPLICA_ID")})
 
     async def _multiplexed(self, request: web.Request, models: ModelCache,
                            loaded: Loaded) -> web.StreamResponse:
@@ -278,7 +296,7 @@ class WorkerServer:
         try:
             payload = await self.predictor.payload(loaded, items)
         except Exception as exc:  # noqa: BLE001 (whatever the model raised becomes its answer)
-            return self.failure(exc, len(items))
+            return self.failure(exc, len(items), _request_id(request))
         return web.Response(status=200, body=payload, content_type="application/json")
 
     async def _stream(self, request: web.Request, loaded: Loaded, items: list[Any],
@@ -297,17 +315,20 @@ class WorkerServer:
             return self.failure(exc, len(items))
         return await stream.respond(request, kind, first, gen)
 
-    def failure(self, exc: Exception, items: int) -> web.Response:
-        """A predict that raised -> its JSON error answer."""
+    def failure(self, exc: Exception, items: int, request_id: str | None = None) -> web.Response:
+        """A predict that raised -> its JSON error answer (logged with the request id)."""
         if isinstance(exc, InvalidInstances):
             return _json(400, {"error": "bad_request", "detail": str(exc),
                                "errors": [p.as_dict() for p in exc.problems]})
         if isinstance(exc, BadInput):
             return _error(400, "bad_request", str(exc))
+        fields = {"event": "predict_error", "request_id": request_id}
         if isinstance(exc, ModelError):
-            log.error("model %s: %s", self.options.target, exc)
+            log.error("model %s: %s (request_id=%s)", self.options.target, exc, request_id,
+                      extra=fields)
             return _error(500, "model_error", str(exc))
-        log.error("predict failed on %d instances", items, exc_info=exc)
+        log.error("predict failed on %d instances (request_id=%s)", items, request_id,
+                  exc_info=exc, extra=fields)
         return _error(500, "model_error", f"{type(exc).__name__}: {exc}")
 
 
