@@ -102,7 +102,8 @@ def test_prometheus_and_grafana_configs_are_valid(tmp_path: Path) -> None:
 
     # Every query parses as PromQL: promtool checks them as recording rules, offline.
     rules = [{"record": f"dashboard:panel_{p['id']}_{t['refId']}",
-              "expr": t["expr"].replace("$__rate_interval", "1m").replace("$service", ".*")}
+              "expr": t["expr"].replace("$__rate_interval", "1m").replace("$__range", "1h")
+                                  .replace("$service", ".*")}
              for p in panels for t in p["targets"]]
     rules_file = tmp_path / "rules.yml"
     rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
