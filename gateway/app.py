@@ -79,7 +79,8 @@ class Gateway:
         # refuses an open admin listener before any start
         self.admin.configure(spec.gateway.admin, spec.gateway.state_dir)
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
-        Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
+        # once at start-up, before any traffic: a blocking mkdir costs nothing here
+        Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         self.rollouts.restore(spec)                # resumes journaled rollouts
         self._rescale()
         self.commit()
