@@ -156,9 +156,8 @@ class DataPlane:
         batcher = version.batcher
         if batcher is not None and method == "POST" and target == batcher.target and not stream:
             body_all = await _whole_body(request, length, svc.max_body)
-            answer = await batcher.submit(body_all, request.headers, request.alive, start)
-            out = answer.body if isinstance(answer.body, bytes) else b""
-            request.respond(answer.status, JSON_FIELD + extra, out)
+            status, out = await batcher.submit(body_all, request.headers, request.alive, start)
+            request.respond(status, JSON_FIELD + extra, out)
             return out, None
         body: bytes | AsyncIterator[bytes] | None
         body_len: int | None
