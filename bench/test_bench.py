@@ -127,7 +127,8 @@ def test_percentiles_nearest_rank() -> None:
 
 def test_checks_pass_fail_and_unmeasured() -> None:
     r = Results()
-    mk = lambda rps: WrkResult(rps, 1, 1, 1, 1, 0, "")
+    def mk(rps: float) -> WrkResult:
+        return WrkResult(rps, 1, 1, 1, 1, 0, "")
     r.closed["GET"] = {"gateway": mk(3000.0), "naive": mk(1000.0), "nginx": mk(20000.0)}
     r.rounds["GET"] = {"gateway": [3000.0], "naive": [1000.0], "nginx": [20000.0]}
     got = {c.name: c.measure(r) for c in SPINE.checks}
@@ -142,7 +143,8 @@ def test_relative_checks_take_the_median_of_per_round_ratios() -> None:
     """Round by round, not median over median: a host that drifts between rounds moves both
     runs of a round together."""
     r = Results()
-    mk = lambda rps: WrkResult(rps, 1, 1, 1, 1, 0, "")
+    def mk(rps: float) -> WrkResult:
+        return WrkResult(rps, 1, 1, 1, 1, 0, "")
     r.closed = {"plain GET": {"gateway": mk(2000.0)}, "policies GET": {"gateway": mk(900.0)}}
     # medians over rounds alone would say 900 / 2000 = 45%
     r.rounds = {"plain GET": {"gateway": [1000.0, 2000.0, 4000.0]},

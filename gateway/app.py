@@ -80,7 +80,8 @@ class Gateway:
         self.admin.configure(spec.gateway.admin, spec.gateway.state_dir)
         await self._check_runtime(spec)            # refuses a plan needing more GPUs than exist
         self._start_tracing()                      # refuses an exporter without the [otel] extra
-        Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)
+        # once at start-up, before any traffic: a blocking mkdir costs nothing here
+        Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         self.rollouts.restore(spec)                # resumes journaled rollouts
         self._rescale()
         self.commit()

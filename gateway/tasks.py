@@ -34,11 +34,6 @@ def _finished(task: asyncio.Task[Any]) -> None:
         log.error("task %s failed: %r", task.get_name(), exc, exc_info=exc)
 
 
-def live_tasks() -> set[asyncio.Task[Any]]:
-    """Tasks started through spawn that have not finished (for shutdown checks and tests)."""
-    return set(_live)
-
-
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
     """Cancel tasks and wait until each has really finished."""
     real = [t for t in tasks if t is not None and not t.done()]

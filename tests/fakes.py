@@ -1,5 +1,6 @@
-"""Every fake the tests use, in one place (no sockets, no sleeps): a manual clock, a runtime and
-a prober for the supervisor, and the rollout planner's simulated observations."""
+"""Every fake the tests use, in one place (no sockets, no sleeps): a manual clock, virtual time
+for an event loop, a runtime and a prober for the supervisor, and the rollout planner's simulated
+observations."""
 
 from __future__ import annotations
 
@@ -33,6 +34,32 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class VirtualTime:
+    """Puts a running asyncio (selector) loop on virtual time: when nothing is ready, the loop's
+    clock jumps to its next timer instead of waiting for it, so ``call_later``, ``asyncio.sleep``
+    and ``wait_for`` deadlines run in order at once and a test of timing logic waits for nothing.
+    ``loop.time`` is the clock; give it to the code under test in place of ``time.monotonic``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.now = loop.time()
+        selector = loop._selector  # type: ignore[attr-defined]  # asyncio's own, no public hook
+        real = selector.select
+
+        def select(timeout: float | None = None) -> Any:
+            events = real(0)                       # whatever is ready now (callbacks, sockets)
+            if not events and timeout is not None and timeout > 0:
+                self.now += timeout                # the next timer is due: jump, do not wait
+            elif not events and timeout is None:
+                events = real(None)                # no timer at all: wait as the loop would
+            return events
+
+        selector.select = select
+        loop.time = self.time  # type: ignore[method-assign]
+
+    def time(self) -> float:
+        return self.now
 
 
 class FakeRuntime:

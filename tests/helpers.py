@@ -177,7 +177,7 @@ class GatewayProc:
         return all(v["ready"] >= v["desired"] for svc in doc["services"].values()
                    for v in svc["versions"].values())
 
-    async def __aenter__(self) -> "GatewayProc":
+    async def __aenter__(self) -> GatewayProc:
         import sys
 
         exe = str(Path(sys.executable).with_name("serve-gateway"))
@@ -289,7 +289,7 @@ class Load:
         return sum(n for (u, _, s), n in self.answers.items()
                    if (url is None or u == url) and (served_by is None or s == served_by))
 
-    async def __aenter__(self) -> "Load":
+    async def __aenter__(self) -> Load:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         self._tasks = [asyncio.create_task(self._client(i)) for i in range(self.clients)]
         return self

@@ -10,8 +10,8 @@ The default policy is the Lightning AutoScaler's, made robust:
 - with ``min_replicas: 0``, no request pending and none arriving for ``idle_to_zero``: zero;
   at zero only requests waiting now (``pending_now``) scale out, never the smoothed remainder
   of an earlier burst, so an idle version stays at zero;
-- always clamped to [max(min_replicas, floor), max_replicas], where ``floor`` is what another
-  controller (a running rollout step) needs of this version.
+- always clamped to [min_replicas, max_replicas] (a rollout's need is its own layer, above
+  the autoscaler's in the merge, not a bound here).
 
 A plugin may replace the decision with Lightning's ``scale(replicas, metrics) -> int``; its
 answer is clamped the same way and follows the same intervals (``plugin_policy``). Time comes
@@ -62,11 +62,10 @@ class Context:
     throughput: float      # answers/s, smoothed
     latency: float         # mean seconds per answered request, smoothed
     bounds: Bounds
-    floor: int = 0         # a rollout step's need: never go below it
 
     @property
     def low(self) -> int:
-        return min(max(self.bounds.min_replicas, self.floor), self.bounds.max_replicas)
+        return min(self.bounds.min_replicas, self.bounds.max_replicas)
 
     @property
     def queue_latency(self) -> float:

@@ -25,8 +25,7 @@ supervisor (control/desired.py).
   reload.
 - **Rollouts**: a version whose count a rollout holds (``held(service, version)``, set by
   control/rollouts.py) is left alone: sampled, never scaled, until the rollout lets it go; the
-  rollout sizes it. ``floor(service, version)`` (default 0) is a lower bound a policy plugin
-  sees in its context.
+  rollout sizes it.
 """
 
 from __future__ import annotations
@@ -122,8 +121,6 @@ class Autoscaler:
         self.clock = clock
         self.tick = tick
         self.versions: dict[Key, Scaled] = {}
-        # a lower bound per version that policies see (0: none; rollouts hold theirs by `held`)
-        self.floor: Callable[[str, str], int] = lambda service, version: 0
         # a rollout sizes this version now: no decisions for it (control/rollouts.py)
         self.held: Callable[[str, str], bool] = lambda service, version: False
         self._task: asyncio.Task[None] | None = None
@@ -184,8 +181,8 @@ class Autoscaler:
 
     def _clamp(self, sc: Scaled, n: int) -> int:
         assert sc.bounds is not None
-        low = max(sc.bounds.min_replicas, self.floor(sc.service, sc.version))
-        return max(min(low, sc.bounds.max_replicas), min(sc.bounds.max_replicas, n))
+        low = min(sc.bounds.min_replicas, sc.bounds.max_replicas)
+        return max(low, min(sc.bounds.max_replicas, n))
 
     # -- overrides ----------------------------------------------------------------------------
     def demand(self, service: str, version: str) -> None:
@@ -306,8 +303,7 @@ class Autoscaler:
         return Context(now=now, replicas=desired, ready=ready, starting=starting,
                        pending=sc.pending.value, pending_now=pending, arrivals=arrivals,
                        arrival_rate=sc.rate.value, throughput=sc.throughput.value,
-                       latency=sc.latency.value, bounds=sc.bounds,
-                       floor=self.floor(sc.service, sc.version))
+                       latency=sc.latency.value, bounds=sc.bounds)
 
     # -- observation --------------------------------------------------------------------------
     def describe(self, service: str, version: str) -> dict[str, Any] | None:
@@ -322,7 +318,6 @@ class Autoscaler:
             "max_replicas": b.max_replicas if b else None,
             "target_pending": b.target_pending if b else None,
             "policy": b.policy if b else None,
-            "floor": self.floor(service, version),
             "pending": round(sc.pending.value, 2), "pending_now": sc.pending_now,
             "arrival_rate": round(sc.rate.value, 2), "throughput": round(sc.throughput.value, 2),
             "latency_s": round(sc.latency.value, 4),

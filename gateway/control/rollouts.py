@@ -354,7 +354,7 @@ class Rollouts:
             shadow = run.state.strategy == "shadow" and v == run.plan.target
             obs[v] = rolloutobs.window(counts, run.baseline.get(v, Counts()), ready, starting,
                                        shadow)
-        return Observations(obs, now - (run.window_at or now))
+        return Observations(obs)
 
     def _resized(self, name: str, run: Run, d: Decision) -> bool:
         """Whether the decision sizes a version it holds otherwise than the supervisor runs it:

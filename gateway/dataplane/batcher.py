@@ -21,9 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
-
-from aiohttp import web
+from typing import Any, NamedTuple
 
 from gateway import tasks
 from gateway.dataplane.balance import Endpoint, ReplicaSet
@@ -56,7 +54,15 @@ from gateway.metrics import BatchMetrics
 
 log = logging.getLogger("gateway.batcher")
 
-JSON = "application/json"
+EMPTY = b'{"predictions":[]}'
+
+
+class Answer(NamedTuple):
+    """One caller's JSON answer; the data plane's HTTP/1.1 server writes it as it is (no
+    response object per request on the hot path)."""
+
+    status: int
+    body: bytes
 
 
 class Batcher:
@@ -126,14 +132,14 @@ class Batcher:
 
     # -- callers ------------------------------------------------------------------------------
     async def submit(self, body: bytes, headers: Any, alive: Callable[[], bool] | None,
-                     arrival: float, request_id: bytes = b"") -> web.Response:
+                     arrival: float, request_id: bytes = b"") -> Answer:
         """Queue one caller's request; its answer (or a ProxyError) when its batch is back.
         ``arrival`` is the request's arrival in loop time; its deadline counts from there."""
         if self._closed:
             raise ShuttingDown("the gateway is shutting down")
         payload = self.wire.split(body)
         if not payload:
-            return web.Response(body=b'{"predictions":[]}', content_type=JSON)
+            return Answer(200, EMPTY)
         timeout = timeout_from_header(headers.get(self.timeout_header), self.config.timeout)
         if self.queue.requests >= self.config.max_queue:
             self._answer_gone(self.queue.sweep())
@@ -164,7 +170,7 @@ class Batcher:
                 self.queue.cancel(entry)
                 entry.state = DONE
                 self._settle()
-        return web.Response(status=status, body=out, content_type=JSON)
+        return Answer(status, out)
 
     def _finish(self, entry: Entry, status: int, body: bytes) -> None:
         entry.state = DONE

@@ -71,28 +71,6 @@ def _conditions(spec: MatchSpec) -> tuple[Condition, ...]:
     return tuple((cookie, name, value_test(v)) for cookie, name, v in conds)
 
 
-def _holds(conds: tuple[Condition, ...], headers: Mapping[str, str],
-           cookies: Mapping[str, str]) -> bool:
-    for from_cookies, name, test in conds:
-        value = (cookies if from_cookies else headers).get(name)
-        if value is None or not test(value):
-            return False
-    return True
-
-
-class Match:
-    """One compiled ``match``: all conditions must hold."""
-
-    __slots__ = ("conditions", "cookies")
-
-    def __init__(self, spec: MatchSpec) -> None:
-        self.conditions = _conditions(spec)
-        self.cookies = bool(spec.cookie)
-
-    def __call__(self, headers: Mapping[str, str], cookies: Mapping[str, str]) -> bool:
-        return _holds(self.conditions, headers, cookies)
-
-
 class Rules:
     """Ordered rules; ``first`` returns the target version of the first that matches."""
 
@@ -109,7 +87,8 @@ class Rules:
               ) -> str | None:
         """``cookies``: ``parse_cookies`` of the request's Cookie header (when ``self.cookies``)."""
         for conds, to in self.rules:
-            # _holds inlined: this loop runs for every request of a service with rules
+            # all conditions of a rule, inline (no call): this runs for every request of a
+            # service with rules
             for from_cookies, name, test in conds:
                 value = (cookies if from_cookies else headers).get(name)
                 if value is None or not test(value):

@@ -157,11 +157,6 @@ def response_fields(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join([b"%s: %s\r\n" % field for field in relayed_headers(headers)])
 
 
-def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """``relayed_headers`` as text pairs."""
-    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in relayed_headers(headers)]
-
-
 async def chunked(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """HTTP/1.1 chunked framing for a body of unknown length."""
     async for chunk in body:

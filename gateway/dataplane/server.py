@@ -180,12 +180,11 @@ class DataPlane:
         if batcher is not None and method == "POST" and target == batcher.target and not stream:
             body_all = await _whole_body(request, length, svc.max_body)
             queued = time.time_ns() if span is not None else 0
-            answer = await batcher.submit(body_all, request.headers, request.alive, start,
-                                          ids.request_id)
+            status, out = await batcher.submit(body_all, request.headers, request.alive, start,
+                                               ids.request_id)
             if span is not None:
-                span.child("batch", queued, status=answer.status)
-            out = answer.body if isinstance(answer.body, bytes) else b""
-            request.respond(answer.status, JSON_FIELD + extra, out)
+                span.child("batch", queued, status=status)
+            request.respond(status, JSON_FIELD + extra, out)
             return out, None, None
         body: bytes | AsyncIterator[bytes] | None
         body_len: int | None

@@ -92,7 +92,6 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
-        self.reused = False
         self.stream_idle = STREAM_IDLE
         self._reset()
 
@@ -348,7 +347,6 @@ class _Conn(asyncio.Protocol):
         """The exchange is over: back to the pool if reusable, else closed."""
         if self.complete and self.keep_alive and not self.closed and self.error is None:
             self._reset()
-            self.reused = True
             self.pool.release(self)
         else:
             self.abort()

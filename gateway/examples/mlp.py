@@ -37,7 +37,7 @@ class MLP:
     def predict(self, items: list[Any]) -> list[list[float]]:
         x = self._stack(items)
         last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = x @ w + b
             if i < last:
                 np.maximum(x, 0, out=x)

@@ -45,7 +45,7 @@ def _walk(a: Any, b: Any, leaf: Leaf, scores: Callable[[list[Any], list[Any]], b
             return False
         if scores is not None and a and all(map(_is_number, a)) and all(map(_is_number, b)):
             return scores(a, b)
-        return all(_walk(x, y, leaf, scores) for x, y in zip(a, b))
+        return all(_walk(x, y, leaf, scores) for x, y in zip(a, b, strict=True))
     if not _same_kind(a, b):
         return False
     return leaf(a, b)

@@ -115,7 +115,7 @@ async def _until_exited(pid: int) -> None:
         fd = os.pidfd_open(pid)
     except (AttributeError, OSError):
         # WNOHANG: a non-blocking peek; WNOWAIT: leave the zombie for the caller to reap.
-        while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:  # noqa: ASYNC222
+        while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:  # noqa: ASYNC222, ASYNC110
             await asyncio.sleep(_POLL_S)
         return
     loop = asyncio.get_running_loop()

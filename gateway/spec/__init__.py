@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -117,7 +117,7 @@ def _strip_bounds(prop: dict[str, Any]) -> None:
 def _number_branch(prop: dict[str, Any]) -> dict[str, Any] | None:
     for branch in prop.get("anyOf", []):
         if branch.get("type") == "number":
-            return branch
+            return cast(dict[str, Any], branch)
         found = _number_branch(branch)
         if found is not None:
             return found

@@ -78,7 +78,8 @@ class _Loader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark
+                # types-PyYAML leaves peek_event untyped
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise _TooDeep(mark.line + 1 if mark else None)
             return super().compose_node(parent, index)
         finally:

@@ -101,7 +101,7 @@ class ArrayItems:
             if arr.dtype == object:
                 problems.append(Problem(i, "", "not a rectangular array of numbers"))
             elif want is not None and (arr.ndim != len(want) or any(
-                    w is not None and w != n for w, n in zip(want, arr.shape))):
+                    w is not None and w != n for w, n in zip(want, arr.shape, strict=True))):
                 problems.append(Problem(i, "", f"shape {_shape_text(arr.shape)}, expected "
                                                f"{_shape_text(want)}"))
             arrays.append(arr)

@@ -32,7 +32,7 @@ async def test_generated_token_guards_mutations(tmp_path: Path) -> None:
 
         # any local process without the token (a worker, a script) may read but not mutate
         assert (await call(gw, "GET", "/status"))[0] == 200
-        for path, body in (("/reload", None), ("/services/echo/scale", '{"replicas": 3}'),
+        for path, _body in (("/reload", None), ("/services/echo/scale", '{"replicas": 3}'),
                            ("/services/echo/traffic", '{"reset": true}')):
             status, doc = await call(gw, "POST", path)
             assert (status, doc["error"]) == (401, "unauthorized"), path

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 
 from tests.helpers import REPO_ROOT, GatewayProc, echo_service, metric_value, run_cli, wait_until
-from tests.unit.test_http1 import Client
+from tests.integration.test_http1 import Client
 
 RAW = f"{{python}} {REPO_ROOT}/tests/workers/rawworker.py {{port}}"
 FAST = {"header_read": "500ms", "body_idle": "500ms", "upstream_idle": "500ms",

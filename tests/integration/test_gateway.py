@@ -12,8 +12,15 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.helpers import (ECHO, REPO_ROOT, GatewayProc, alive, echo_service, metric_value,
-                           wait_until)
+from tests.helpers import (
+    ECHO,
+    REPO_ROOT,
+    GatewayProc,
+    alive,
+    echo_service,
+    metric_value,
+    wait_until,
+)
 
 STUBBORN = f"{{python}} {REPO_ROOT}/tests/workers/stubborn.py {{port}}"
 

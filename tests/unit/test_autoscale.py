@@ -33,12 +33,11 @@ B = Bounds(min_replicas=0, max_replicas=8, target_pending=2, scale_out_interval=
 
 
 def ctx(now: float = 1000.0, replicas: int = 2, ready: int | None = None, starting: int = 0,
-        pending: float = 0.0, arrivals: int = 0, bounds: Bounds = B, floor: int = 0,
-        **kw: Any) -> Context:
+        pending: float = 0.0, arrivals: int = 0, bounds: Bounds = B, **kw: Any) -> Context:
     return Context(now=now, replicas=replicas, ready=replicas if ready is None else ready,
                    starting=starting, pending=pending, pending_now=int(pending),
                    arrivals=arrivals, arrival_rate=kw.get("rate", 0.0),
-                   throughput=kw.get("throughput", 0.0), latency=0.0, bounds=bounds, floor=floor)
+                   throughput=kw.get("throughput", 0.0), latency=0.0, bounds=bounds)
 
 
 # -- one decision -------------------------------------------------------------------------------
@@ -61,8 +60,6 @@ def ctx(now: float = 1000.0, replicas: int = 2, ready: int | None = None, starti
     ("in never below one replica", ctx(pending=0, replicas=1), State(low_since=0.0), 1),
     ("clamp above max", ctx(replicas=12, pending=4), State(), 8),
     ("clamp below min", ctx(replicas=0, bounds=replace(B, min_replicas=2)), State(), 2),
-    ("never below a rollout's floor", ctx(replicas=4, pending=0, floor=4),
-     State(low_since=0.0, idle_since=0.0), 4),
 ])
 def test_default_policy(case: str, context: Context, state: State, want: int) -> None:
     n, after = default_policy(context, state)
@@ -134,7 +131,6 @@ class Doubler:
     (0, ctx(replicas=2), State(idle_since=0.0), 0),                    # ... for idle_to_zero
     (5, ctx(), State(last_out=995.0), 2),                              # scale_out_interval
     (1, ctx(replicas=3), State(last_in=990.0), 3),                     # scale_in_interval
-    (1, ctx(replicas=3, floor=2), State(), 2),                         # rollout floor
     (0, ctx(replicas=0, pending=4), State(), 1),                       # from zero regardless
 ])
 def test_plugin_result_is_clamped_and_paced(answer: int, context: Context, state: State,
@@ -266,21 +262,6 @@ def test_step_scales_out_on_pending_and_reload_keeps_the_count() -> None:
     assert auto.apply(spec) == ["manual replica counts for echo/v1 replaced"]
     commit(auto, sup, spec)
     assert g.desired == 2                        # the pin's count, now autoscaled again
-
-
-def test_rollout_floor_holds() -> None:
-    auto, sup, clock = scaler(3)
-    auto.floor = lambda s, v: 3
-    g = sup.groups[("echo", "v1")]
-    for _ in range(200):                         # idle well past idle_to_zero
-        clock.now += 0.25
-        auto.step()
-    assert g.desired == 3
-    auto.floor = lambda s, v: 0
-    for _ in range(200):
-        clock.now += 0.25
-        auto.step()
-    assert g.desired == 0
 
 
 # -- scale to zero stays at zero ------------------------------------------------------------------

@@ -110,6 +110,31 @@ def test_the_data_plane_imports_neither_control_nor_runtimes() -> None:
     assert {m: t for m, t in bad.items() if t} == {}
 
 
+def third_party(path: Path) -> set[str]:
+    """Top-level names of the absolute imports in ``path`` outside ``TYPE_CHECKING`` blocks."""
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = {id(n) for node in ast.walk(tree)
+               if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+               for stmt in node.body for n in ast.walk(stmt)}
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            out |= {a.name.partition(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.partition(".")[0])
+    return out
+
+
+def test_the_data_plane_answers_without_aiohttp_or_docker() -> None:
+    """The hot path writes answers with its own HTTP/1.1 server (no aiohttp response objects
+    per request) and never reaches Docker."""
+    bad = {name: sorted(third_party(path) & {"aiohttp", "docker"})
+           for name, path in modules().items() if name.startswith("gateway.dataplane")}
+    assert {m: t for m, t in bad.items() if t} == {}
+
+
 def test_the_admin_api_talks_to_a_facade_not_the_gateway() -> None:
     edges = graph()
     assert not [m for m, targets in edges.items()

@@ -6,17 +6,18 @@ from collections.abc import Mapping
 
 from multidict import CIMultiDict
 
-from gateway.dataplane.match import NO_COOKIES, Match, Rules, parse_cookies
+from gateway.dataplane.match import NO_COOKIES, Rules, parse_cookies
 from gateway.spec.models import MatchSpec, RuleSpec
 
 
-def match(**spec: object) -> Match:
-    return Match(MatchSpec.model_validate(spec))
+def match(**spec: object) -> Rules:
+    """One match, as the data plane compiles it: a single rule."""
+    return Rules([RuleSpec(match=MatchSpec.model_validate(spec), to="hit")])
 
 
-def check(m: Match, headers: dict[str, str] | None = None,
+def check(m: Rules, headers: dict[str, str] | None = None,
           cookies: Mapping[str, str] = NO_COOKIES) -> bool:
-    return m(CIMultiDict(headers or {}), cookies)
+    return m.first(CIMultiDict(headers or {}), cookies) == "hit"
 
 
 def test_exact_header_is_case_insensitive_on_the_name_only() -> None:

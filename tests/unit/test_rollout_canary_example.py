@@ -36,7 +36,7 @@ def drive(extra_latency: float, seconds: int = 1800) -> tuple[RolloutState, list
             metrics.version("echo", version).observe(200, latency)
         current = {v: rolloutobs.read(metrics, "echo", v) for v in versions}
         obs = Observations({v: rolloutobs.window(current[v], base[v], ready[v], 0, False)
-                            for v in versions}, now - opened)
+                            for v in versions})
         decision, state = run_plan(plan, state, obs, now, None)
         log += decision.reasons
         if window_start(state) != opened:       # as the controller does: a fresh window

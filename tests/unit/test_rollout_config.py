@@ -15,12 +15,12 @@ from gateway.control.rollout.model import (
     CanaryStep,
     RampedPlan,
     RecreatePlan,
+    RolloutState,
     RouteRule,
     ShadowPlan,
 )
 from gateway.control.rolloutobs import Counts, quantile, window
 from gateway.control.rollouts import window_start
-from gateway.control.rollout.model import RolloutState
 from gateway.errors import ConfigError
 from gateway.metrics import LATENCY_BUCKETS
 from gateway.spec import load_spec, parse_spec

@@ -24,7 +24,7 @@ from gateway.control.supervisor import Supervisor
 from gateway.metrics import Metrics
 from gateway.runtimes.base import Replica
 from gateway.spec import parse_spec
-from tests.fakes import FakeProber, FakeRuntime, ManualClock
+from tests.fakes import FakeProber, FakeRuntime, ManualClock, VirtualTime
 
 K = ("echo", "v1")
 
@@ -92,6 +92,7 @@ async def settle() -> None:
 
 
 def supervisor(runtime: FakeRuntime, clock: ManualClock) -> Supervisor:
+    VirtualTime(asyncio.get_running_loop())    # the drain's poll timer passes without waiting
     return Supervisor(runtime, Metrics(), clock=clock, prober=FakeProber(), drain_timeout=30.0)
 
 
@@ -100,7 +101,7 @@ def states(sup: Supervisor) -> list[str]:
 
 
 async def until(cond, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Poll with a deadline: a drain checks in-flight requests on its own short timer."""
+    """Poll with a deadline (virtual time): a drain checks in-flight requests on its own timer."""
     for _ in range(500):
         if cond():
             return

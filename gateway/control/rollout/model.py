@@ -187,7 +187,6 @@ class Observations:
     """Per-version measurements; a version the controller has not seen reads as all zero."""
 
     versions: dict[str, VersionObs] = field(default_factory=dict)
-    window_s: float = 0.0
 
     def of(self, version: str) -> VersionObs:
         return self.versions.get(version, VersionObs())

@@ -42,7 +42,7 @@ def describe(shape: Sequence[int | None]) -> str:
 
 
 def _fits(shape: tuple[int, ...], want: Shape) -> bool:
-    return len(shape) == len(want) and all(w is None or w == s for s, w in zip(shape, want))
+    return len(shape) == len(want) and all(w is None or w == s for s, w in zip(shape, want, strict=True))
 
 
 def _one(index: int, item: Any, spec: InputSpec, prefix: str) -> np.ndarray:

@@ -62,7 +62,7 @@ class Adapter:
             return None
         if len(arrays) == 1:
             return arrays[0]
-        return {spec.name: a for spec, a in zip(self.inputs, arrays)}
+        return {spec.name: a for spec, a in zip(self.inputs, arrays, strict=True)}
 
     def predict(self, items: list[Any]) -> list[Any]:
         return unstack(self._run(to_feeds(items, self.inputs)), len(items))

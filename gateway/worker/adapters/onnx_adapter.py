@@ -51,4 +51,4 @@ class OnnxAdapter(Adapter):
         outputs = self.session.run(None, feeds)
         if len(outputs) == 1:
             return outputs[0]
-        return dict(zip(self.output_names, outputs))
+        return dict(zip(self.output_names, outputs, strict=True))

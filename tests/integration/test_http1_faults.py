@@ -11,7 +11,7 @@ import orjson
 
 from gateway.dataplane import http1
 from gateway.dataplane.http1rules import Deadlines
-from tests.unit.test_http1 import FLOOD_GONE, Client, get, post, serving
+from tests.integration.test_http1 import FLOOD_GONE, Client, get, post, serving
 
 FAST = Deadlines(header_read=0.3, body_idle=0.3, upstream_idle=0.3, client_write=0.3)
 
