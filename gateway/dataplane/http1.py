@@ -54,6 +54,7 @@ from gateway.dataplane.http1rules import (
     check_head,
     no_count,
 )
+from gateway.dataplane.streams import accepts_stream
 from gateway.errors import (
     BadRequest,
     ClientGone,
@@ -275,6 +276,7 @@ class _Conn(asyncio.Protocol):
         hosts = 0
         coding = b""
         rid = tp = None            # X-Request-Id, traceparent (the first of each): tracing.py
+        stream = False             # Accept names a stream type: streams.py
         for name, value in raw:
             n = len(name)
             if n == 4 and name.lower() == b"host":
@@ -292,6 +294,8 @@ class _Conn(asyncio.Protocol):
                 rid = value
             elif n == 11 and tp is None and name.lower() == b"traceparent":
                 tp = value
+            elif n == 6 and not stream and name.lower() == b"accept":
+                stream = accepts_stream(value)
         version = p.get_http_version()
         if hosts != 1 or chunked or b"#" in self.url or version != "1.1":
             check_head(version, hosts, coding, self.url)
@@ -300,6 +304,7 @@ class _Conn(asyncio.Protocol):
                       p.should_keep_alive(), version == "1.0")
         if rid is not None or tp is not None:
             req.trace_in = (rid, tp)
+        req.wants_stream = stream
         if upgrade and p.should_upgrade() and method != "CONNECT" and (chunked or length):
             self.upgrading = req         # llhttp will skip this body: see _upgrade
         else:

@@ -172,6 +172,7 @@ class Request:
         "_buffered", "_chunks", "_conn", "_error", "_headers", "_waiter", "body", "chunked",
         "close", "complete", "content_length", "expect", "finished", "keep_alive", "method",
         "raw_headers", "started", "status", "streamed", "target", "trace_in", "version_10",
+        "wants_stream",
     )
 
     def __init__(self, conn: Conn, method: str, target: str,
@@ -201,6 +202,7 @@ class Request:
         # the client's (X-Request-Id, traceparent) values, found in the head's one scan; None
         # when it sent neither (tracing.request_ids)
         self.trace_in: tuple[bytes | None, bytes | None] | None = None
+        self.wants_stream = False             # Accept asks for SSE / JSON lines (streams.py)
 
     # -- the request --------------------------------------------------------------------------
     @property

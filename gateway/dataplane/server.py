@@ -22,7 +22,6 @@ from gateway.dataplane.http1rules import Deadlines
 from gateway.dataplane.mirror import Primary
 from gateway.dataplane.paths import normalise
 from gateway.dataplane.proxy import request_head, response_fields
-from gateway.dataplane.streams import wants_stream
 from gateway.dataplane.table import Headers, ServiceRoute, TableHolder, VersionRoute
 from gateway.dataplane.upstream import UpstreamResponse
 from gateway.errors import (
@@ -115,7 +114,7 @@ class DataPlane:
             target = svc.upstream_path(path)
             if query:
                 target = f"{target}?{query}"
-            stream = wants_stream(request.raw_headers)
+            stream = request.wants_stream
             body, head, replica = await self._forward(request, svc, version, target, length,
                                                       start, extra, ids, span, stream)
             mirror = svc.mirror

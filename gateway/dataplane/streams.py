@@ -13,11 +13,8 @@ _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson", b"application/js
                  b"application/json-lines")
 
 
-def wants_stream(raw_headers: tuple[tuple[bytes, bytes], ...]) -> bool:
-    """Whether Accept names a stream type (one pass over the raw headers, no decoding)."""
-    for name, value in raw_headers:
-        if len(name) == 6 and name.lower() == b"accept":
-            lowered = value.lower()
-            if any(t in lowered for t in _STREAM_TYPES):
-                return True
-    return False
+def accepts_stream(accept: bytes) -> bool:
+    """Whether an Accept value names a stream type (``http1`` calls it from its one scan of the
+    request head and keeps the answer in ``Request.wants_stream``)."""
+    lowered = accept.lower()
+    return any(t in lowered for t in _STREAM_TYPES)
