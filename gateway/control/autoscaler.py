@@ -31,7 +31,6 @@ supervisor (control/desired.py).
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import math
 import time
@@ -50,6 +49,7 @@ from gateway.control.autoscale import (
     effective,
     load_policy,
 )
+from gateway.control.checkpoint import checkpoint
 from gateway.control.supervisor import Supervisor
 from gateway.metrics import Metrics, gauge
 from gateway.plugins import PluginError
@@ -233,13 +233,10 @@ class Autoscaler:
     def checkpoint(self) -> Callable[[], None]:
         """Every version's settings, counts and pins as they are now, and the way to put them
         back (a reload that fails half-way); the commit that follows merges ``layer()``."""
-        saved = [(key, sc, copy.copy(sc)) for key, sc in self.versions.items()]
+        back = checkpoint(self.versions)
 
         def restore() -> None:
-            self.versions = {}
-            for key, sc, was in saved:
-                vars(sc).update(vars(was))
-                self.versions[key] = sc
+            self.versions = back()
         return restore
 
     # -- the loop -----------------------------------------------------------------------------

@@ -18,7 +18,6 @@ removed ``rollout:`` section hands the service back to the file's weights.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from typing import Any
 
 from gateway import tasks
 from gateway.control import rollout, rolloutobs
+from gateway.control.checkpoint import checkpoint
 from gateway.control.desired import RolloutLayer
 from gateway.control.rollout import journal
 from gateway.control.rollout.analysis import held as held_step
@@ -225,13 +225,10 @@ class Rollouts:
         """The runs as they are now, and the way to put them back: a reload that fails half-way
         must leave every rollout as it was (a journal write is not undone; the next tick
         rewrites it from the restored state)."""
-        saved = [(name, run, copy.copy(run)) for name, run in self.runs.items()]
+        back = checkpoint(self.runs)
 
         def restore() -> None:
-            self.runs = {}
-            for name, run, was in saved:
-                vars(run).update(vars(was))
-                self.runs[name] = run
+            self.runs = back()
         return restore
 
     def layers(self) -> dict[str, RolloutLayer]:
