@@ -364,7 +364,13 @@ class Metrics:
         the owner of the state reports it, the hot path never updates a gauge."""
         self.registry.register(_Callback(collect))
 
+    def flush(self) -> None:
+        """Fold the hot path's plain tallies into the prometheus_client children. Everything
+        that reads the children (``render``, a data-plane process's report to its controller)
+        calls this first; the hot path itself never touches prometheus_client."""
+
     def render(self) -> bytes:
+        self.flush()
         return generate_latest(self.registry)
 
 
