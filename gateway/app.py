@@ -316,6 +316,10 @@ def _runtime_options(spec: Spec) -> dict[str, Any]:
     opts: dict[str, Any] = {"state_dir": g.state_dir, "instance": g.instance}
     if g.runtime == "docker":
         opts.update(network=g.docker.network, base_url=g.docker.base_url, gpus=g.docker.gpus)
+    elif g.runtime == "swarm":
+        s = g.swarm
+        opts.update(network=s.network, base_url=s.base_url, placement=s.placement,
+                    gpu_kind=s.gpu_kind, start_timeout=s.start_timeout, stop_grace=g.stop_grace)
     else:   # worker processes inherit the environment, minus the admin token's variables
         opts["private_env"] = tuple(filter(None, (g.admin.token_env, TOKEN_ENV)))
         opts["gpus"] = g.process.gpus
