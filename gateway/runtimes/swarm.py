@@ -131,7 +131,9 @@ class SwarmRuntime(DockerPlumbing):
                     raise
                 net = client.networks.get(self.network)
         attrs = net.attrs
-        if attrs.get("Driver") != "overlay" or not attrs.get("Attachable"):
+        # a network just made has no driver in its attrs until the manager allocates it
+        if attrs.get("Scope") != "swarm" or attrs.get("Driver") not in ("overlay", "") \
+                or not attrs.get("Attachable"):
             raise RuntimeFailure(f"network {self.network} exists but is not an attachable "
                                  "overlay network: remove it, or name another in "
                                  "gateway.swarm.network")
@@ -252,8 +254,7 @@ class SwarmRuntime(DockerPlumbing):
         info = await self._exit_state(client, replica)
         while info is None:
             if ended.is_set():
-                # a container "die" comes before Swarm records the task's end: look again soon
-                ended.clear()
+                # a container "die" comes before Swarm records the task's end: keep looking
                 await asyncio.sleep(min(self.poll_interval, 0.2))
             else:
                 await ended.wait()
