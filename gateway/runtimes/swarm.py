@@ -56,6 +56,7 @@ from gateway.runtimes.swarm_attrs import (
     task_started,
     task_state,
 )
+from gateway.runtimes.swarm_journal import SwarmJournalStore
 from gateway.spec.models import PlacementSpec, Spec
 from gateway.tasks import cancel_and_wait, spawn
 
@@ -108,6 +109,11 @@ class SwarmRuntime(DockerPlumbing):
                 f"the Docker daemon at {self._where()} is not a swarm manager (swarm state: "
                 f"{swarm.get('LocalNodeState') or 'unknown'}): run `docker swarm init` there, or "
                 "point gateway.swarm.base_url at a manager")
+
+    def journal_store(self) -> SwarmJournalStore:
+        """Rollout journals in the swarm (configs), where a controller restarted on another
+        manager node finds them (control/rollout/store.py)."""
+        return SwarmJournalStore(self._new_client, self.instance)
 
     # -- network ----------------------------------------------------------------------------
 

@@ -212,6 +212,11 @@ async def test_controller_restart_adopts_services_and_resumes_the_canary(
             doc = await rollout(first)
             return bool(doc["weights"] == {"v1": 50, "v2": 50}) and await first.all_ready()
         await wait_until(at_step, 90, what="canary at 50%", interval=0.3)
+        began = (await rollout(first))["started_at"]
+    # the journal lives in the swarm (a config), not on the first controller's disk
+    assert not list((tmp_path / "first").glob("state/rollouts/*.json"))
+    assert docker_cli("config", "ls", "-q", "--filter", "label=serve-gateway.journal=echo",
+                      "--filter", f"label=serve-gateway.instance={instance}")
     kept = sorted(labelled_services(instance))
     assert len(kept) == 3, "--keep-replicas left the services running"
     started = {sid: json.loads(docker_cli("service", "inspect", sid))[0]["UpdatedAt"]
@@ -226,6 +231,7 @@ async def test_controller_restart_adopts_services_and_resumes_the_canary(
             return bool(doc["weights"] == {"v1": 50, "v2": 50}) and await second.all_ready()
         await wait_until(resumed, 60, what="the rollout resumed on adopted replicas",
                          interval=0.3)
+        assert (await rollout(second))["started_at"] == began     # resumed, not restarted
         group = versions(await second.status())
         assert all(rep["adopted"] for v in group.values() for rep in v["replicas"])
         assert sorted(labelled_services(instance)) == kept
