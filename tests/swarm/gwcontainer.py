@@ -29,7 +29,7 @@ class GatewayContainer(GatewayProc):
 
     def __init__(self, tmp_path: Path, services: dict[str, Any], instance: str, network: str,
                  ready: bool = True, name: str = "gw", **gateway: Any) -> None:
-        swarm = {"network": network, **gateway.pop("swarm", {})}
+        swarm = {**gateway.pop("swarm", {}), "network": network}
         # off loopback the admin API wants a token (reads stay open through "public")
         token_file = tmp_path / "admin-token"
         token_file.write_text(f"{instance}-token\n")

@@ -21,7 +21,7 @@ from tests.swarm.gwcontainer import GatewayContainer
 
 pytestmark = [pytest.mark.swarm, pytest.mark.slow, pytest.mark.timeout(300)]
 
-QUICKSTART = REPO_ROOT / "config" / "docker-quickstart.yaml"
+SWARM_EXAMPLE = REPO_ROOT / "config" / "swarm.yaml"     # the quickstart's models on Swarm
 
 
 def echo(replicas: int = 1, **version: Any) -> dict[str, Any]:
@@ -48,9 +48,11 @@ def task_container(replica_id: str, service: str = "echo", version: str = "v1") 
 
 async def test_quickstart_services_run_as_swarm_services(tmp_path: Path, instance: str,
                                                          network: str) -> None:
-    """config/docker-quickstart.yaml's services as shipped, on the swarm runtime."""
-    services = yaml.safe_load(QUICKSTART.read_text())["services"]
-    gw = GatewayContainer(tmp_path, services, instance, network)
+    """config/swarm.yaml (the quickstart's models) as shipped: only ports, state, instance and
+    network changed."""
+    config = yaml.safe_load(SWARM_EXAMPLE.read_text())
+    gw = GatewayContainer(tmp_path, config["services"], instance, network,
+                          swarm={**config["gateway"]["swarm"], "network": network})
     async with gw, aiohttp.ClientSession() as s:
         async with s.post(gw.url("/v1/echo"), json={"instances": [{"x": 1}]}) as r:
             assert r.status == 200 and (await r.json())["predictions"] == [{"x": 1}]
@@ -74,6 +76,10 @@ async def test_quickstart_services_run_as_swarm_services(tmp_path: Path, instanc
         mlp = service_spec(f"sgw-mlp-v1-{versions(doc, 'mlp')['v1']['replicas'][0]['id']}")
         assert mlp["TaskTemplate"]["Resources"]["Limits"] == {"NanoCPUs": 10**9,
                                                              "MemoryBytes": 512 << 20}
+        assert mlp["TaskTemplate"]["Placement"]["Constraints"] == ["node.role==manager"]
+        echo = service_spec(f"sgw-echo-v1-{versions(doc)['v1']['replicas'][0]['id']}")
+        assert echo["TaskTemplate"]["Placement"]["Preferences"] == [
+            {"Spread": {"SpreadDescriptor": "node.hostname"}}]      # gateway.swarm's default
         assert len(labelled_services(instance)) == 4
         _, shown, _ = await run_cli("status", "--admin", gw.admin(""))
         head, *rows = shown[shown.index("REPLICA "):].splitlines()
