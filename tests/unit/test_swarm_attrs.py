@@ -97,6 +97,8 @@ def task(state: str, code: int | None = None, err: str = "") -> dict[str, Any]:
     (task("failed", 1), False, False, ExitKind.EXITED, 1),
     (task("complete", 0), True, False, ExitKind.STOPPED, 0),
     (task("rejected", err="No such image: x"), False, False, ExitKind.EXITED, None),
+    # its node was lost: Swarm wants it shut down, the last state reported stays "running"
+    ({**task("running"), "DesiredState": "shutdown"}, False, False, ExitKind.EXITED, None),
     (None, False, False, ExitKind.EXITED, None),        # its service was removed
     (None, True, False, ExitKind.STOPPED, None),
 ])
