@@ -92,6 +92,9 @@ async def test_quickstart_services_run_as_swarm_services(tmp_path: Path, instanc
         _, shown, _ = await run_cli("status", "--admin", gw.admin(""))
         head, *rows = shown[shown.index("REPLICA "):].splitlines()
         assert head.split()[-1] == "NODE" and all(row.split()[-1] == host for row in rows)
+        code, shown, err = await run_cli("plan", gw.config_path, "--admin", gw.admin(""))
+        assert code == 0, err
+        assert f"node {host}: echo/v1 x2, mlp/v1 x2; 0 NVIDIA-GPU reserved" in shown
     assert labelled_services(instance) == []       # `up` exiting removed what it started
 
 

@@ -165,3 +165,16 @@ def test_placement_changes_the_revision_only_when_set() -> None:
     assert plain.revision() == VersionSpec(image="x", placement=None).revision()
     placed = VersionSpec(image="x", placement={"constraints": ["node.labels.a==b"]})
     assert placed.revision() != plain.revision()
+
+
+def test_plan_shows_gpu_reservations_and_replicas_per_node() -> None:
+    from gateway.rolloutcli import _swarm_lines
+
+    spec = parse_spec(SWARM.format(version="        image: x\n        replicas: 2\n"
+                                           "        resources: {gpus: 1}"), "gw.yaml")
+    running = {"services": {"echo": {"versions": {"v1": {"replicas": [
+        {"node": "gpu-a", "gpus": 1}, {"node": "gpu-b", "gpus": 1}, {"node": "gpu-a", "gpus": 1}]}}}}}
+    assert _swarm_lines(spec, running) == [
+        "echo/v1: 2 replicas x 1 NVIDIA-GPU reserved (Swarm picks the node and devices)",
+        "node gpu-a: echo/v1 x2; 2 NVIDIA-GPU reserved",
+        "node gpu-b: echo/v1 x1; 1 NVIDIA-GPU reserved"]
