@@ -90,8 +90,6 @@ class SwarmRuntime(DockerPlumbing):
         self._stopping: Bounded[bool] = Bounded()
         self._exits: Bounded[ExitInfo] = Bounded()
         self._nodes: dict[str, str] = {}                      # node id -> hostname
-        # replica id -> the service definition sent to Swarm (what tests and operators check)
-        self.created: Bounded[dict[str, Any]] = Bounded()
         self._network_lock = asyncio.Lock()
         self._network_ready = False
         self._watcher: EventWatcher | None = None
@@ -172,7 +170,6 @@ class SwarmRuntime(DockerPlumbing):
         body = service_create(spec, rid, instance=self.instance, network=self.network,
                               default_placement=self.placement, gpu_kind=self.gpu_kind,
                               stop_grace=self.stop_grace)
-        self.created[rid] = body
         name = body["name"]
         sid = await self._off_loop(f"create service {name}", _create, client, body)
         self._services[rid] = sid
@@ -245,7 +242,6 @@ class SwarmRuntime(DockerPlumbing):
 
     def _finished(self, rid: str, info: ExitInfo) -> None:
         self._exits[rid] = info
-        self.created.pop(rid, None)
         ended = self._ended.pop(rid, None)
         if ended is not None:
             ended.set()
