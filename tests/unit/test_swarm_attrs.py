@@ -178,3 +178,15 @@ def test_plan_shows_gpu_reservations_and_replicas_per_node() -> None:
         "echo/v1: 2 replicas x 1 NVIDIA-GPU reserved (Swarm picks the node and devices)",
         "node gpu-a: echo/v1 x2; 2 NVIDIA-GPU reserved",
         "node gpu-b: echo/v1 x1; 1 NVIDIA-GPU reserved"]
+
+
+def test_reload_holds_gateway_swarm_until_a_restart_and_replaces_on_a_placement_change() -> None:
+    from gateway.spec.diff import diff_specs
+
+    old = parse_spec(SWARM.format(version="        image: x"), "gw.yaml")
+    moved = SWARM.replace("runtime: swarm", "runtime: swarm, swarm: {{network: other}}")
+    d = diff_specs(old, parse_spec(moved.format(version="        image: x"), "gw.yaml"))
+    assert d.needs_restart == ("gateway.swarm",) and not d.gateway_changed
+    placed = "        image: x\n        placement: {constraints: [node.labels.a==b]}"
+    d = diff_specs(old, parse_spec(SWARM.format(version=placed), "gw.yaml"))
+    assert d.versions_replaced == (("echo", "v1"),) and d.versions_changed == {}
