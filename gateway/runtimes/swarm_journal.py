@@ -16,7 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,9 @@ from gateway.control.rollout.journal import (
     encode,
 )
 from gateway.control.rollout.model import RolloutState
+from gateway.errors import RuntimeFailure
 from gateway.runtimes.docker_attrs import L_INSTANCE, LABEL
+from gateway.runtimes.docker_client import SDK_ERRORS, explain
 
 log = logging.getLogger("gateway.runtimes.swarm")
 
@@ -65,6 +68,10 @@ class SwarmJournalStore:
         return sorted(found, key=_seq)
 
     def load_all(self, now: float) -> LoadResult:
+        with _as_runtime_failure("reading rollout journals"):
+            return self._load_all()
+
+    def _load_all(self) -> LoadResult:
         newest: dict[str, dict[str, Any]] = {}
         for config in self._configs():
             newest[config["Spec"]["Labels"][L_JOURNAL]] = config      # sorted: the last wins
@@ -85,6 +92,10 @@ class SwarmJournalStore:
         return LoadResult(states, tuple(corrupt), histories)
 
     def save(self, state: RolloutState, history: History) -> None:
+        with _as_runtime_failure(f"saving the rollout journal of {state.service}"):
+            self._save(state, history)
+
+    def _save(self, state: RolloutState, history: History) -> None:
         service = state.service
         if service in self._archive:            # an archive recorded before this new rollout
             self._remove(service)
@@ -101,8 +112,9 @@ class SwarmJournalStore:
         self._archive.add(service)
 
     def flush(self) -> None:
-        for service in sorted(self._archive):
-            self._remove(service)
+        with _as_runtime_failure("removing archived rollout journals"):
+            for service in sorted(self._archive):
+                self._remove(service)
 
     def _remove(self, service: str) -> None:
         for config in self._configs(service):
@@ -115,6 +127,16 @@ class SwarmJournalStore:
             self._api().remove_config(config["ID"])
         except docker.errors.NotFound:
             pass
+
+
+@contextmanager
+def _as_runtime_failure(what: str) -> Iterator[None]:
+    """The Docker SDK's errors as the gateway's RuntimeFailure (the rollout controller logs it
+    and retries at its next tick)."""
+    try:
+        yield
+    except SDK_ERRORS as exc:
+        raise RuntimeFailure(f"swarm: {what}: {explain(exc)}") from exc
 
 
 def _seq(config: dict[str, Any]) -> int:

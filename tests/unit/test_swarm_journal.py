@@ -120,3 +120,19 @@ def test_archive_is_recorded_then_carried_out_by_flush_or_the_next_save() -> Non
 def test_the_runtime_chooses_the_store(tmp_path: Any) -> None:
     assert isinstance(store_for(object(), str(tmp_path)), FileStore)
     assert isinstance(store_for(SwarmRuntime(instance="prod"), str(tmp_path)), SwarmJournalStore)
+
+
+def test_a_manager_away_is_a_runtime_failure_the_controller_retries() -> None:
+    import docker.errors
+    import pytest
+
+    from gateway.errors import RuntimeFailure
+
+    class Away(ConfigsApi):
+        def create_config(self, name: str, data: bytes, labels: dict[str, str]) -> dict[str, str]:
+            raise docker.errors.APIError("503 Server Error", explanation="swarm has no leader")
+
+    api = Away()
+    with pytest.raises(RuntimeFailure, match="saving the rollout journal of echo: swarm has no leader"):
+        store(api).save(state(1), ())
+    assert api.data == {}
