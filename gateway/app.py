@@ -27,6 +27,7 @@ from gateway.admin.server import AdminServer
 from gateway.control.autoscaler import Autoscaler
 from gateway.control.desired import Desired, Layers, merge
 from gateway.control.reload import ReloadResult, reload_config
+from gateway.control.rollout.store import store_for
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
 from gateway.dataplane.http1rules import Deadlines
@@ -82,7 +83,10 @@ class Gateway:
         self._start_tracing()                      # refuses an exporter without the [otel] extra
         # once at start-up, before any traffic: a blocking mkdir costs nothing here
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
-        self.rollouts.restore(spec)                # resumes journaled rollouts
+        # resumes journaled rollouts, from where the runtime keeps them (files, or the swarm)
+        store = store_for(self.runtime, spec.gateway.state_dir)
+        loaded = await asyncio.to_thread(store.load_all, self.rollouts.clock())
+        self.rollouts.restore(spec, store, loaded)
         self._rescale()
         self.commit()
         self._configure_dataplane()
@@ -316,6 +320,10 @@ def _runtime_options(spec: Spec) -> dict[str, Any]:
     opts: dict[str, Any] = {"state_dir": g.state_dir, "instance": g.instance}
     if g.runtime == "docker":
         opts.update(network=g.docker.network, base_url=g.docker.base_url, gpus=g.docker.gpus)
+    elif g.runtime == "swarm":
+        s = g.swarm
+        opts.update(network=s.network, base_url=s.base_url, placement=s.placement,
+                    gpu_kind=s.gpu_kind, start_timeout=s.start_timeout, stop_grace=g.stop_grace)
     else:   # worker processes inherit the environment, minus the admin token's variables
         opts["private_env"] = tuple(filter(None, (g.admin.token_env, TOKEN_ENV)))
         opts["gpus"] = g.process.gpus

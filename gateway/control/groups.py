@@ -37,7 +37,8 @@ def replica_spec(service: str, version: str, v: VersionSpec) -> ReplicaSpec:
     return ReplicaSpec(service=service, version=version, revision=v.revision(),
                        command=tuple(v.command) if v.command else None, image=v.image,
                        port=v.port, env=tuple(sorted(v.worker_env().items())), workdir=v.workdir,
-                       volumes=tuple(v.volumes), resources=v.resources)
+                       volumes=tuple(v.volumes), resources=v.resources,
+                       placement=v.placement)
 
 
 @dataclass
@@ -146,7 +147,8 @@ def status(groups: dict[tuple[str, str], Group], now: float, metrics: Metrics) -
             "ejections": g.replica_set.ejections,
             "replicas": [{
                 "id": m.replica.id, "address": m.replica.address, "state": m.state,
-                "revision": m.revision, "pid": m.replica.pid,
+                "revision": m.revision, "pid": m.replica.pid, "node": m.replica.node,
+                "gpus": m.replica.reserved_gpus,
                 "inflight": m.endpoint.inflight if m.endpoint else 0,
                 **_ejection(m.endpoint, now),
                 "log": m.replica.log_path, "adopted": m.began is None,

@@ -12,9 +12,10 @@ from gateway.runtimes.base import Runtime
 _RUNTIMES = {
     "process": "gateway.runtimes.process:ProcessRuntime",
     "docker": "gateway.runtimes.docker:DockerRuntime",
+    "swarm": "gateway.runtimes.swarm:SwarmRuntime",
 }
 # the distributions a runtime's extra installs (their import names)
-_EXTRAS = {"docker": ("docker", {"docker", "requests", "urllib3"})}
+_EXTRAS = {name: ("docker", {"docker", "requests", "urllib3"}) for name in ("docker", "swarm")}
 
 
 def create_runtime(name: str, **options: Any) -> Runtime:

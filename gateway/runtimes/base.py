@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.spec.models import ResourcesSpec, Spec
+from gateway.spec.models import PlacementSpec, ResourcesSpec, Spec
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class ReplicaSpec:
     volumes: tuple[str, ...] = ()
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     gpu_ids: tuple[int, ...] = ()          # filled by the GPU allocator (either runtime)
+    placement: PlacementSpec | None = None  # swarm only; None: the runtime's default
 
 
 class ExitKind(enum.Enum):
@@ -70,6 +71,16 @@ class Replica:
     started_at: float       # time.time() when launched
     log_path: str | None = None
     pid: int | None = None  # process runtime only: lets operators and tests find the worker
+    node: str | None = None  # the host it runs on, where the runtime spans several (swarm)
+
+    @property
+    def reserved_gpus(self) -> int | list[int] | None:
+        """What /status shows of its GPUs: the ids it was given (process, docker), else the
+        count reserved from a scheduler that picks them itself (swarm), else None."""
+        if self.spec.gpu_ids:
+            return list(self.spec.gpu_ids)
+        gpus = self.spec.resources.gpus
+        return gpus if isinstance(gpus, int) and gpus else None
 
     @property
     def address(self) -> str:

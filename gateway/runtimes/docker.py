@@ -23,16 +23,13 @@ import asyncio
 import dataclasses
 import logging
 import math
-import os
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import docker
 import docker.errors
 import docker.types
-import requests
-import urllib3.exceptions
 
 from gateway.errors import RuntimeFailure
 from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, log_tail
@@ -50,20 +47,25 @@ from gateway.runtimes.docker_attrs import (
     started_at,
     volume,
 )
+from gateway.runtimes.docker_client import (
+    SDK_ERRORS,
+    STREAM_ERRORS,
+    DockerPlumbing,
+    explain,
+    inspect_container,
+)
 from gateway.runtimes.docker_events import EventWatcher
 from gateway.runtimes.gpus import GpuAllocator, check_spec, detect_gpus, owner_name
 from gateway.spec.models import Spec
 from gateway.tasks import cancel_and_wait, spawn
 
 log = logging.getLogger("gateway.runtimes.docker")
-T = TypeVar("T")
 
-_SDK_ERRORS = (docker.errors.DockerException, requests.RequestException, OSError)
-# A broken events stream may also surface as a half-read JSON document or an urllib3 error.
-_STREAM_ERRORS = (*_SDK_ERRORS, ValueError, urllib3.exceptions.HTTPError)
+_SDK_ERRORS = SDK_ERRORS
+_STREAM_ERRORS = STREAM_ERRORS
 
 
-class DockerRuntime:
+class DockerRuntime(DockerPlumbing):
     """Runs replicas as Docker containers (see the module docstring).
 
     ``gpus`` is the list of GPU ids replicas may use, or "auto" to ask ``nvidia-smi -L``.
@@ -76,16 +78,13 @@ class DockerRuntime:
                  network: str | None = None, base_url: str | None = None,
                  gpus: Sequence[int] | Literal["auto"] = "auto", *, timeout: float = 30.0,
                  poll_interval: float = 2.0) -> None:
+        super().__init__(base_url, timeout)
         self.state_dir = state_dir
         self.instance = instance
         self.network = network
-        self.base_url = base_url
-        self.timeout = timeout
         self.poll_interval = poll_interval
         self._gpu_setting = gpus
         self._alloc: GpuAllocator | None = None
-        self._client: docker.DockerClient | None = None
-        self._client_lock: asyncio.Lock | None = None
         self._containers: dict[str, str] = {}                 # replica id -> container id
         self._ended: dict[str, asyncio.Event] = {}            # replica id -> set once it is gone
         self._stopping: Bounded[bool] = Bounded()
@@ -97,40 +96,6 @@ class DockerRuntime:
         self._closed = False
 
     # -- plumbing ---------------------------------------------------------------------------
-
-    def _new_client(self) -> docker.DockerClient:
-        """Blocking: connects to learn the API version."""
-        if self.base_url:
-            return docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
-        return docker.from_env(timeout=self.timeout)
-
-    def _where(self) -> str:
-        return self.base_url or os.environ.get("DOCKER_HOST") or "the default socket"
-
-    async def _off_loop(self, what: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking SDK call in a thread; SDK and transport errors become RuntimeFailure."""
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except _SDK_ERRORS as exc:
-            raise RuntimeFailure(f"docker ({self._where()}): {what}: {_explain(exc)}") from exc
-
-    async def _docker(self) -> docker.DockerClient:
-        if self._client is None:
-            if self._client_lock is None:
-                self._client_lock = asyncio.Lock()
-            async with self._client_lock:
-                if self._client is None:
-                    try:
-                        self._client = await asyncio.to_thread(self._new_client)
-                    except _SDK_ERRORS as exc:
-                        # the SDK's own text buries the cause under three wrappers: say what
-                        # failed, why in a few words, and what to do
-                        raise RuntimeFailure(
-                            f"cannot reach the Docker daemon at {self._where()} "
-                            f"({_root_cause(exc)}): start dockerd, or point DOCKER_HOST or "
-                            "gateway.docker.base_url at it, or use gateway.runtime: process"
-                        ) from None
-        return self._client
 
     async def _allocator(self) -> GpuAllocator:
         if self._alloc is None:
@@ -221,7 +186,7 @@ class DockerRuntime:
         except BaseException as exc:
             self._discard(container)
             if isinstance(exc, docker.errors.APIError):
-                raise RuntimeFailure(f"container {name} could not start: {_explain(exc)}") from exc
+                raise RuntimeFailure(f"container {name} could not start: {explain(exc)}") from exc
             raise
         attrs: dict[str, Any] = container.attrs
         return attrs, where
@@ -313,7 +278,7 @@ class DockerRuntime:
     async def _exit_state(self, client: docker.DockerClient, replica: Replica) -> ExitInfo | None:
         """None while the container runs; else how it ended."""
         ref = self._ref(replica)
-        attrs = await self._off_loop(f"inspect {ref}", _inspect, client, ref)
+        attrs = await self._off_loop(f"inspect {ref}", inspect_container, client, ref)
         return self._exits.get(replica.id) or exit_info(attrs, replica.id in self._stopping)
 
     def _watch(self) -> None:
@@ -344,7 +309,7 @@ class DockerRuntime:
                 if ref is None or ended.is_set():
                     continue
                 try:
-                    attrs = await asyncio.to_thread(_inspect, client, ref)
+                    attrs = await asyncio.to_thread(inspect_container, client, ref)
                 except _SDK_ERRORS:
                     continue                    # the daemon is down too: try again later
                 if attrs is None or not (attrs.get("State") or {}).get("Running"):
@@ -385,18 +350,7 @@ class DockerRuntime:
         await cancel_and_wait(self._poller)
         if watcher is not None:
             await asyncio.to_thread(watcher.close)
-        client, self._client = self._client, None
-        if client is not None:
-            await asyncio.to_thread(client.close)
-
-
-def _inspect(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
-    """Blocking. A container's attrs, or None when it no longer exists."""
-    try:
-        attrs: dict[str, Any] = client.api.inspect_container(ref)
-        return attrs
-    except docker.errors.NotFound:
-        return None
+        await self._close_client()
 
 
 def _logs_tail(client: docker.DockerClient, ref: str) -> tuple[str, ...]:
@@ -406,26 +360,3 @@ def _logs_tail(client: docker.DockerClient, ref: str) -> tuple[str, ...]:
         return log_tail(client.api.logs(ref, tail=20))
     except _SDK_ERRORS:
         return ()
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost OS error's words (``No such file or directory``, ``Permission denied``),
-    else the error's own text."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        e = todo.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.strerror:
-            return str(e.strerror)
-        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
-        todo += [a for a in e.args if isinstance(a, BaseException)]
-    return _explain(exc)
-
-
-def _explain(exc: BaseException) -> str:
-    """The daemon's own words when there are some (APIError.explanation), else the error."""
-    explanation = getattr(exc, "explanation", None)
-    return str(explanation or exc)

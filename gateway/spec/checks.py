@@ -51,8 +51,14 @@ def launch(spec: Spec) -> Iterator[Finding]:
             at = ("services", sname, "versions", vname)
             if spec.gateway.runtime == "process" and not ver.command:
                 yield at, "the process runtime needs a 'command'"
-            if spec.gateway.runtime == "docker" and not ver.image:
-                yield at, "the docker runtime needs an 'image'"
+            runtime = spec.gateway.runtime
+            if runtime in ("docker", "swarm") and not ver.image:
+                yield at, f"the {runtime} runtime needs an 'image'"
+            if runtime == "swarm" and not isinstance(ver.resources.gpus, int | None):
+                yield at + ("resources", "gpus"), \
+                    "the swarm runtime reserves a count of GPUs (Swarm picks the devices): gpus: N"
+            if runtime != "swarm" and ver.placement is not None:
+                yield at + ("placement",), "placement applies to the swarm runtime only"
             if ver.command and spec.gateway.runtime == "process" and not any("{port}" in a for a in ver.command) \
                     and "PORT" not in " ".join(ver.command):
                 yield at + ("command",), "must contain {port} (or read $PORT) so each replica gets its own port"

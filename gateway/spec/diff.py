@@ -18,7 +18,7 @@ VersionKey = tuple[str, str]
 
 # gateway.* fields a running process cannot change: the listeners are bound, the runtime and
 # its state file were chosen at start-up, and replica labels carry the instance name.
-RESTART_FIELDS = ("listen", "runtime", "state_dir", "instance", "docker", "tracing")
+RESTART_FIELDS = ("listen", "runtime", "state_dir", "instance", "docker", "swarm", "tracing")
 RESTART_ADMIN_FIELDS = ("listen",)
 
 
@@ -128,7 +128,8 @@ def keep_restart_fields(running: Spec, new: Spec) -> Spec:
     return new.model_copy(update={"gateway": g_new.model_copy(update=update)})
 
 
-_REVISION_FIELDS = frozenset({"command", "image", "port", "env", "workdir", "volumes", "resources"})
+_REVISION_FIELDS = frozenset({"command", "image", "port", "env", "workdir", "volumes", "resources",
+                              "placement"})
 
 
 def _gateway_changes(old: GatewaySpec, new: GatewaySpec) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -60,6 +60,34 @@ class DockerSpec(Strict):
         "auto", description="GPU ids replicas may use; auto = detect with nvidia-smi -L")
 
 
+class PlacementSpec(Strict):
+    """Where Swarm may run a version's replicas (the swarm runtime only)."""
+
+    constraints: tuple[Annotated[str, Field(min_length=3, max_length=256)], ...] = Field(
+        (), max_length=32, description="Swarm constraints, e.g. 'node.labels.gpu==true'")
+    preferences: tuple[Annotated[str, Field(pattern=r"^spread=[A-Za-z0-9_.-]{1,200}$")], ...] = \
+        Field((), max_length=8, description="spread preferences, e.g. 'spread=node.labels.zone'")
+
+
+class SwarmSpec(Strict):
+    """The swarm runtime (runtimes/swarm.py): one Swarm service per replica on an overlay."""
+
+    base_url: str | None = Field(None, description="Docker daemon URL of a swarm manager; "
+                                 "default from DOCKER_HOST")
+    network: str = Field("serve-gateway", min_length=1, max_length=128,
+                         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                         description="attachable overlay network replicas join (created when "
+                                     "missing; a gateway running in a container joins it)")
+    placement: PlacementSpec = Field(PlacementSpec(),
+                                     description="placement of every version without its own")
+    gpu_kind: str = Field("NVIDIA-GPU", min_length=1, max_length=64,
+                          pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                          description="the generic resource that resources.gpus reserves "
+                                      "(as the nodes advertise it: dockerd --node-generic-resource)")
+    start_timeout: Duration = Field(120.0, gt=0, le=HOUR, description="a replica's task not "
+                                    "running by then (image pull, no node fits) fails its start")
+
+
 class ProcessSpec(Strict):
     gpus: list[Annotated[int, Field(ge=0, le=1024)]] | Literal["auto"] = Field(
         "auto", description="GPU ids process replicas may use, one CUDA_VISIBLE_DEVICES per "
@@ -102,8 +130,9 @@ class GatewaySpec(Strict):
                                                  "sharing a Docker daemon need different names")
     listen: Listen = "127.0.0.1:8080"
     admin: AdminSpec = AdminSpec()
-    runtime: Literal["process", "docker"] = "process"
+    runtime: Literal["process", "docker", "swarm"] = "process"
     docker: DockerSpec = DockerSpec()
+    swarm: SwarmSpec = SwarmSpec()
     process: ProcessSpec = ProcessSpec()
     state_dir: str = ".serve-gateway"
     max_body_bytes: Size = Field(10 * 1024 * 1024, ge=0, le=1 << 40)
@@ -205,6 +234,8 @@ class VersionSpec(Strict):
     outlier: OutlierSpec = Field(OutlierSpec(), description="eject replicas that keep failing")
     multiplex: MultiplexSpec | None = Field(None, description="many models per replica, chosen "
                                             "per request by a header")
+    placement: PlacementSpec | None = Field(None, description="swarm only: where its replicas "
+                                            "may run; default gateway.swarm.placement")
 
     @field_validator("command", mode="before")
     @classmethod
@@ -227,6 +258,8 @@ class VersionSpec(Strict):
         ident = self.model_dump(include={"command", "image", "port", "env", "workdir", "volumes", "resources"})
         if self.multiplex is not None:   # the worker's LRU size and header are set at its start
             ident["env"] = self.worker_env()
+        if self.placement is not None:   # only when set: existing revisions keep their hash
+            ident["placement"] = self.placement.model_dump(mode="json")
         return hashlib.sha256(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
     def worker_env(self) -> dict[str, str]:
