@@ -200,6 +200,7 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from gateway.admin import adminclient
+    from gateway.dataplane import childcli
 
     p = argparse.ArgumentParser(
         prog="serve-gateway",
@@ -298,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "throughput, status codes and x-served-by shares.")
     bench.add_arguments(b)
     b.set_defaults(func=cmd_bench)
+
+    dp = sub.add_parser("dataplane", help="serve the data port for a controller (another host)",
+                        description="A data-plane process: follows the routing snapshots of the "
+                                    "gateway at --controller and serves its data port.")
+    childcli.add_arguments(dp)
+    dp.set_defaults(func=childcli.main)
 
     w = sub.add_parser("worker", help="serve a model class over HTTP (the worker SDK)",
                        description="Serve module:Class (load() once, then predict(items) -> list) "

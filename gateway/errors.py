@@ -63,6 +63,11 @@ class MissingExtra(GatewayError):
         self.extra = extra
 
 
+class SnapshotError(GatewayError):
+    """A routing snapshot from the controller that a data-plane process cannot apply (its last
+    good one stays in force; dataplane/snapshot.py)."""
+
+
 class ProxyError(GatewayError):
     """An error the data plane answers itself (never the worker's own response)."""
 

@@ -26,7 +26,6 @@ from gateway.control.groups import (
     gauges,
     not_starting,
     observe,
-    outlier_policy,
     replica_spec,
 )
 from gateway.control.groups import status as status_doc
@@ -46,6 +45,7 @@ from gateway.control.reconcile import (
     reconcile,
 )
 from gateway.dataplane.balance import Endpoint, ReplicaSet
+from gateway.dataplane.outlier import outlier_policy
 from gateway.errors import GatewayError
 from gateway.logs import fields
 from gateway.metrics import Metrics
@@ -85,6 +85,9 @@ class Supervisor:
         self.on_joined: Callable[[], None] | None = None   # rebuilds routing: a version joined
         # a request waits for a replica of (service, version): the autoscaler may start one
         self.on_demand: Callable[[str, str], None] | None = None
+        # the endpoints or the verdict of a version changed: the snapshot other data-plane
+        # processes get is due again (control/publish.py)
+        self.on_change: Callable[[], None] | None = None
         metrics.add_gauges(self._gauges)
 
     # -- configuration ------------------------------------------------------------------------
@@ -110,6 +113,7 @@ class Supervisor:
                 g.removed = False
                 g.spec, g.desired, g.connect_timeout = ver, ver.replicas, svc.timeouts.connect
                 g.replica_set.on_demand = partial(self._demand, g)
+                g.changed = self._changed
                 g.replica_set.hopeless = g.hopeless
                 # an autoscaled version's waiting requests see its cold start (504, not 503)
                 g.replica_set.starting = g.starting if effective(svc, ver) is not None \
@@ -221,6 +225,10 @@ class Supervisor:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _demand(self, g: Group) -> None:
         if self.on_demand is not None:
@@ -374,6 +382,7 @@ class Supervisor:
                 " (crash loop)" if len(g.crashes) >= CRASH_LOOP else "", delay)
         self.wake()
         g.replica_set.recheck()     # a crash loop now: whoever waits gets its 503
+        g.changed()                 # ... in every data-plane process too
         if delay:
             asyncio.get_running_loop().call_later(delay, self.wake)
 
