@@ -369,6 +369,7 @@ class Gateway:
                            "last_reload": self.last_reload},
                 "runtime": self.runtime.name, "listen": self.ports, "services": services,
                 "corrupt_journals": list(self.rollouts.corrupt),
+                "snapshot": [self.publisher.epoch, self.publisher.version],
                 "dataplanes": self._dataplanes()}
 
     def _record_config(self) -> None:
