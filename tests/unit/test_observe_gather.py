@@ -6,6 +6,7 @@ no process can send to it any more."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -13,12 +14,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.control.gather import Gather
+from gateway.control.reconcile import DRAINING
+from gateway.control.supervisor import Supervisor
 from gateway.dataplane.balance import Endpoint, ReplicaSet
 from gateway.dataplane.observe import Observer, families
 from gateway.dataplane.table import TableHolder, build_table
 from gateway.errors import BadObservations
 from gateway.metrics import Metrics, gauge
 from gateway.spec import Spec, parse_spec
+from tests.fakes import FakeProber, FakeRuntime, ManualClock, VirtualTime
 from tests.helpers import metric_value
 
 TEXT = """\
@@ -36,8 +40,8 @@ services:
 KEYS = (("echo", "v1"), ("echo", "v2"))
 
 
-def spec() -> Spec:
-    return parse_spec(TEXT)
+def spec(v1_replicas: int = 2) -> Spec:
+    return parse_spec(TEXT.replace("replicas: 2", f"replicas: {v1_replicas}"))
 
 
 class Process:
@@ -256,6 +260,47 @@ def test_a_dead_process_does_not_hold_a_drain() -> None:
     assert not gather.drained("r1", ("e1", 3))
     gather.forget("dp-0")
     assert gather.drained("r1", ("e1", 3))
+
+
+async def test_the_supervisor_stops_a_scaled_in_replica_once_no_process_routes_to_it() -> None:
+    VirtualTime(asyncio.get_running_loop())    # the drain's poll timer passes without waiting
+    runtime = FakeRuntime()
+    ctrl = Metrics()
+    sup = Supervisor(runtime, ctrl, clock=ManualClock(), prober=FakeProber(), drain_timeout=30.0)
+    gather = Gather(ctrl, sup.replica_set)
+    published = [("e1", 1)]
+    sup.drained = gather.drain_check(lambda: published[0])
+    sup.apply(spec(2))
+    sup.reconcile()
+    await settle()
+    assert sorted(e.id for e in sup.groups[KEYS[0]].replica_set.endpoints) == ["r1", "r2"]
+    a, b = Process(), Process()                  # both route to r1 and r2 (snapshot 1)
+    gather.absorb("dp-0", "a", a.report(), ("e1", 1))
+    gather.absorb("dp-1", "b", b.report(), ("e1", 1))
+    sup.apply(spec(1))
+    sup.reconcile()
+    await settle()
+    gone = next(m for m in sup.groups[KEYS[0]].members if m.state == DRAINING)
+    kept = "r1" if gone.replica.id == "r2" else "r2"
+    assert gone.endpoint is not None and gone.endpoint.inflight == 0   # none here: 1 process
+    published[0] = ("e1", 2)                     # the snapshot without it
+    a.sets[KEYS[0]].publish([a.eps[kept]])
+    gather.absorb("dp-0", "a", a.report(), ("e1", 2))
+    await asyncio.sleep(5)                       # virtual: many drain polls
+    assert runtime.stopped == []                 # dp-1 still routes to it
+    b.sets[KEYS[0]].publish([b.eps[kept]])
+    gather.absorb("dp-1", "b", b.report(), ("e1", 2))
+    for _ in range(500):
+        if runtime.stopped:
+            break
+        await asyncio.sleep(0.005)
+    assert runtime.stopped == [gone.replica.id]
+    await sup.shutdown()
+
+
+async def settle() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
 
 
 @pytest.mark.parametrize("bad", [
