@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any, TypeVar
 
 from prometheus_client import Counter, Histogram
@@ -37,6 +36,8 @@ Snapshot = tuple[str, int]          # (controller epoch, snapshot version) a pro
 # the families whose deltas also move plain totals (Metrics attribute names)
 REQUESTS, LATENCY, COMPARISONS = "requests", "request_seconds", "shadow_comparisons"
 F = TypeVar("F", Counter, Histogram)
+_NUMBERS = (int, float)             # what json.loads makes of a number (bool is not one)
+_NUMBER_TYPES = frozenset(_NUMBERS)
 REMEMBER_DEAD = 256                 # ended incarnations whose late reports are refused
 
 
@@ -79,6 +80,7 @@ class Gather:
         self._dead: deque[tuple[str, str]] = deque(maxlen=REMEMBER_DEAD)
         self._watched: dict[Key, ReplicaSet] = {}     # sets whose pending includes ours
         self._since: dict[str, Snapshot | None] = {}  # replica id -> snapshot at drain start
+        self._cache: dict[Series, Any] = {}           # the controller's children by series
         metrics.add_gauges(self._gauges)
 
     # -- reports ------------------------------------------------------------------------------
@@ -119,13 +121,20 @@ class Gather:
     def processes(self) -> list[str]:
         return list(self._procs)
 
+    def _child(self, name: str, labels: Labels, family: Counter | Histogram) -> Any:
+        """The controller's child of a series, looked up once (``labels()`` takes a lock)."""
+        child = self._cache.get((name, labels))
+        if child is None:
+            child = self._cache[(name, labels)] = family.labels(*labels)
+        return child
+
     def _add_counter(self, p: _Process, name: str, labels: Labels, value: float) -> None:
         last = p.counters.get((name, labels), 0.0)
         delta = value - last if value >= last else value   # lower: never within one life
         p.counters[(name, labels)] = value
         if not delta:
             return
-        self._counters[name].labels(*labels).inc(delta)
+        self._child(name, labels, self._counters[name]).inc(delta)
         if name == REQUESTS:
             vm = self.metrics.version(labels[0], labels[1])
             vm.answered += int(delta)
@@ -140,10 +149,11 @@ class Gather:
         counts, total = hist
         last = p.histograms.get((name, labels))
         p.histograms[(name, labels)] = hist
-        if last is not None and all(c >= lc for c, lc in zip(counts, last[0], strict=True)):
-            counts = tuple(c - lc for c, lc in zip(counts, last[0], strict=True))
-            total -= last[1]
-        child = self._histograms[name].labels(*labels)
+        if last is not None:
+            deltas = [c - lc for c, lc in zip(counts, last[0], strict=True)]
+            if min(deltas) >= 0:        # else a new life's, under the same name: all of it
+                counts, total = tuple(deltas), total - last[1]
+        child = self._child(name, labels, self._histograms[name])
         for bucket, n in zip(child._buckets, counts, strict=True):   # noqa: SLF001
             if n:
                 bucket.inc(n)
@@ -254,7 +264,7 @@ class Gather:
                 if len(counts) != width:
                     raise BadObservations(f"{name}: {len(counts)} buckets, expected {width}")
                 histograms.append((name, _labels(hfam, labels, name),
-                                   (tuple(_number(c, name) for c in counts), float(total))))
+                                   (_counts(counts, name), float(total))))
         versions = {(str(s), str(v)): (int(pending), int(waiting), int(inflight), float(streams))
                     for s, v, pending, waiting, inflight, streams in obs["versions"]}
         replicas = {str(k): int(v) for k, v in obs["replicas"].items()}
@@ -281,6 +291,14 @@ def _labels(fam: Counter | Histogram, values: Any, name: str) -> Labels:
 
 
 def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or value < 0:
+    if type(value) not in _NUMBERS or not value >= 0:     # NaN is not a count either
         raise BadObservations(f"{name}: {value!r} is not a count")
     return float(value)
+
+
+def _counts(values: Any, name: str) -> tuple[float, ...]:
+    """A histogram's counts per bucket: checked as a whole (a report holds thousands)."""
+    counts = tuple(values)
+    if not set(map(type, counts)) <= _NUMBER_TYPES or not min(counts, default=0) >= 0:
+        raise BadObservations(f"{name}: {values!r} are not counts")
+    return tuple(map(float, counts))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -73,13 +74,19 @@ def children(family: Counter | Histogram | Gauge) -> Iterable[tuple[Labels, Any]
     return family._metrics.items()   # type: ignore[return-value]  # noqa: SLF001 - no public walk
 
 
+# prometheus_client's values sit behind a lock for threads; this process reads them on its one
+# loop thread, where reading the float attribute is atomic, and 3x cheaper than ``get()``
+_VALUE = attrgetter("_value")
+
+
 def counter_value(child: Counter) -> float:
-    return float(child._value.get())   # noqa: SLF001 - a child's value has no public getter
+    return float(child._value._value)   # noqa: SLF001
 
 
 def histogram_value(child: Histogram) -> HistValue:
-    return (tuple(b.get() for b in child._buckets),   # noqa: SLF001
-            child._sum.get())                          # noqa: SLF001
+    """(count per bucket, not cumulative, +Inf last; sum) of a histogram child."""
+    return (tuple(map(_VALUE, child._buckets)),   # noqa: SLF001
+            float(child._sum._value))              # noqa: SLF001
 
 
 class Observer:
