@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from prometheus_client import Counter, Histogram
 
@@ -41,6 +41,16 @@ _NUMBER_TYPES = frozenset(_NUMBERS)
 REMEMBER_DEAD = 256                 # ended incarnations whose late reports are refused
 
 
+class Load(NamedTuple):
+    """One version's gauges in one process."""
+
+    pending: int = 0
+    waiting: int = 0
+    inflight: int = 0
+    streams: float = 0.0
+    ejected: frozenset[str] = frozenset()   # replica ids this process has ejected now
+
+
 @dataclass
 class _Process:
     """What the controller holds of one data-plane process's life."""
@@ -49,8 +59,9 @@ class _Process:
     counters: dict[Series, float] = field(default_factory=dict)
     histograms: dict[Series, HistValue] = field(default_factory=dict)
     # gauges: replaced by each report
-    versions: dict[Key, tuple[int, int, int, float]] = field(default_factory=dict)
+    versions: dict[Key, Load] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
+    ejections: dict[Key, int] = field(default_factory=dict)   # cumulative, like the counters
     batches: dict[Key, tuple[int, int]] = field(default_factory=dict)
     snapshot: Snapshot | None = None
 
@@ -59,10 +70,14 @@ class _Process:
 class _Report:
     counters: list[tuple[str, Labels, float]]
     histograms: list[tuple[str, Labels, HistValue]]
-    versions: dict[Key, tuple[int, int, int, float]]
+    versions: dict[Key, Load]
+    ejections: dict[Key, int]
     replicas: dict[str, int]
     batches: dict[Key, tuple[int, int]]
     demand: list[Key]
+
+
+_IDLE = Load()
 
 
 def _nothing() -> None:
@@ -101,6 +116,8 @@ class Gather:
             self._add_counter(p, name, labels, value)
         for name, labels, hist in report.histograms:
             self._add_histogram(p, name, labels, hist)
+        for key, total in report.ejections.items():
+            self._add_ejections(p, key, total)
         p.versions, p.replicas, p.batches = report.versions, report.replicas, report.batches
         if snapshot is not None:
             p.snapshot = (str(snapshot[0]), int(snapshot[1]))
@@ -161,6 +178,15 @@ class Gather:
         if name == LATENCY:
             self.metrics.version(labels[0], labels[1]).seconds += total
 
+    def _add_ejections(self, p: _Process, key: Key, total: int) -> None:
+        """Outlier ejections are each process's own (on its own traffic); their count is the
+        controller set's plain ``ejections``, as a single process's is."""
+        last = p.ejections.get(key, 0)
+        p.ejections[key] = total
+        rs = self._replica_set(*key)
+        if rs is not None:
+            rs.ejections += total - last if total >= last else total
+
     def _watch(self, key: Key) -> None:
         """The controller's set of ``key`` counts the processes' pending in its own."""
         rs = self._replica_set(*key)
@@ -175,7 +201,7 @@ class Gather:
     # -- the sums -----------------------------------------------------------------------------
     def pending(self, service: str, version: str) -> int:
         """Requests of the version not answered yet, over every live process."""
-        return sum(p.versions.get((service, version), (0, 0, 0, 0.0))[0]
+        return sum(p.versions.get((service, version), _IDLE).pending
                    for p in self._procs.values())
 
     def inflight(self, replica_id: str) -> int:
@@ -215,23 +241,29 @@ class Gather:
         """The processes' gauges, summed; ``Metrics.render`` adds each to the same-named family
         of the controller (whose own data-plane values are 0: it serves no request)."""
         versions: dict[Key, list[float]] = {}
+        ejected: dict[Key, set[str]] = {}
         batches: dict[Key, list[int]] = {}
         for p in self._procs.values():
-            for key, row in p.versions.items():
+            for key, load in p.versions.items():
                 acc = versions.setdefault(key, [0, 0, 0, 0.0])
-                for i, v in enumerate(row):
-                    acc[i] += v
+                acc[0] += load.waiting
+                acc[1] += load.inflight
+                acc[2] += load.streams
+                ejected.setdefault(key, set()).update(load.ejected)
             for key, (queued, pending) in p.batches.items():
                 b = batches.setdefault(key, [0, 0])
                 b[0] += queued
                 b[1] += pending
         labels = ["service", "version"]
         yield gauge("serve_gateway_inflight_requests", "Requests being served by replicas",
-                    labels, ((k, v[2]) for k, v in versions.items()))
-        yield gauge("serve_gateway_waiting_requests", "Requests waiting for a ready replica",
                     labels, ((k, v[1]) for k, v in versions.items()))
+        yield gauge("serve_gateway_waiting_requests", "Requests waiting for a ready replica",
+                    labels, ((k, v[0]) for k, v in versions.items()))
         yield gauge("serve_gateway_streams_open", "Streamed answers being relayed now",
-                    labels, ((k, v[3]) for k, v in versions.items()))
+                    labels, ((k, v[2]) for k, v in versions.items()))
+        # a replica ejected by two processes is one ejected replica
+        yield gauge("serve_gateway_ejected_replicas", "Replicas ejected as outliers right now",
+                    labels, ((k, len(ids)) for k, ids in ejected.items()))
         yield gauge("serve_gateway_batch_queue_length", "Requests queued for a batch", labels,
                     ((k, b[0]) for k, b in batches.items()))
         yield gauge("serve_gateway_batch_pending", "Instances queued or in flight in batches "
@@ -265,12 +297,17 @@ class Gather:
                     raise BadObservations(f"{name}: {len(counts)} buckets, expected {width}")
                 histograms.append((name, _labels(hfam, labels, name),
                                    (_counts(counts, name), float(total))))
-        versions = {(str(s), str(v)): (int(pending), int(waiting), int(inflight), float(streams))
-                    for s, v, pending, waiting, inflight, streams in obs["versions"]}
+        versions: dict[Key, Load] = {}
+        ejections: dict[Key, int] = {}
+        for s, v, pending, waiting, inflight, streams, ejections_total, ejected in obs["versions"]:
+            key = (str(s), str(v))
+            versions[key] = Load(int(pending), int(waiting), int(inflight), float(streams),
+                                 frozenset(map(str, ejected)))
+            ejections[key] = int(ejections_total)
         replicas = {str(k): int(v) for k, v in obs["replicas"].items()}
         batches = {(str(s), str(v)): (int(q), int(n)) for s, v, q, n in obs["batches"]}
         demand = [(str(s), str(v)) for s, v in obs["demand"]]
-        return _Report(counters, histograms, versions, replicas, batches, demand)
+        return _Report(counters, histograms, versions, ejections, replicas, batches, demand)
 
 
 def _family(known: dict[str, F], name: Any, kind: str) -> F:

@@ -25,6 +25,7 @@ queues) are current values of this process; the controller sums them over live p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from operator import attrgetter
@@ -93,8 +94,10 @@ class Observer:
     """This process's side of the observations: reads the metrics and the applied table."""
 
     def __init__(self, metrics: Metrics, holder: TableHolder,
-                 urgent: Callable[[], None] | None = None) -> None:
+                 urgent: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.metrics = metrics
+        self.clock = clock        # the replica sets' (outlier ejection ends in its time)
         self.holder = holder
         self.urgent = urgent      # a report should go now (demand for a version with no replica)
         self._counters, self._histograms = families(metrics)
@@ -175,11 +178,14 @@ class Observer:
         return list(seen.values())
 
     def _versions(self, sets: list[ReplicaSet]) -> list[list[Any]]:
-        """[service, version, pending, waiting, inflight, streams open] per version."""
+        """[service, version, pending, waiting, inflight, streams open, outlier ejections so
+        far, [ids of the replicas ejected now]] per version."""
         opened = {labels: child._value.get()   # noqa: SLF001 - as counter_value
                   for labels, child in children(self.metrics.streams_open)}
+        now = self.clock()
         return [[rs.service, rs.version, rs.pending, rs.waiting, rs.inflight,
-                 opened.get((rs.service, rs.version), 0.0)] for rs in sets]
+                 opened.get((rs.service, rs.version), 0.0), rs.ejections,
+                 [e.id for e in rs.endpoints if e.ejected_until > now]] for rs in sets]
 
     def _replicas(self, sets: list[ReplicaSet]) -> dict[str, int]:
         """In flight per replica id: every endpoint of the applied table (0 included, so the

@@ -55,7 +55,7 @@ class Process:
         self.sets[KEYS[0]].publish([self.eps["r1"], self.eps["r2"]])
         self.sets[KEYS[1]].publish([self.eps["r3"]])
         self.holder = TableHolder(build_table(spec(), self.sets, self.metrics))
-        self.observer = Observer(self.metrics, self.holder, urgent)
+        self.observer = Observer(self.metrics, self.holder, urgent, clock=lambda: 0.0)
 
     def report(self, ack: bool = True) -> dict[str, Any]:
         r = json.loads(json.dumps(self.observer.report()))    # what travels: JSON
@@ -193,8 +193,12 @@ def test_gauges_are_summed_over_live_processes_and_a_dead_ones_go() -> None:
     a.eps["r1"].inflight, a.eps["r2"].inflight, b.eps["r1"].inflight = 2, 1, 4
     a.sets[KEYS[0]].waiting, b.sets[KEYS[0]].waiting = 3, 1
     a.metrics.version("echo", "v1").streams_open.inc()
+    # outlier ejection is each process's own: r1 ejected by both is one ejected replica
+    a.eps["r1"].ejected_until = b.eps["r1"].ejected_until = b.eps["r2"].ejected_until = 5.0
+    a.sets[KEYS[0]].ejections, b.sets[KEYS[0]].ejections = 1, 2
     gather.absorb("dp-0", "a", a.report())
     gather.absorb("dp-1", "b", b.report())
+    assert sets[KEYS[0]].ejections == 3          # the supervisor's outlier_ejections counter
     text = ctrl.render().decode()
     assert text.count("# TYPE serve_gateway_inflight_requests gauge") == 1
     assert text.count("# TYPE serve_gateway_streams_open gauge") == 1
@@ -202,6 +206,7 @@ def test_gauges_are_summed_over_live_processes_and_a_dead_ones_go() -> None:
     assert metric_value(text, "serve_gateway_inflight_requests", **echo) == 7
     assert metric_value(text, "serve_gateway_waiting_requests", **echo) == 4
     assert metric_value(text, "serve_gateway_streams_open", **echo) == 1
+    assert metric_value(text, "serve_gateway_ejected_replicas", **echo) == 2
     assert gather.inflight("r1") == 6
     # the autoscaler's input: the controller's set counts every process's pending
     assert sets[KEYS[0]].pending == (3 + 3) + (1 + 4)
@@ -210,6 +215,7 @@ def test_gauges_are_summed_over_live_processes_and_a_dead_ones_go() -> None:
     assert metric_value(text, "serve_gateway_inflight_requests", **echo) == 4
     assert metric_value(text, "serve_gateway_waiting_requests", **echo) == 1
     assert sets[KEYS[0]].pending == 5 and gather.processes == ["dp-1"]
+    assert sets[KEYS[0]].ejections == 3          # what happened stays counted
 
 
 def test_demand_in_a_process_reaches_the_controllers_set_at_once() -> None:
