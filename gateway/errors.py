@@ -54,6 +54,11 @@ class RuntimeFailure(GatewayError):
     """A runtime could not start, stop or inspect a replica."""
 
 
+class BadObservations(GatewayError):
+    """A data-plane process's observations the controller cannot read (control/gather.py): the
+    whole report is refused, nothing of it is counted (the report route answers 400)."""
+
+
 class MissingExtra(GatewayError):
     """A feature whose optional dependencies are not installed; says which extra brings them."""
 

@@ -88,6 +88,9 @@ class Supervisor:
         # the endpoints or the verdict of a version changed: the snapshot other data-plane
         # processes get is due again (control/publish.py)
         self.on_change: Callable[[], None] | None = None
+        # a draining replica may be stopped: nothing in flight here by default; with several
+        # data-plane processes, none routes to it or has a request on it (Gather.drain_check)
+        self.drained: Callable[[Endpoint], bool] = _idle
         metrics.add_gauges(self._gauges)
 
     # -- configuration ------------------------------------------------------------------------
@@ -127,6 +130,11 @@ class Supervisor:
         for g in added:      # once every group has its new spec, so revisions compare right
             self._claim(g)
         self.wake()
+
+    def replica_set(self, service: str, version: str) -> ReplicaSet | None:
+        """The replica set of a version (its group's, or the one prepared for a commit)."""
+        g = self.groups.get((service, version))
+        return g.replica_set if g is not None else self._prepared.get((service, version))
 
     def prepare(self, spec: Spec) -> tuple[dict[tuple[str, str], ReplicaSet], set[tuple[str, str]]]:
         """What ``apply(spec)`` will show the data plane, computed before anything changes (the
@@ -406,7 +414,7 @@ class Supervisor:
             deadline = self.clock() + self.drain_timeout
             # in-flight is a plain counter the data plane bumps (no event to wait on); the poll
             # is bounded by the drain deadline
-            while m.endpoint.inflight > 0 and self.clock() < deadline:  # noqa: ASYNC110
+            while not self.drained(m.endpoint) and self.clock() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         self._forget(m)
         try:
@@ -431,6 +439,10 @@ class Supervisor:
 
     def _gauges(self) -> Iterable[Any]:
         return gauges(self.groups)
+
+
+def _idle(ep: Endpoint) -> bool:
+    return ep.inflight == 0
 
 
 def _describe(info: ExitInfo, log_path: str | None = None) -> str:
