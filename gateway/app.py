@@ -29,6 +29,7 @@ from gateway.admin.server import AdminServer
 from gateway.control.autoscaler import Autoscaler
 from gateway.control.dataplanes import DataPlanes, hold_port, resolve_workers
 from gateway.control.desired import Desired, Layers, merge
+from gateway.control.gather import Gather
 from gateway.control.publish import Publisher
 from gateway.control.reload import ReloadResult, reload_config
 from gateway.control.rollouts import Rollouts
@@ -38,7 +39,7 @@ from gateway.dataplane.balance import ReplicaSet
 from gateway.dataplane.gcsettle import settle_gc
 from gateway.dataplane.server import DataPlane
 from gateway.dataplane.table import RoutingTable, TableHolder, build_table, service_weights
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import BadObservations, ConfigError, GatewayError
 from gateway.metrics import Metrics
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
@@ -82,7 +83,14 @@ class Gateway:
         self.workers = resolve_workers(g.workers)
         self.publisher = Publisher(self._snapshot)
         self.supervisor.on_change = self.publisher.changed
-        self.dataplanes = DataPlanes(self.workers if self.workers > 1 else 0)
+        # their observations: /metrics, the autoscaler, canary analysis and drains see them all
+        self.gather = Gather(self.metrics, self.supervisor.replica_set)
+        self.dataplanes = DataPlanes(self.workers if self.workers > 1 else 0,
+                                     on_gone=self.gather.forget)
+        drained = self.gather.drain_check(lambda: (self.publisher.epoch, self.publisher.version))
+        # a replica stops once nothing is in flight on it here (workers 1) and no other
+        # data-plane process routes to it or has a request on it
+        self.supervisor.drained = lambda ep: ep.inflight == 0 and drained(ep)
         self._committed: tuple[Desired, Mapping[tuple[str, str], ReplicaSet]] | None = None
         self._held_port: socket.socket | None = None
         self.incarnation, self.started_at = uuid.uuid4().hex, time.time()
@@ -326,6 +334,12 @@ class Gateway:
         return await self.publisher.wait(after, wait)
 
     def report(self, doc: dict[str, Any]) -> None:
+        applied = doc["snapshot"]
+        try:
+            self.gather.absorb(doc["process"], doc["incarnation"], doc.get("observations", {}),
+                               (applied[0], applied[1]) if len(applied) == 2 else None)
+        except BadObservations as exc:
+            raise ValueError(str(exc)) from None      # a 400, nothing of it counted
         self.dataplanes.report(doc)
 
     def _dataplanes(self) -> list[dict[str, Any]]:

@@ -200,7 +200,7 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from gateway.admin import adminclient
-    from gateway.dataplane import childcli
+    from gateway.dataplane import child
 
     p = argparse.ArgumentParser(
         prog="serve-gateway",
@@ -303,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     dp = sub.add_parser("dataplane", help="serve the data port for a controller (another host)",
                         description="A data-plane process: follows the routing snapshots of the "
                                     "gateway at --controller and serves its data port.")
-    childcli.add_arguments(dp)
-    dp.set_defaults(func=childcli.main)
+    child.add_arguments(dp)
+    dp.set_defaults(func=child.main)
 
     w = sub.add_parser("worker", help="serve a model class over HTTP (the worker SDK)",
                        description="Serve module:Class (load() once, then predict(items) -> list) "

@@ -17,6 +17,7 @@ from tests.helpers import (
     alive,
     dataplanes,
     fresh_posts,
+    metric_value,
     wait_until,
 )
 
@@ -52,6 +53,11 @@ async def test_two_processes_serve_one_port_and_a_reload_reaches_both_at_once(
         await wait_until(both_served, 5, what="40 requests in the processes' reports")
         procs = dataplanes(await gw.status())
         assert all(p["requests"] > 0 for p in procs.values()), procs   # the kernel spread them
+        # one /metrics on the admin port, every process's counts summed
+        async with aiohttp.ClientSession() as s, s.get(gw.admin("/metrics")) as r:
+            text = await r.text()
+        assert metric_value(text, "serve_gateway_requests_total", service="echo",
+                            version="v1", code="200") == 40
 
         gw.rewrite({**gw.config, "services": two_versions(0, 100)})
         async with aiohttp.ClientSession() as s, \

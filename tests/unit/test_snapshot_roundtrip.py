@@ -10,8 +10,8 @@ import pytest
 from gateway.admin.adminclient import TOKEN_ENV
 from gateway.dataplane.balance import Endpoint, ReplicaSet
 from gateway.dataplane.batchers import Batchers
-from gateway.dataplane.childcli import TOKEN_ENV as CHILD_TOKEN_ENV
-from gateway.dataplane.childcli import parse_share
+from gateway.dataplane.child import TOKEN_ENV as CHILD_TOKEN_ENV
+from gateway.dataplane.child import parse_share
 from gateway.dataplane.snapshot import Applier, decode, encode, share
 from gateway.dataplane.table import TableHolder
 from gateway.errors import SnapshotError
