@@ -30,7 +30,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
     async def main() -> None:
-        await Gateway(spec, args.config).run(keep_replicas=args.keep_replicas)
+        gateway = Gateway(spec, args.config)
+        gateway.dataplanes.log_args = ("--log-format", args.log_format, "--log-level", args.log_level)
+        await gateway.run(keep_replicas=args.keep_replicas)
 
     try:
         uvloop.run(main())

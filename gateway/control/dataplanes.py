@@ -116,14 +116,15 @@ class DataPlanes:
                  python: str = sys.executable) -> None:
         self.count = count
         self.python = python
+        # the controller's own --log-format / --log-level, so every process logs alike
+        self.log_args: tuple[str, ...] = ()
         self.on_gone = on_gone            # a process died: forget its gauges (Gather.forget)
         self.processes: dict[str, Process] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
-    def start(self, controller: str, token: str, host: str, port: int,
-              log_args: tuple[str, ...] = ()) -> None:
+    def start(self, controller: str, token: str, host: str, port: int) -> None:
         """Start the children (they wait for their first snapshot, then bind)."""
         env = {**os.environ, TOKEN_ENV: token}
         for i in range(self.count):
@@ -131,7 +132,7 @@ class DataPlanes:
             self.processes[name] = Process(name, local=True)
             argv = [self.python, "-m", "gateway.dataplane.child", "--controller", controller,
                     "--name", name, "--share", f"{i}/{self.count}",
-                    "--listen", f"{host}:{port}", *log_args]
+                    "--listen", f"{host}:{port}", *self.log_args]
             self._tasks.append(tasks.spawn(self._keep(name, argv, env), name=f"data plane {name}"))
 
     async def _keep(self, name: str, argv: list[str], env: dict[str, str]) -> None:

@@ -37,6 +37,7 @@ from gateway.dataplane.upstream import UpstreamPool
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.spec.types import split_listen
+from gateway.tracing import TracingUnavailable, otel_tracer
 
 log = logging.getLogger("gateway.dataplane.child")   # as the command is named
 
@@ -113,6 +114,7 @@ class Child:
             self.controller.close()
             return
         await first
+        self._start_tracing()
         health = await self._start_health() if self.health else None
         host, port = split_listen(self.listen or self._spec_listen())
         self.port = await self.dataplane.start(host, port, reuse_port=True)
@@ -127,9 +129,22 @@ class Child:
         await self.dataplane.stop(drain)
         await tasks.cancel_and_wait(report)
         await self._send_report()          # the last counts, with connections at 0
+        if self.dataplane.tracer is not None:      # flush the spans still buffered
+            await asyncio.to_thread(self.dataplane.tracer.shutdown)
         if health is not None:
             health.close()
         self.controller.close()
+
+    def _start_tracing(self) -> None:
+        """Spans of this process's requests go where the config says (``gateway.tracing``
+        needs a restart to change: the first snapshot's is the one)."""
+        assert self.applier.spec is not None
+        t = self.applier.spec.gateway.tracing
+        if t.otlp_endpoint:
+            try:
+                self.dataplane.tracer = otel_tracer(t.otlp_endpoint, t.service_name)
+            except TracingUnavailable as exc:     # serve without spans rather than not at all
+                log.error("%s: no tracing: %s", self.name, exc)
 
     def _spec_listen(self) -> str:
         assert self.applier.spec is not None
