@@ -94,6 +94,7 @@ class Gateway:
         self._committed: tuple[Desired, Mapping[tuple[str, str], ReplicaSet]] | None = None
         self._held_port: socket.socket | None = None
         self.incarnation, self.started_at = uuid.uuid4().hex, time.time()
+        self._listening = False   # start() got as far as the data port
         handlers.install(self.admin, self)   # the admin API sees the facade below, nothing else
 
     async def start(self) -> None:
@@ -124,6 +125,7 @@ class Gateway:
         self.admin.publish_token()
         if self.dataplanes.count:
             await self._start_dataplanes()
+        self._listening = True
         log.info("serving on %s (admin %s), %d services, config %s",
                  _addr(spec.gateway.listen, self.ports["data"]),
                  _addr(spec.gateway.admin.listen, self.ports["admin"]),
@@ -350,7 +352,8 @@ class Gateway:
         requests = sum(self.metrics.version(s, v).answered
                        for s, svc in self.spec.services.items() for v in svc.versions)
         return [{"name": "main", "pid": os.getpid(), "incarnation": self.incarnation,
-                 "snapshot": [self.publisher.epoch, self.publisher.version],
+                 "serving": self.serving,
+                "snapshot": [self.publisher.epoch, self.publisher.version],
                  "connections": self.dataplane.connections, "requests": requests,
                  "restarts": 0, "up_since": self.started_at, "error": None},
                 *self.dataplanes.status()]
@@ -385,6 +388,13 @@ class Gateway:
                 "corrupt_journals": list(self.rollouts.corrupt),
                 "snapshot": [self.publisher.epoch, self.publisher.version],
                 "dataplanes": self._dataplanes()}
+
+    @property
+    def serving(self) -> bool:
+        """The data port accepts requests: with ``workers`` >= 2, at least one data-plane process
+        has routing and listens (one restarting does not take the gateway out of a load
+        balancer; /status shows each)."""
+        return self._listening and (not self.dataplanes.count or self.dataplanes.serving())
 
     def _record_config(self) -> None:
         self.metrics.config_info.info({"hash": self.spec.digest()})

@@ -348,9 +348,13 @@ class AdminServer:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        not_ready = unready_services(self._status())
-        return json_response({"ready": not not_ready, "not_ready": not_ready},
-                             200 if not not_ready else 503)
+        doc = self._status()
+        not_ready = unready_services(doc)
+        # the data-plane processes bind the data port after the admin listener is up
+        serving = doc.get("serving", True)
+        ready = serving and not not_ready
+        return json_response({"ready": ready, "not_ready": not_ready,
+                              **({} if serving else {"serving": False})}, 200 if ready else 503)
 
     async def status(self, request: web.Request) -> web.Response:
         return json_response(self._status())

@@ -186,6 +186,10 @@ class DataPlanes:
                 self.on_gone(name)
         return [p.doc() for p in self.processes.values()]
 
+    def serving(self) -> bool:
+        """At least one local process has applied a snapshot (so it listens on the port)."""
+        return any(p.local and p.snapshot for p in self.processes.values())
+
     async def wait_serving(self, tag: Callable[[], list[Any]], deadline: float) -> bool:
         """Until every local child reports the snapshot ``tag()`` applied (it binds before its
         first report), at most ``deadline`` seconds; False if one did not."""

@@ -93,6 +93,7 @@ class Child:
         self.seen: str | None = None       # the last version received ("epoch:version")
         self.applied: tuple[str, int] | None = None    # the last version in force
         self.error: str | None = None      # why the last received version is not in force
+        self._trouble_seen: str | None = None   # the controller's last failure, logged once
         self.port = 0
         self._stopping = asyncio.Event()
         self._report_now = asyncio.Event()
@@ -154,7 +155,8 @@ class Child:
         """Routing before any connection: retried until a snapshot applies."""
         delay = BACKOFF_MIN
         while self.applied is None:
-            if not await self._fetch(0.0):
+            # once a version was refused, wait for the next one rather than ask again at once
+            if not await self._fetch(0.0 if self.seen is None else POLL_WAIT):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
 
@@ -176,12 +178,14 @@ class Child:
         except (GatewayError, OSError) as exc:
             self._trouble(f"controller {self.controller.url} unreachable: {exc}")
             return False
-        if status == 204:
-            return True
-        if status != 200:
+        if status not in (200, 204):
             self._trouble(f"controller {self.controller.url} answered {status}: {body[:200]!r}")
             return False
-        self._take(body)
+        if self._trouble_seen is not None:
+            log.info("%s: controller %s answers again", self.name, self.controller.url)
+            self._trouble_seen = None
+        if status == 200:
+            self._take(body)
         return True
 
     def _take(self, body: bytes) -> None:
@@ -191,7 +195,8 @@ class Child:
             doc = orjson.loads(body)
             epoch, version = str(doc["epoch"]), int(doc["version"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            self._trouble(f"malformed snapshot answer: {exc!r}")
+            self.error = f"malformed snapshot answer: {exc!r}"
+            log.error("%s: %s", self.name, self.error)
             return
         self.seen = f"{epoch}:{version}"
         try:
@@ -209,9 +214,11 @@ class Child:
         self._report_now.set()
 
     def _trouble(self, what: str) -> None:
-        if what != self.error:            # once per kind of trouble, not once per retry
-            log.warning("%s: %s", self.name, what)
-        self.error = what
+        """The controller cannot be asked: the last snapshot keeps serving (logged once per
+        kind of trouble, not once per retry)."""
+        if what != self._trouble_seen:
+            log.warning("%s: %s; serving snapshot %s meanwhile", self.name, what, self.seen)
+        self._trouble_seen = what
 
     # -- reports ----------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:

@@ -43,6 +43,8 @@ async def test_two_processes_serve_one_port_and_a_reload_reaches_both_at_once(
         assert sorted(procs) == ["dp-0", "dp-1"]
         pids = {p["pid"] for p in procs.values()}
         assert len(pids) == 2 and all(alive(p) for p in pids) and gw.proc.pid not in pids
+        async with aiohttp.ClientSession() as s, s.get(gw.admin("/readyz")) as r:
+            assert (r.status, await r.json()) == (200, {"ready": True, "not_ready": []})
 
         answers = await fresh_posts(gw.url("/v1/echo"), 40)
         assert answers == [(200, "echo/v1")] * 40
