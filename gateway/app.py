@@ -27,7 +27,7 @@ from gateway.admin import handlers
 from gateway.admin.adminclient import TOKEN_ENV
 from gateway.admin.server import AdminServer
 from gateway.control.autoscaler import Autoscaler
-from gateway.control.dataplanes import DataPlanes, hold_port, resolve_workers
+from gateway.control.dataplanes import DataPlanes, controller_url, hold_port, resolve_workers
 from gateway.control.desired import Desired, Layers, merge
 from gateway.control.gather import Gather
 from gateway.control.publish import Publisher
@@ -39,7 +39,7 @@ from gateway.dataplane.balance import ReplicaSet
 from gateway.dataplane.gcsettle import settle_gc
 from gateway.dataplane.server import DataPlane
 from gateway.dataplane.table import RoutingTable, TableHolder, build_table, service_weights
-from gateway.errors import BadObservations, ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.metrics import Metrics
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
@@ -85,8 +85,7 @@ class Gateway:
         self.supervisor.on_change = self.publisher.changed
         # their observations: /metrics, the autoscaler, canary analysis and drains see them all
         self.gather = Gather(self.metrics, self.supervisor.replica_set)
-        self.dataplanes = DataPlanes(self.workers if self.workers > 1 else 0,
-                                     on_gone=self.gather.forget)
+        self.dataplanes = DataPlanes(self.workers if self.workers > 1 else 0, self.gather)
         drained = self.gather.drain_check(lambda: (self.publisher.epoch, self.publisher.version))
         # a replica stops once nothing is in flight on it here (workers 1) and no other
         # data-plane process routes to it or has a request on it
@@ -135,13 +134,8 @@ class Gateway:
         """The children, once the admin listener (their snapshots) is up; they bind the data
         port after their first snapshot, and ``up`` says "serving" once every one has."""
         g = self.spec.gateway
-        admin_host, _ = split_listen(g.admin.listen)
-        if admin_host in ("", "0.0.0.0", "::"):   # noqa: S104 - a wildcard is not an address
-            admin_host = "127.0.0.1" if admin_host != "::" else "::1"
-        if ":" in admin_host:
-            admin_host = f"[{admin_host}]"
-        self.dataplanes.start(f"http://{admin_host}:{self.ports['admin']}", self.admin.token,
-                              split_listen(g.listen)[0], self.ports["data"])
+        self.dataplanes.start(controller_url(g.admin.listen, self.ports["admin"]),
+                              self.admin.token, split_listen(g.listen)[0], self.ports["data"])
         if not await self.dataplanes.wait_serving(
                 lambda: [self.publisher.epoch, self.publisher.version], 30.0):
             log.warning("not every data-plane process serves yet: see /status dataplanes")
@@ -336,12 +330,6 @@ class Gateway:
         return await self.publisher.wait(after, wait)
 
     def report(self, doc: dict[str, Any]) -> None:
-        applied = doc["snapshot"]
-        try:
-            self.gather.absorb(doc["process"], doc["incarnation"], doc.get("observations", {}),
-                               (applied[0], applied[1]) if len(applied) == 2 else None)
-        except BadObservations as exc:
-            raise ValueError(str(exc)) from None      # a 400, nothing of it counted
         self.dataplanes.report(doc)
 
     def _dataplanes(self) -> list[dict[str, Any]]:
@@ -352,8 +340,7 @@ class Gateway:
         requests = sum(self.metrics.version(s, v).answered
                        for s, svc in self.spec.services.items() for v in svc.versions)
         return [{"name": "main", "pid": os.getpid(), "incarnation": self.incarnation,
-                 "serving": self.serving,
-                "snapshot": [self.publisher.epoch, self.publisher.version],
+                 "snapshot": [self.publisher.epoch, self.publisher.version],
                  "connections": self.dataplane.connections, "requests": requests,
                  "restarts": 0, "up_since": self.started_at, "error": None},
                 *self.dataplanes.status()]
@@ -385,7 +372,7 @@ class Gateway:
                            "hash": self.spec.digest(), "loaded_at": self.loaded_at,
                            "last_reload": self.last_reload},
                 "runtime": self.runtime.name, "listen": self.ports, "services": services,
-                "corrupt_journals": list(self.rollouts.corrupt),
+                "corrupt_journals": list(self.rollouts.corrupt), "serving": self.serving,
                 "snapshot": [self.publisher.epoch, self.publisher.version],
                 "dataplanes": self._dataplanes()}
 

@@ -29,7 +29,10 @@ from typing import Any
 
 from gateway import tasks
 from gateway.admin.adminclient import TOKEN_ENV
+from gateway.control.gather import Gather
 from gateway.control.groups import backoff
+from gateway.errors import BadObservations
+from gateway.spec.types import split_listen
 
 log = logging.getLogger("gateway.dataplanes")
 _PR_SET_PDEATHSIG = 1
@@ -62,6 +65,15 @@ def hold_port(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def controller_url(admin_listen: str, port: int) -> str:
+    """The admin URL the local children reach the controller at (a wildcard listener is
+    reached on loopback)."""
+    host, _ = split_listen(admin_listen)
+    if host in ("", "0.0.0.0", "::"):   # noqa: S104 - a wildcard is not an address to connect to
+        host = "::1" if host == "::" else "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @functools.cache
@@ -112,13 +124,12 @@ class Process:
 class DataPlanes:
     """N local data-plane processes, and the table of every process that reports."""
 
-    def __init__(self, count: int, *, on_gone: Callable[[str], None] | None = None,
-                 python: str = sys.executable) -> None:
+    def __init__(self, count: int, gather: Gather, *, python: str = sys.executable) -> None:
         self.count = count
+        self.gather = gather        # where their observations go
         self.python = python
         # the controller's own --log-format / --log-level, so every process logs alike
         self.log_args: tuple[str, ...] = ()
-        self.on_gone = on_gone            # a process died: forget its gauges (Gather.forget)
         self.processes: dict[str, Process] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -154,12 +165,19 @@ class DataPlanes:
             entry.restarts += 1
             log.error("data plane %s (pid %d) exited with %s: restarting it in %.1fs", name,
                       proc.pid, code, delay)
-            if self.on_gone is not None:
-                self.on_gone(name)
+            self.gather.forget(name)        # its gauges go; what it counted stays
             await asyncio.sleep(delay)
 
     def report(self, doc: dict[str, Any]) -> Process:
-        """A process's report; one this controller did not start gets its own entry."""
+        """A process's report (admin/control.py checked its fields): its observations to the
+        gather (ValueError, nothing counted, when they cannot be read), the rest to the table;
+        a process this controller did not start gets its own entry."""
+        applied = doc["snapshot"]
+        try:
+            self.gather.absorb(doc["process"], doc["incarnation"], doc.get("observations", {}),
+                               (applied[0], applied[1]) if len(applied) == 2 else None)
+        except BadObservations as exc:
+            raise ValueError(str(exc)) from None
         name = doc["process"]
         entry = self.processes.get(name)
         if entry is None:
@@ -182,8 +200,7 @@ class DataPlanes:
         gone = [n for n, p in self.processes.items() if not p.local and p.seen < now - STALE_AFTER]
         for name in gone:
             del self.processes[name]
-            if self.on_gone is not None:
-                self.on_gone(name)
+            self.gather.forget(name)
         return [p.doc() for p in self.processes.values()]
 
     def serving(self) -> bool:
