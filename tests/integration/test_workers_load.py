@@ -1,6 +1,7 @@
-"""Correctness under load with ``gateway.workers: 2`` (issue #16): a reload and a kill -9 of a
-replica, each during steady traffic through both data-plane processes, cost no failed request
-beyond those in flight on the killed replica. Real processes, bounded loopback load."""
+"""Correctness under load with ``gateway.workers: 2`` (issue #16): a reload, a kill -9 of a
+replica and a canary rollout, each during steady traffic through both data-plane processes,
+cost no failed request beyond those in flight on the killed replica. Real processes, bounded
+loopback load."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.helpers import ECHO, GatewayProc, Load, alive, dataplanes, wait_until
+from tests.integration.test_rollouts import _versions, example, phase_is
 
 
 def two_versions(v1: int, v2: int) -> dict:
@@ -49,3 +51,29 @@ async def test_a_reload_and_a_killed_replica_under_load(tmp_path: Path) -> None:
         assert len(load.failures) <= load.clients, load.failures
         assert all(status == 502 for _, status, _, _ in load.failures), load.failures
         assert {p["restarts"] for p in (await gw.status())["dataplanes"]} == {0}
+
+
+async def test_a_canary_under_load_through_two_processes_drops_nothing(tmp_path: Path) -> None:
+    """The analysis reads the answers both processes report; every step is a snapshot both
+    apply; v1 is drained in both before it stops."""
+    services = example("canary", scale_down_delay="1s",
+                       steps=[{"weight": 25, "pause": "1s"}, {"weight": 50, "pause": "1s"}],
+                       analysis={"interval": "1s", "min_requests": 5})
+    async with GatewayProc(tmp_path, services, ready=False, workers=2) as gw:
+        # the admin listener comes first (the processes get their snapshots there): the data
+        # port serves once /status says so, as /readyz does
+        await wait_until(lambda: _serving(gw), 15, what="a data-plane process serving")
+        async with Load([gw.url("/v1/echo")], clients=6) as load:
+            done = await phase_is(gw, "done", deadline=90)
+            await wait_until(lambda: _versions(gw, lambda v: not v["v1"]["replicas"]), 30,
+                             what="v1 drained and stopped")
+            seen = load.count()
+            await wait_until(lambda: load.count() >= seen + 50, 20, what="traffic after")
+        assert not load.failures, load.failures[:5]
+        assert load.count(served_by="echo/v1") > 0 and load.count(served_by="echo/v2") > 0
+        assert done["weights"] == {"v1": 0, "v2": 100}
+        gw.worker_pids |= {p["pid"] for p in (await gw.status())["dataplanes"]}
+
+
+async def _serving(gw: GatewayProc) -> bool:
+    return bool((await gw.status())["serving"])
