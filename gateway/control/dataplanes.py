@@ -124,10 +124,12 @@ class Process:
 class DataPlanes:
     """N local data-plane processes, and the table of every process that reports."""
 
-    def __init__(self, count: int, gather: Gather, *, python: str = sys.executable) -> None:
+    def __init__(self, count: int, gather: Gather, *, python: str = sys.executable,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.count = count
         self.gather = gather        # where their observations go
         self.python = python
+        self.clock = clock
         # the controller's own --log-format / --log-level, so every process logs alike
         self.log_args: tuple[str, ...] = ()
         self.processes: dict[str, Process] = {}
@@ -152,14 +154,20 @@ class DataPlanes:
         crashes: list[float] = []
         while not self._stopping:
             proc = await asyncio.create_subprocess_exec(*argv, env=env,
+                                                        stdin=asyncio.subprocess.DEVNULL,
                                                         preexec_fn=_die_with_parent())
             self._procs[name] = proc
             entry.pid, entry.incarnation, entry.up_since = proc.pid, None, time.time()
             entry.snapshot, entry.connections, entry.error = [], 0, None
-            code = await proc.wait()
+            try:
+                code = await proc.wait()
+            finally:       # cancelled by stop() before stop saw it (a restart in that instant)
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
             if self._stopping:
                 return
-            now = time.monotonic()
+            now = self.clock()
             crashes = [t for t in crashes if t > now - RESTART_WINDOW] + [now]
             delay = backoff(len(crashes))
             entry.restarts += 1
@@ -192,11 +200,11 @@ class DataPlanes:
         entry.pid, entry.incarnation = doc["pid"], doc["incarnation"]
         entry.snapshot, entry.connections = doc["snapshot"], doc["connections"]
         entry.requests, entry.error = doc["requests"], doc.get("error")
-        entry.seen = time.monotonic()
+        entry.seen = self.clock()
         return entry
 
     def status(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
+        now = self.clock()
         gone = [n for n, p in self.processes.items() if not p.local and p.seen < now - STALE_AFTER]
         for name in gone:
             del self.processes[name]
