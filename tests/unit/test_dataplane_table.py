@@ -63,3 +63,21 @@ def test_workers_and_the_controller_url() -> None:
     assert controller_url("127.0.0.1:8081", 9) == "http://127.0.0.1:9"
     assert controller_url("0.0.0.0:8081", 9) == "http://127.0.0.1:9"
     assert controller_url("[::]:8081", 9) == "http://[::1]:9"
+
+
+def test_status_text_lists_the_processes() -> None:
+    from gateway.admin.render import render_status
+
+    doc = {"config": {"loaded_at": 1000.0}, "services": {}, "snapshot": ["e", 4],
+           "dataplanes": [
+               {"name": "dp-0", "pid": 11, "snapshot": ["e", 4], "connections": 3,
+                "requests": 50, "restarts": 0, "error": None},
+               {"name": "dp-1", "pid": 12, "snapshot": ["e", 3], "connections": 1,
+                "requests": 40, "restarts": 1, "error": "snapshot e:4 not applied: boom"}]}
+    text = render_status(doc, now=1060.0)
+    assert "DATA PLANE" in text
+    row = next(line for line in text.splitlines() if line.startswith("dp-1"))
+    assert row.split()[:5] == ["dp-1", "12", "3", "(controller:", "4)"]
+    assert row.endswith("snapshot e:4 not applied: boom")
+    one = render_status({**doc, "dataplanes": [{"name": "main", "pid": 1}]}, now=1060.0)
+    assert "DATA PLANE" not in one      # workers 1: the gateway itself, nothing to add
