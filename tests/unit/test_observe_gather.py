@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.control.gather import Gather
 from gateway.control.reconcile import DRAINING
@@ -23,7 +22,7 @@ from gateway.errors import BadObservations
 from gateway.metrics import Metrics, gauge
 from gateway.spec import Spec, parse_spec
 from tests.fakes import FakeProber, FakeRuntime, ManualClock, VirtualTime
-from tests.helpers import metric_value
+from tests.helpers import data_plane_samples, metric_value
 
 TEXT = """\
 gateway: {state_dir: /nonexistent}
@@ -93,20 +92,6 @@ def traffic(*targets: Metrics, n: int = 1) -> None:
             b.shed.inc()
             b.error("deadline")
             m.models("echo", "v1", 2).count(b"m1", True)
-
-
-def data_plane_samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the data-plane counter and histogram families (their _created
-    timestamps aside: when a series began is each process's own)."""
-    counters, histograms = families(m)
-    names = {f._name for f in (*counters.values(), *histograms.values())}   # noqa: SLF001
-    out = {}
-    for fam in text_string_to_metric_families(m.render().decode()):
-        if fam.name in names or fam.name.removesuffix("_total") in names:
-            for s in fam.samples:
-                if not s.name.endswith("_created"):
-                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def controller() -> tuple[Metrics, Gather, dict[tuple[str, str], ReplicaSet]]:
