@@ -317,4 +317,6 @@ def test_an_unreadable_report_is_refused_whole(bad: Any) -> None:
         bad["counters"] = {**r["counters"], **bad["counters"]}
     with pytest.raises(BadObservations):
         gather.absorb("dp-0", "a", bad)
+    with pytest.raises(BadObservations):
+        gather.absorb("dp-0", "a", r, ("epoch", "not a version"))   # type: ignore[arg-type]
     assert ctrl.version("echo", "v1").answered == 0 and gather.processes == []
