@@ -213,10 +213,11 @@ def test_demand_in_a_process_reaches_the_controllers_set_at_once() -> None:
     a.sets[KEYS[1]].on_demand()                  # type: ignore[misc]
     a.sets[KEYS[1]].on_demand()                  # type: ignore[misc]
     assert urgent == [1]                         # one urgent report, not one per request
+    a.report(ack=False)                          # lost on the way: the demand stays
     gather.absorb("dp-0", "a", a.report())
     assert called == ["echo/v2"]
     gather.absorb("dp-0", "a", a.report())
-    assert called == ["echo/v2"]                 # demand is reported once
+    assert called == ["echo/v2"]                 # acknowledged: reported once
 
 
 def test_a_replica_is_drained_once_every_process_left_it_and_finished_on_it() -> None:
