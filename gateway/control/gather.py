@@ -209,6 +209,10 @@ class Gather:
         """Requests in flight on a replica, over every live process."""
         return sum(p.replicas.get(replica_id, 0) for p in self._procs.values())
 
+    def endpoint_inflight(self, ep: Endpoint) -> int:
+        """The supervisor's ``inflight`` hook (/status per replica)."""
+        return self.inflight(ep.id)
+
     def drained(self, replica_id: str, since: Snapshot | None) -> bool:
         """True when no live process can send to the replica any more: each has applied the
         snapshot ``since`` (the one published when the drain began) or a later one, and its

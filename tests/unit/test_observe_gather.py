@@ -262,13 +262,18 @@ async def test_the_supervisor_stops_a_scaled_in_replica_once_no_process_routes_t
     gather = Gather(ctrl, sup.replica_set)
     published = [("e1", 1)]
     sup.drained = gather.drain_check(lambda: published[0])
+    sup.inflight = gather.endpoint_inflight
     sup.apply(spec(2))
     sup.reconcile()
     await settle()
     assert sorted(e.id for e in sup.groups[KEYS[0]].replica_set.endpoints) == ["r1", "r2"]
     a, b = Process(), Process()                  # both route to r1 and r2 (snapshot 1)
+    a.eps["r1"].inflight, b.eps["r1"].inflight = 2, 3
     gather.absorb("dp-0", "a", a.report(), ("e1", 1))
     gather.absorb("dp-1", "b", b.report(), ("e1", 1))
+    replicas = {r["id"]: r for r in sup.status()["echo"]["v1"]["replicas"]}
+    assert (replicas["r1"]["inflight"], replicas["r2"]["inflight"]) == (5, 0)   # /status
+    a.eps["r1"].inflight = b.eps["r1"].inflight = 0
     sup.apply(spec(1))
     sup.reconcile()
     await settle()
