@@ -252,7 +252,7 @@ class Gather:
         batches: dict[Key, list[int]] = {}
         for p in self._procs.values():
             for key, load in p.versions.items():
-                acc = versions.setdefault(key, [0, 0, 0, 0.0])
+                acc = versions.setdefault(key, [0, 0, 0.0])    # waiting, inflight, streams
                 acc[0] += load.waiting
                 acc[1] += load.inflight
                 acc[2] += load.streams
