@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from gateway.dataplane.table import TableHolder, build_table  # noqa: E402
 from gateway.metrics import Metrics  # noqa: E402
 from gateway.spec import parse_spec  # noqa: E402
 
+REQUEST_US = 60     # CPU of one proxied GET in a data-plane process (the profile: 50-75)
 MARK = "### observe-cost: a data-plane process's report to its controller (`bench/observe_cost.py`)"
 
 
@@ -131,10 +134,19 @@ def main() -> None:
     if args.write:
         readme = ROOT / "bench" / "README.md"
         doc = readme.read_text()
-        block = (f"{MARK}\n\nMedians over {args.rounds} rounds, {args.per_round} answers per "
-                 "version between two reports (every series moved: the worst case; a version "
-                 "with no traffic costs only its gauges row). Busy: every version moved; quiet: "
-                 "nothing moved since the last acknowledged report.\n\n" + text + "\n")
+        load = os.getloadavg()[0]
+        r = next((r for r in rows if r["versions"] == 20), rows[0])
+        per_s = r["child_busy_us"] * 10          # CPU us per second of one process
+        absorb = r["ctrl_busy_us"] * 10 * 16 / 1e6
+        note = (f"Medians over {args.rounds} rounds, {args.per_round} answers per version between "
+                f"two reports, load average at start {load:.2f} (2 shared cores). Busy: every "
+                "version moved since the last report (every series travels: the worst case); "
+                "quiet: nothing moved since the last acknowledged report (only the gauges "
+                f"travel). For scale: with {r['versions']} busy versions, a process spends "
+                f"{per_s / 1000:.1f} ms a second on its reports, what about "
+                f"{per_s / REQUEST_US:.0f} proxied requests cost it (~{REQUEST_US} us each); a "
+                f"controller with 16 such processes spends {absorb:.0%} of its core absorbing.")
+        block = f"{MARK}\n\n{textwrap.fill(note, 100)}\n\n{text}\n"
         if MARK in doc:
             head, rest = doc.split(MARK, 1)
             nxt = rest.find("\n## ")

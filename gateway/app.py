@@ -90,6 +90,7 @@ class Gateway:
         # a replica stops once nothing is in flight on it here (workers 1) and no other
         # data-plane process routes to it or has a request on it
         self.supervisor.drained = lambda ep: ep.inflight == 0 and drained(ep)
+        self.supervisor.inflight = lambda ep: ep.inflight + self.gather.endpoint_inflight(ep)
         self._committed: tuple[Desired, Mapping[tuple[str, str], ReplicaSet]] | None = None
         self._held_port: socket.socket | None = None
         self.incarnation, self.started_at = uuid.uuid4().hex, time.time()

@@ -11,8 +11,12 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from gateway.metrics import Metrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -266,6 +270,24 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return None
+
+
+def data_plane_samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the data-plane counter and histogram families (their _created
+    timestamps aside: when a series began is each process's own)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gateway.dataplane.observe import families
+
+    counters, histograms = families(m)
+    names = {f._name for f in (*counters.values(), *histograms.values())}   # noqa: SLF001
+    out = {}
+    for fam in text_string_to_metric_families(m.render().decode()):
+        if fam.name in names or fam.name.removesuffix("_total") in names:
+            for s in fam.samples:
+                if not s.name.endswith("_created"):
+                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
 
 
 class Load:

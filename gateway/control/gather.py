@@ -75,6 +75,7 @@ class _Report:
     replicas: dict[str, int]
     batches: dict[Key, tuple[int, int]]
     demand: list[Key]
+    snapshot: Snapshot | None = None
 
 
 _IDLE = Load()
@@ -104,7 +105,7 @@ class Gather:
         """One report of ``process`` (``Observer.report()``); ``snapshot``: the (epoch,
         version) it had applied when it made the report. Raises ``BadObservations`` (and
         absorbs nothing) when the report cannot be read."""
-        report = self._parse(observations)
+        report = self._parse(observations, snapshot)
         if (process, incarnation) in self._dead:
             return        # a late report of a life already replaced or forgotten
         p = self._procs.get(process)
@@ -119,8 +120,8 @@ class Gather:
         for key, total in report.ejections.items():
             self._add_ejections(p, key, total)
         p.versions, p.replicas, p.batches = report.versions, report.replicas, report.batches
-        if snapshot is not None:
-            p.snapshot = (str(snapshot[0]), int(snapshot[1]))
+        if report.snapshot is not None:
+            p.snapshot = report.snapshot
         for key in report.versions:
             self._watch(key)
         for service, version in report.demand:
@@ -208,6 +209,10 @@ class Gather:
         """Requests in flight on a replica, over every live process."""
         return sum(p.replicas.get(replica_id, 0) for p in self._procs.values())
 
+    def endpoint_inflight(self, ep: Endpoint) -> int:
+        """The supervisor's ``inflight`` hook (/status per replica)."""
+        return self.inflight(ep.id)
+
     def drained(self, replica_id: str, since: Snapshot | None) -> bool:
         """True when no live process can send to the replica any more: each has applied the
         snapshot ``since`` (the one published when the drain began) or a later one, and its
@@ -231,6 +236,8 @@ class Gather:
         def check(ep: Endpoint) -> bool:
             if ep.id not in self._since:
                 self._since[ep.id] = published() if published is not None else None
+                if len(self._since) > REMEMBER_DEAD:     # drains that ran out of time
+                    del self._since[next(iter(self._since))]
             done = self.drained(ep.id, self._since[ep.id])
             if done:
                 del self._since[ep.id]
@@ -245,7 +252,7 @@ class Gather:
         batches: dict[Key, list[int]] = {}
         for p in self._procs.values():
             for key, load in p.versions.items():
-                acc = versions.setdefault(key, [0, 0, 0, 0.0])
+                acc = versions.setdefault(key, [0, 0, 0.0])    # waiting, inflight, streams
                 acc[0] += load.waiting
                 acc[1] += load.inflight
                 acc[2] += load.streams
@@ -271,9 +278,13 @@ class Gather:
                     ((k, b[1]) for k, b in batches.items()))
 
     # -- input --------------------------------------------------------------------------------
-    def _parse(self, obs: Any) -> _Report:
+    def _parse(self, obs: Any, snapshot: Any) -> _Report:
         try:
-            return self._read(obs)
+            report = self._read(obs)
+            if snapshot is not None:
+                epoch, version = snapshot
+                report.snapshot = (str(epoch), int(version))
+            return report
         except BadObservations:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

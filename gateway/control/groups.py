@@ -129,8 +129,10 @@ def observe(g: Group, metrics: Metrics) -> VersionObserved:
         revisions=revisions)
 
 
-def status(groups: dict[tuple[str, str], Group], now: float, metrics: Metrics) -> dict[str, Any]:
-    """Every version's part of ``GET /status``."""
+def status(groups: dict[tuple[str, str], Group], now: float, metrics: Metrics,
+           inflight: Callable[[Endpoint], int] = lambda ep: ep.inflight) -> dict[str, Any]:
+    """Every version's part of ``GET /status``; ``inflight``: requests on a replica (the
+    supervisor's ``inflight``: over every data-plane process when there are several)."""
     out: dict[str, Any] = {}
     for (sname, vname), g in groups.items():
         out.setdefault(sname, {})[vname] = {
@@ -145,7 +147,7 @@ def status(groups: dict[tuple[str, str], Group], now: float, metrics: Metrics) -
             "replicas": [{
                 "id": m.replica.id, "address": m.replica.address, "state": m.state,
                 "revision": m.revision, "pid": m.replica.pid,
-                "inflight": m.endpoint.inflight if m.endpoint else 0,
+                "inflight": inflight(m.endpoint) if m.endpoint else 0,
                 **_ejection(m.endpoint, now),
                 "log": m.replica.log_path, "adopted": m.began is None,
                 "cold_start_s": None if m.cold_start is None else round(m.cold_start, 3),

@@ -91,6 +91,8 @@ class Supervisor:
         # a draining replica may be stopped: nothing in flight here by default; with several
         # data-plane processes, none routes to it or has a request on it (Gather.drain_check)
         self.drained: Callable[[Endpoint], bool] = _idle
+        # requests in flight on a replica, for /status (Gather.inflight with several processes)
+        self.inflight: Callable[[Endpoint], int] = _local_inflight
         metrics.add_gauges(self._gauges)
 
     # -- configuration ------------------------------------------------------------------------
@@ -435,7 +437,7 @@ class Supervisor:
 
     def status(self) -> dict[str, Any]:
         """Every version's part of ``GET /status``."""
-        return status_doc(self.groups, self.clock(), self.metrics)
+        return status_doc(self.groups, self.clock(), self.metrics, self.inflight)
 
     def _gauges(self) -> Iterable[Any]:
         return gauges(self.groups)
@@ -443,6 +445,10 @@ class Supervisor:
 
 def _idle(ep: Endpoint) -> bool:
     return ep.inflight == 0
+
+
+def _local_inflight(ep: Endpoint) -> int:
+    return ep.inflight
 
 
 def _describe(info: ExitInfo, log_path: str | None = None) -> str:

@@ -5,8 +5,10 @@ API (agreed with the process/transport side):
 
 - ``Observer(metrics, holder, urgent=None)``; ``report() -> dict`` (JSON-able), called every
   100 ms and at once when ``urgent`` fires; ``acked(report)`` once the controller answered 200 to
-  that report; ``attach(replica_sets)`` right after a snapshot is applied (``report`` attaches
-  the table's sets too, as a safety net).
+  that report (until then its series and its demand go again in the next report: without
+  ``acked`` every report carries every series that ever moved, correct but larger);
+  ``attach(replica_sets)`` right after a snapshot is applied (``report`` attaches the table's
+  sets too, as a safety net).
 - The controller: ``Gather.absorb(process, incarnation, observations, snapshot=(epoch, version)
   applied)``, ``Gather.forget(process)`` when a process died.
 
@@ -104,7 +106,7 @@ class Observer:
         # what the controller acknowledged having, per series: a series is sent while it differs
         self._acked_counters: dict[Series, float] = {}
         self._acked_histograms: dict[Series, HistValue] = {}
-        self._demand: dict[tuple[str, str], None] = {}   # ordered set, since the last report
+        self._demand: dict[tuple[str, str], None] = {}   # ordered set, not acknowledged yet
         # endpoints seen in a table, kept while requests are still in flight on them after a
         # snapshot dropped them: the controller's drain waits for those too
         self._endpoints: dict[str, Endpoint] = {}
@@ -129,8 +131,7 @@ class Observer:
         sets = self._sets()
         self.attach(sets)
         counters, histograms = self._counter_rows(), self._histogram_rows()
-        demand = [list(k) for k in self._demand]
-        self._demand.clear()
+        demand = [list(k) for k in self._demand]     # until acknowledged: a lost report
         return {"format": FORMAT, "counters": counters, "histograms": histograms,
                 "versions": self._versions(sets), "replicas": self._replicas(sets),
                 "batches": self._batches(), "demand": demand}
@@ -168,6 +169,8 @@ class Observer:
         for name, rows in report["histograms"].items():
             for labels, counts, total in rows:
                 self._acked_histograms[(name, tuple(labels))] = (tuple(counts), total)
+        for service, version in report["demand"]:
+            self._demand.pop((service, version), None)
 
     # -- gauges -------------------------------------------------------------------------------
     def _sets(self) -> list[ReplicaSet]:

@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.control.gather import Gather
 from gateway.control.reconcile import DRAINING
@@ -23,7 +22,7 @@ from gateway.errors import BadObservations
 from gateway.metrics import Metrics, gauge
 from gateway.spec import Spec, parse_spec
 from tests.fakes import FakeProber, FakeRuntime, ManualClock, VirtualTime
-from tests.helpers import metric_value
+from tests.helpers import data_plane_samples, metric_value
 
 TEXT = """\
 gateway: {state_dir: /nonexistent}
@@ -93,20 +92,6 @@ def traffic(*targets: Metrics, n: int = 1) -> None:
             b.shed.inc()
             b.error("deadline")
             m.models("echo", "v1", 2).count(b"m1", True)
-
-
-def data_plane_samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the data-plane counter and histogram families (their _created
-    timestamps aside: when a series began is each process's own)."""
-    counters, histograms = families(m)
-    names = {f._name for f in (*counters.values(), *histograms.values())}   # noqa: SLF001
-    out = {}
-    for fam in text_string_to_metric_families(m.render().decode()):
-        if fam.name in names or fam.name.removesuffix("_total") in names:
-            for s in fam.samples:
-                if not s.name.endswith("_created"):
-                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def controller() -> tuple[Metrics, Gather, dict[tuple[str, str], ReplicaSet]]:
@@ -228,10 +213,11 @@ def test_demand_in_a_process_reaches_the_controllers_set_at_once() -> None:
     a.sets[KEYS[1]].on_demand()                  # type: ignore[misc]
     a.sets[KEYS[1]].on_demand()                  # type: ignore[misc]
     assert urgent == [1]                         # one urgent report, not one per request
+    a.report(ack=False)                          # lost on the way: the demand stays
     gather.absorb("dp-0", "a", a.report())
     assert called == ["echo/v2"]
     gather.absorb("dp-0", "a", a.report())
-    assert called == ["echo/v2"]                 # demand is reported once
+    assert called == ["echo/v2"]                 # acknowledged: reported once
 
 
 def test_a_replica_is_drained_once_every_process_left_it_and_finished_on_it() -> None:
@@ -276,13 +262,18 @@ async def test_the_supervisor_stops_a_scaled_in_replica_once_no_process_routes_t
     gather = Gather(ctrl, sup.replica_set)
     published = [("e1", 1)]
     sup.drained = gather.drain_check(lambda: published[0])
+    sup.inflight = gather.endpoint_inflight
     sup.apply(spec(2))
     sup.reconcile()
     await settle()
     assert sorted(e.id for e in sup.groups[KEYS[0]].replica_set.endpoints) == ["r1", "r2"]
     a, b = Process(), Process()                  # both route to r1 and r2 (snapshot 1)
+    a.eps["r1"].inflight, b.eps["r1"].inflight = 2, 3
     gather.absorb("dp-0", "a", a.report(), ("e1", 1))
     gather.absorb("dp-1", "b", b.report(), ("e1", 1))
+    replicas = {r["id"]: r for r in sup.status()["echo"]["v1"]["replicas"]}
+    assert (replicas["r1"]["inflight"], replicas["r2"]["inflight"]) == (5, 0)   # /status
+    a.eps["r1"].inflight = b.eps["r1"].inflight = 0
     sup.apply(spec(1))
     sup.reconcile()
     await settle()
@@ -332,4 +323,6 @@ def test_an_unreadable_report_is_refused_whole(bad: Any) -> None:
         bad["counters"] = {**r["counters"], **bad["counters"]}
     with pytest.raises(BadObservations):
         gather.absorb("dp-0", "a", bad)
+    with pytest.raises(BadObservations):
+        gather.absorb("dp-0", "a", r, ("epoch", "not a version"))   # type: ignore[arg-type]
     assert ctrl.version("echo", "v1").answered == 0 and gather.processes == []
