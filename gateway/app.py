@@ -119,13 +119,13 @@ class Gateway:
             self.ports["data"] = self._held_port.getsockname()[1]
         else:
             self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
+        self._listening = True   # with workers >= 2, serving() asks the processes too
         self.ports["admin"] = await self.admin.start(*split_listen(spec.gateway.admin.listen))
         # <state_dir>/admin-token (0600) for the CLI; only once the listener is ours, so a second
         # `up` that cannot bind never replaces the first one's token
         self.admin.publish_token()
         if self.dataplanes.count:
             await self._start_dataplanes()
-        self._listening = True
         log.info("serving on %s (admin %s), %d services, config %s",
                  _addr(spec.gateway.listen, self.ports["data"]),
                  _addr(spec.gateway.admin.listen, self.ports["admin"]),
