@@ -8,6 +8,10 @@ Start: the state lock (one gateway per state_dir and instance, statelock.py) -> 
 listener and the runtime.
 Signal handlers only enqueue; this loop acts. SIGHUP, ``POST /reload`` and ``serve-gateway
 reload`` reload the config file (``reload()``, see control/reload.py).
+
+With ``gateway.workers`` >= 2 this process is the controller: it holds the data port instead of
+listening, and after the admin listener starts N data-plane processes (control/dataplanes.py)
+that follow its routing snapshots (control/publish.py); on stop they drain first.
 """
 
 from __future__ import annotations

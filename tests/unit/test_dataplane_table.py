@@ -81,3 +81,19 @@ def test_status_text_lists_the_processes() -> None:
     assert row.endswith("snapshot e:4 not applied: boom")
     one = render_status({**doc, "dataplanes": [{"name": "main", "pid": 1}]}, now=1060.0)
     assert "DATA PLANE" not in one      # workers 1: the gateway itself, nothing to add
+
+
+def test_workers_is_held_until_a_restart_and_bounded() -> None:
+    from gateway.errors import ConfigError
+    from gateway.spec import parse_spec
+    from gateway.spec.diff import diff_specs, keep_restart_fields
+
+    base = "services: {e: {route: /e, versions: {v1: {command: 'w {port}'}}}}\n"
+    one, four = parse_spec(base), parse_spec("gateway: {workers: 4}\n" + base)
+    assert one.gateway.workers == 1 and four.gateway.workers == 4
+    assert diff_specs(one, four).needs_restart == ("gateway.workers",)
+    assert keep_restart_fields(one, four).gateway.workers == 1     # the running count stays
+    assert parse_spec("gateway: {workers: auto}\n" + base).gateway.workers == "auto"
+    for bad in ("0", "65", "many"):
+        with pytest.raises(ConfigError, match="gateway.workers"):
+            parse_spec(f"gateway: {{workers: {bad}}}\n" + base)
