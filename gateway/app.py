@@ -140,7 +140,8 @@ class Gateway:
         port after their first snapshot, and ``up`` says "serving" once every one has."""
         g = self.spec.gateway
         self.dataplanes.start(controller_url(g.admin.listen, self.ports["admin"]),
-                              self.admin.token, split_listen(g.listen)[0], self.ports["data"])
+                              self.admin.control_token, split_listen(g.listen)[0],
+                              self.ports["data"])
         if not await self.dataplanes.wait_serving(
                 lambda: [self.publisher.epoch, self.publisher.version], 30.0):
             log.warning("not every data-plane process serves yet: see /status dataplanes")

@@ -5,8 +5,9 @@
   else as soon as the next one is out, or 204 after ``wait`` seconds (at most 30);
 - ``POST /control/v1/report``: a process's counters and observations, 200 ``{"ok": true}``.
 
-Both need the admin token even on loopback: a snapshot holds the workers' commands and
-environment, and a report feeds the metrics and the autoscaler.
+Both need a token even on loopback (a snapshot holds the workers' commands and environment, and
+a report feeds the metrics and the autoscaler): the admin token, or the controller's own
+``control_token`` its local data-plane processes get (good for these routes only).
 """
 
 from __future__ import annotations
@@ -70,5 +71,5 @@ def install(server: AdminServer, gateway: Facade) -> None:
             raise AdminError(400, "bad_request", str(exc)) from None
         return json_response({"ok": True})
 
-    server.add_route("GET", SNAPSHOT, snapshot, private=True)
-    server.add_route("POST", REPORT, report, mutating=True)
+    server.add_route("GET", SNAPSHOT, snapshot, control=True)
+    server.add_route("POST", REPORT, report, mutating=True, control=True)

@@ -100,3 +100,34 @@ async def test_a_replica_limit_holds_across_processes(tmp_path: Path) -> None:
         assert stats["served"] == 12 and stats["peak"] <= 2, stats
         assert all(p["requests"] > 0 for p in doc["dataplanes"]), doc["dataplanes"]
         gw.worker_pids |= {p["pid"] for p in doc["dataplanes"]}
+
+
+async def test_the_processes_follow_a_controller_whose_admin_token_changed(tmp_path: Path) -> None:
+    """A reload that rotates the admin token does not cut the data-plane processes off: they
+    hold a token of the controller's life, good on the control routes only."""
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("first-token\n")
+    async with GatewayProc(tmp_path, two_versions(100, 0), workers=2) as gw:
+        gw.config["gateway"]["admin"] = {**gw.config["gateway"]["admin"],
+                                         "token_file": str(token_file)}
+        gw.rewrite(gw.config)
+        # the file's token applies from this reload on (up generated one: no token_file yet)
+        async with aiohttp.ClientSession() as s, \
+                s.post(gw.admin("/reload"), headers=gw.auth) as r:
+            assert r.status == 200, await r.text()
+        token_file.write_text("second-token\n")
+        async with aiohttp.ClientSession() as s, s.post(
+                gw.admin("/reload"), headers={"Authorization": "Bearer first-token"}) as r:
+            assert r.status == 200, await r.text()
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer second-token"}) as s:
+            async with s.post(gw.admin("/services/echo/traffic"),
+                              json={"weights": {"v1": 0, "v2": 100}}) as r:
+                assert r.status == 200, await r.text()
+            async with s.get(gw.admin("/control/v1/snapshot"),
+                             headers={"Authorization": "Bearer first-token"}) as r:
+                assert r.status == 401          # the old admin token is gone everywhere
+        await wait_until(lambda: all_applied(gw), 5, what="both processes on the new weights")
+        assert await fresh_posts(gw.url("/v1/echo"), 20) == [(200, "echo/v2")] * 20
+        assert all(p["error"] is None for p in (await gw.status())["dataplanes"])
+        gw.worker_pids |= {p["pid"] for p in (await gw.status())["dataplanes"]}
+        gw.token = "second-token"               # for the harness's own calls from here on
