@@ -154,6 +154,10 @@ class Applier:
             rs.configure(limit=self._share(ver.max_concurrency),
                          max_waiting=self._share(max_waiting), outlier=outlier_policy(ver.outlier))
             rs.publish(eps)
+        for key, rs in self.sets.items():
+            if key not in sets:      # the version left the config: its waiters get their 503
+                rs.hopeless = _constant("the version was removed")
+                rs.publish(())
         for rid, ep in self.endpoints.items():
             if endpoints.get(rid) is not ep:
                 ep.pool.close()      # idle connections now; busy ones when their answer ends

@@ -86,6 +86,15 @@ def test_endpoints_and_replica_sets_survive_the_next_snapshot() -> None:
     app.apply(decode(orjson.loads(controller_side(
         spec, {("echo", "v1"): [Endpoint("r4", "127.0.0.1", 7004)], ("echo", "v2"): []}))))
     assert ep.pool.closed and [e.id for e in rs.endpoints] == ["r4"]   # drained away
+    one_version = orjson.loads(controller_side(spec, {("echo", "v1"): [], ("echo", "v2"): []}))
+    del one_version["spec"]["services"]["echo"]["versions"]["v2"]
+    one_version["spec"]["services"]["echo"]["traffic"] = {"weights": {"v1": 100}}
+    one_version["weights"] = {}
+    del one_version["sets"]["echo/v2"]
+    v2 = holder.current.by_name["echo"].versions["v2"].replicas
+    app.apply(decode(one_version))
+    assert list(holder.current.by_name["echo"].versions) == ["v1"]
+    assert v2.verdict() is not None and "removed" in str(v2.verdict())   # its waiters: 503 now
 
 
 def test_each_process_gets_its_share_of_the_per_replica_limits() -> None:
