@@ -83,8 +83,9 @@ def _prctl() -> Any:
 
 def _die_with_parent() -> Callable[[], None] | None:
     """preexec_fn: SIGKILL when the controller dies (prctl resolved here, in the parent, so
-    the forked child makes one call and no dlopen), and SIGINT ignored from the first instruction
-    (a terminal's Ctrl-C reaches the whole group; the controller stops the children in order)."""
+    the forked child makes one call and no dlopen), and SIGINT and SIGHUP ignored from the first
+    instruction (a terminal's Ctrl-C or a SIGHUP reaches the whole group; the controller stops
+    the children in order, or reloads)."""
     if not sys.platform.startswith("linux"):
         return None
     prctl = _prctl()
@@ -92,7 +93,8 @@ def _die_with_parent() -> Callable[[], None] | None:
 
     def hook() -> None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)     # ignored stays ignored across exec
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         if os.getppid() != parent:       # the controller died before prctl took effect
             os.kill(os.getpid(), signal.SIGKILL)
     return hook
