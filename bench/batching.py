@@ -208,8 +208,11 @@ async def one_client(port: int, admin: int, body: bytes, warmup: float,
     return out
 
 
-def start_gateway(procs: ProcSet, tmp: Path, svcs: dict[str, Any]) -> tuple[int, int]:
+def start_gateway(procs: ProcSet, tmp: Path, svcs: dict[str, Any],
+                  workers: int = 1) -> tuple[int, int]:
     config, port = gateway_config(tmp, svcs)
+    if workers > 1:       # data-plane processes, each batching its own requests
+        config["gateway"]["workers"] = workers
     admin = int(config["gateway"]["admin"]["listen"].rpartition(":")[2])
     path = tmp / "gateway.yaml"
     path.write_text(json.dumps(config, indent=2))
@@ -338,6 +341,8 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--replicas", type=int, default=1, help="replicas per service (default 1)")
     p.add_argument("--clients", help="comma-separated concurrency levels")
+    p.add_argument("--workers", type=int, default=1,
+                   help="gateway.workers: data-plane processes (each fills its own batches)")
     args = p.parse_args()
     warmup, duration = (0.5, 2.0) if args.quick else (1.0, 5.0)
     levels = tuple(int(c) for c in args.clients.split(",")) if args.clients else CONCURRENCY
@@ -347,7 +352,7 @@ def main() -> int:
     try:
         with raised_nofile(), ProcSet(tmp) as procs:
             _log("starting the gateway and its MLP replicas")
-            port, admin = start_gateway(procs, tmp, svcs)
+            port, admin = start_gateway(procs, tmp, svcs, args.workers)
             direct = replica_port(admin, "fixed")
             try:
                 import uvloop
@@ -357,7 +362,8 @@ def main() -> int:
             res = runner(run_all(port, admin, direct, batching, levels, warmup, duration))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    settings = (f"{args.replicas} replica(s) per service, OMP_NUM_THREADS=1, batching "
+    settings = (f"{args.replicas} replica(s) per service, gateway.workers {args.workers}, "
+                f"OMP_NUM_THREADS=1, batching "
                 f"{json.dumps(batching)}; closed loop, {duration:g} s per point after "
                 f"{warmup:g} s warm-up{' (--quick)' if args.quick else ''}; at 1 client the "
                 f"three modes take turns request by request.")

@@ -11,8 +11,12 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from gateway.metrics import Metrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -268,6 +272,24 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def data_plane_samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the data-plane counter and histogram families (their _created
+    timestamps aside: when a series began is each process's own)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gateway.dataplane.observe import families
+
+    counters, histograms = families(m)
+    names = {f._name for f in (*counters.values(), *histograms.values())}   # noqa: SLF001
+    out = {}
+    for fam in text_string_to_metric_families(m.render().decode()):
+        if fam.name in names or fam.name.removesuffix("_total") in names:
+            for s in fam.samples:
+                if not s.name.endswith("_created"):
+                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
 class Load:
     """Bounded closed-loop load for rollout and scale tests: ``clients`` tasks POST ``body`` to
     each URL in turn until ``stop()`` (or ``limit_s``), counting answers by URL, status and
@@ -320,3 +342,25 @@ class Load:
     async def __aexit__(self, *exc: object) -> None:
         if not self._stopping:
             await self.stop()
+
+
+# -- several data-plane processes (gateway.workers >= 2) ------------------------------------------
+
+async def fresh_posts(url: str, n: int, body: bytes = b'{"x": 1}',
+                      concurrent: bool = False) -> list[tuple[int, str]]:
+    """``n`` POSTs, each on a new connection (so SO_REUSEPORT spreads them over the data-plane
+    processes): (status, x-served-by) of each."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True, limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as s:
+        async def one() -> tuple[int, str]:
+            async with s.post(url, data=body) as r:
+                await r.read()
+                return r.status, r.headers.get("x-served-by", "")
+        if concurrent:
+            return list(await asyncio.gather(*(one() for _ in range(n))))
+        return [await one() for _ in range(n)]
+
+
+def dataplanes(status: dict) -> dict[str, dict]:
+    """/status "dataplanes" by process name."""
+    return {p["name"]: p for p in status["dataplanes"]}

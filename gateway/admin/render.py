@@ -76,6 +76,14 @@ def render_status(doc: dict[str, Any], now: float | None = None) -> str:
                 if i < 7 or any(row[i] != "" for row in replicas)]
         out += ["", table(tuple(head[i] for i in keep),
                           [tuple(row[i] for i in keep) for row in replicas])]
+    planes = doc.get("dataplanes") or []
+    if len(planes) > 1 or any(p.get("name") != "main" for p in planes):   # not just itself
+        current = doc.get("snapshot")
+        out += ["", table(("DATA PLANE", "PID", "SNAPSHOT", "CONNECTIONS", "REQUESTS", "RESTARTS",
+                           "NOTE"),
+                          [(p.get("name"), p.get("pid"), _applied(p.get("snapshot"), current),
+                            p.get("connections"), p.get("requests"), p.get("restarts"),
+                            p.get("error") or "") for p in planes])]
     for name, lines in crashed:    # what a replica that keeps failing said last
         out += ["", f"{name}: last log lines of the replica that exited:"]
         out += [f"  {line}" for line in lines]
@@ -87,6 +95,14 @@ def _gpus(gpus: Any) -> str:
     if isinstance(gpus, list):
         return ",".join(map(str, gpus))
     return "" if gpus is None else str(gpus)
+
+
+def _applied(snapshot: list[Any] | None, current: list[Any] | None) -> str:
+    """A process's applied snapshot version, marked when it is not the controller's."""
+    if not snapshot:
+        return "none yet"
+    version = str(snapshot[1])
+    return version if snapshot == current else f"{version} (controller: {(current or ['', '?'])[1]})"
 
 
 def _ago(seconds: float) -> str:

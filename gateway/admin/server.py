@@ -237,7 +237,9 @@ class AdminServer:
         self._publishing = False                      # between publish_token and withdraw_token
         self._state_dir = ".serve-gateway"
         self._access = Access(self._generated, "generated")
-        self._mutating: set[AbstractRoute] = set()
+        self._need_token: set[AbstractRoute] = set()   # mutating and control routes
+        self._control: set[AbstractRoute] = set()
+        self._control_token = secrets.token_urlsafe(32)
         self.app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
@@ -258,6 +260,13 @@ class AdminServer:
                 self._sync_token_file()
             except OSError as exc:   # the token itself applies; only the CLI's copy is missing
                 log.error("cannot write the admin token to %s: %s", path, exc)
+
+    @property
+    def control_token(self) -> str:
+        """The token of the data-plane processes this gateway starts: good on the control
+        routes only, for this process's life, so a reload that changes the admin token does not
+        cut them off (a data plane on another host uses the admin token)."""
+        return self._control_token
 
     @property
     def generated_token(self) -> bool:
@@ -291,14 +300,19 @@ class AdminServer:
                 return
             raise
 
-    def add_route(self, method: str, path: str, handler: Handler, mutating: bool = False) -> None:
+    def add_route(self, method: str, path: str, handler: Handler, mutating: bool = False,
+                  control: bool = False) -> None:
         """Features add their endpoints here. A ``mutating`` route must be POST; it gets the
-        token rule, and GET on it answers 405."""
+        token rule, and GET on it answers 405. A ``control`` route (the data-plane processes'
+        snapshots and reports) needs a token even for a read, even on loopback (a snapshot
+        holds the workers' commands and environment), and also takes ``control_token``."""
         if mutating and method.upper() != "POST":
             raise ValueError(f"mutating admin route {path} must be POST, not {method}")
         route = self.app.router.add_route(method, path, handler)
-        if mutating:
-            self._mutating.add(route)
+        if mutating or control:
+            self._need_token.add(route)
+        if control:
+            self._control.add(route)
 
     async def start(self, host: str, port: int) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)
@@ -317,7 +331,10 @@ class AdminServer:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            mutating = request.match_info.route in self._mutating
+            route = request.match_info.route
+            if route in self._control and _bears(request.headers, self._control_token):
+                return await handler(request)      # one of our own data-plane processes
+            mutating = route in self._need_token
             refused = self._access.check(request.method, request.path, request.headers, mutating)
             if refused is not None:
                 raise refused
@@ -341,9 +358,13 @@ class AdminServer:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        not_ready = unready_services(self._status())
-        return json_response({"ready": not not_ready, "not_ready": not_ready},
-                             200 if not not_ready else 503)
+        doc = self._status()
+        not_ready = unready_services(doc)
+        # the data-plane processes bind the data port after the admin listener is up
+        serving = doc.get("serving", True)
+        ready = serving and not not_ready
+        return json_response({"ready": ready, "not_ready": not_ready,
+                              **({} if serving else {"serving": False})}, 200 if ready else 503)
 
     async def status(self, request: web.Request) -> web.Response:
         return json_response(self._status())
@@ -351,6 +372,11 @@ class AdminServer:
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.render(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _bears(headers: Mapping[str, str], token: str) -> bool:
+    scheme, _, given = headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def unready_services(status: dict[str, Any]) -> list[str]:
