@@ -8,7 +8,10 @@ naive aiohttp ``ClientSession`` proxy slow.
 
 Besides the awaited ``request``, ``UpstreamPool.send`` runs a buffered exchange on an idle
 connection with a completion callback instead of a coroutine: no task, future or frame per
-exchange, for fire-and-forget traffic such as mirror copies.
+exchange, for fire-and-forget traffic such as mirror copies. ``UpstreamPool.relay`` does the same
+for the data plane's plain requests (``Sink``): the answer's head and body come back whole to a
+callback, a large or unknown-length answer is handed over as a stream (the caller relays it in a
+task), and the deadline is filed in the data plane's timer ``Wheel``, not a loop timer.
 
 Errors say whether the worker can have seen the request:
 - ``UpstreamConnectError``: connect failed, or the pooled connection was found closed before we
@@ -28,9 +31,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Protocol
 
 import httptools
 
+from gateway.dataplane.wheel import Wheel
 from gateway.errors import (
     UpstreamConnectError,
     UpstreamError,
@@ -46,6 +51,17 @@ STREAM_IDLE = 60.0             # default deadline between two pieces of a stream
 
 # (status, body, None) once a buffered exchange is complete, or (0, None, error)
 Done = Callable[[int, bytes | None, Exception | None], None]
+
+
+class Sink(Protocol):
+    """Where a ``relay`` exchange ends, exactly once, from a protocol callback (none may
+    raise): ``answered`` (a whole answer, the connection back in the pool already),
+    ``streaming`` (a large or unknown-length answer: its ``stream`` is read in a task) or
+    ``failed`` (an error as ``request`` raises it; the connection is closed)."""
+
+    def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
+    def streaming(self, resp: UpstreamResponse) -> None: ...
+    def failed(self, exc: Exception) -> None: ...
 
 
 class UpstreamResponse:
@@ -93,6 +109,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.stream_idle = STREAM_IDLE
+        self.deadline = 0.0               # a relay exchange's, in the wheel (0: none)
         self._reset()
 
     def _reset(self) -> None:
@@ -114,6 +131,7 @@ class _Conn(asyncio.Protocol):
         self.read_paused = False
         self.done: Done | None = None     # set for a callback exchange (``send``)
         self.timer: asyncio.TimerHandle | None = None
+        self.sink: Sink | None = None     # set for a relay exchange (``relay``)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -170,6 +188,11 @@ class _Conn(asyncio.Protocol):
         elif self.done is not None and self.length is not None and self.length > BUFFER_LIMIT:
             self._too_large()
             return
+        elif self.sink is not None and (self.length is None or self.length > BUFFER_LIMIT):
+            # not bounded: hand it over as a stream, read (with flow control) by a task
+            sink, self.sink, self.deadline = self.sink, None, 0.0
+            sink.streaming(UpstreamResponse(self.status, self.headers, None, self))
+            return
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -196,6 +219,9 @@ class _Conn(asyncio.Protocol):
     def _wake(self) -> None:
         if self.done is not None:
             self._settle()
+            return
+        if self.sink is not None:
+            self._settle_sink()
             return
         w = self.waiter
         if w is not None and not w.done():
@@ -245,6 +271,11 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+    def expire(self) -> None:
+        """The wheel: a relay exchange's deadline passed."""
+        if self.sink is not None:
+            self._on_timeout()
 
     def _on_timeout(self) -> None:
         self._fail(UpstreamTimeout("worker did not answer in time"))
@@ -318,6 +349,37 @@ class _Conn(asyncio.Protocol):
         self.finish()
         done(status, chunks[0] if len(chunks) == 1 else b"".join(chunks), None)
 
+    def relay(self, head: bytes, body: bytes | None, deadline: float, head_only: bool,
+              stream_idle: float, wheel: Wheel, sink: Sink) -> None:
+        """``exchange`` without a coroutine, ending in ``sink``; ``deadline`` (loop time) bounds
+        the wait for the answer's head (and a whole body), filed in ``wheel``."""
+        assert self.transport is not None
+        self.head_only = head_only
+        self.stream_idle = stream_idle
+        self.sink = sink
+        self.deadline = deadline
+        wheel.add(self)
+        self.written = True
+        self.transport.writelines((head, body) if body else (head,))
+
+    def _settle_sink(self) -> None:
+        """Relay mode: end the exchange once it failed or its answer is whole."""
+        if self.error is None and not self.complete:
+            return
+        sink = self.sink
+        assert sink is not None
+        self.sink = None
+        self.deadline = 0.0
+        if self.error is not None:
+            self.abort()
+            self.chunks = []
+            sink.failed(self.error)
+            return
+        status, headers, chunks = self.status, self.headers, self.chunks
+        self.finish()
+        sink.answered(status, headers,
+                      chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
     async def _write_stream(self, head: bytes, body: AsyncIterable[bytes]) -> None:
         assert self.transport is not None
         self.transport.write(head)
@@ -373,20 +435,21 @@ class UpstreamPool:
         of bytes written as they come (framed already: see proxy.chunked). ``head_only`` for HEAD.
         ``timeout`` bounds the wait for the answer's head (and a whole body); ``stream_idle``
         each wait between pieces of a streamed answer."""
-        conn = self._idle_conn() or await self.connect()
+        conn = self.idle_conn() or await self.connect()
         return await conn.exchange(head, body, timeout, head_only, stream_idle)
 
     def send(self, head: bytes, body: bytes | None, timeout: float, head_only: bool,
              done: Done) -> bool:
         """Start a callback exchange (``_Conn.send``) on an idle connection; False, with
         nothing sent, when there is none (the caller opens one with ``connect``)."""
-        conn = self._idle_conn()
+        conn = self.idle_conn()
         if conn is None:
             return False
         conn.send(head, body, timeout, head_only, done)
         return True
 
-    def _idle_conn(self) -> _Conn | None:
+    def idle_conn(self) -> _Conn | None:
+        """A pooled connection to use now (``send``, ``relay``), or None."""
         idle = self.idle
         while idle:
             conn = idle.pop()   # LIFO: the warmest connection, and idle ones age out upstream

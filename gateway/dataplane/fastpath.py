@@ -1,0 +1,190 @@
+"""The plain request without a task: protocol callbacks end to end.
+
+``start`` runs inside the client connection's ``data_received`` (``http1.Fast``): it routes the
+request, takes a free slot on a replica and an idle pooled connection to it, and writes the
+request there; the upstream connection's protocol then calls the request's ``Exchange`` (an
+``upstream.Sink``), which counts, releases the slot, writes the answer to the client and tells
+the connection the request is served. No Task, Future or coroutine frame, and the deadline is a
+number in the data plane's timer wheel.
+
+``start`` does nothing and says False unless the request is plain: no tracer, a body held whole
+(or none), a service without mirror, a version without batching or multiplexing, no streamed
+answer asked for, a free slot and an idle connection. Everything else (waiting for a slot,
+connecting, streaming, batching, mirroring, multiplexing) is ``DataPlane.handle``'s, and so is
+what comes after a fast start that must wait: the retries after a failed exchange, or relaying
+an answer too large or of unknown length (``DataPlane.resume``, in a task). Both paths share
+routing, accounting and error answers, so the behaviour is the same; only the cost differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from gateway.dataplane.http1msg import Request
+from gateway.dataplane.paths import normalise
+from gateway.dataplane.proxy import request_head, response_fields
+from gateway.dataplane.upstream import UpstreamResponse
+from gateway.errors import (
+    InternalError,
+    ProxyError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamReset,
+)
+from gateway.tracing import Ids, request_ids
+
+if TYPE_CHECKING:
+    from gateway.dataplane.balance import Endpoint
+    from gateway.dataplane.server import DataPlane
+    from gateway.dataplane.table import ServiceRoute, VersionRoute
+
+log = logging.getLogger("gateway.dataplane")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+def start(dp: DataPlane, request: Request) -> bool:
+    """Begin serving ``request`` with callbacks; False when it is not plain (nothing done)."""
+    if request.streamed or request.wants_stream or dp.tracer is not None:
+        return False
+    path, _, query = request.target.partition("?")
+    path = normalise(path)
+    svc = dp.holder.current.match(path)
+    if svc is None or svc.mirror is not None:
+        return False
+    length = request.content_length
+    if length is not None and length > svc.max_body:
+        return False
+    version, cookie = svc.choose(request)
+    if version is None or version.batcher is not None or version.multiplex is not None:
+        return False
+    replicas = version.replicas
+    ep = replicas.take()
+    if ep is None:
+        return False
+    conn = ep.pool.idle_conn()
+    if conn is None:                 # the awaited path connects (the new one joins the pool)
+        replicas.release(ep)
+        return False
+    ids = request_ids(request.trace_in)
+    extra = dp.extra_fields(version, cookie) + ids.response_line
+    target = svc.upstream_path(path)
+    if query:
+        target = f"{target}?{query}"
+    method = request.method
+    body = request.body if request.has_body else None
+    head = request_head(method.encode(), target.encode(), request.raw_headers,
+                        request.peer_bytes, b"http", len(body) if body else 0,
+                        svc.name.encode(), dp.trusted, ids.upstream_lines)
+    now = dp.wheel_clock()
+    x = Exchange(dp, request, svc, version, ep, now, extra, ids, target)
+    conn.relay(head, body, now + svc.request_timeout, method == "HEAD",
+               dp.deadlines.upstream_idle, dp.wheel, x)
+    return True
+
+
+class Exchange:
+    """One plain request in flight: what its answer needs (an ``upstream.Sink``). Its callbacks
+    run inside the upstream protocol's: none may raise, and each ends the request, either
+    answered or handed to a task (``Request.hand_over``)."""
+
+    __slots__ = ("dp", "ep", "extra", "ids", "request", "start", "svc", "target", "version")
+
+    def __init__(self, dp: DataPlane, request: Request, svc: ServiceRoute,
+                 version: VersionRoute, ep: Endpoint, start: float, extra: bytes, ids: Ids,
+                 target: str) -> None:
+        self.dp = dp
+        self.request = request
+        self.svc = svc
+        self.version = version
+        self.ep = ep
+        self.start = start          # loop time the request was started (and sent)
+        self.extra = extra          # x-served-by, Set-Cookie, X-Request-Id lines
+        self.ids = ids
+        self.target = target        # the upstream request-target (for a retry)
+
+    def _upstream(self, status: int) -> None:
+        """The worker answered: its latency, and a 5xx or a success for outlier detection."""
+        version, ep = self.version, self.ep
+        version.metrics.upstream(self.dp.wheel_clock() - self.start)
+        if status >= 500:
+            version.metrics.upstream_error("5xx")
+            version.replicas.failure(ep)
+        elif ep.fails:
+            version.replicas.success(ep)
+
+    def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        request = self.request
+        try:
+            self._upstream(status)
+            self.version.replicas.release(self.ep)
+            relay_whole(request, status, headers, body, self.extra)
+            self.dp.answered(request, self.svc, self.version, self.ep.id, self.ids, self.start,
+                             None)
+        except Exception as exc:   # never into the upstream protocol: this client is owed one
+            self._broken(exc)
+            return
+        request.served()
+
+    def streaming(self, resp: UpstreamResponse) -> None:
+        try:
+            self._upstream(resp.status)
+            self.request.hand_over(self.dp.resume(self, None, resp))
+        except Exception as exc:
+            resp.discard()
+            self.version.replicas.release(self.ep)
+            self._broken(exc)
+
+    def failed(self, exc: Exception) -> None:
+        """The handler's retry rules (``DataPlane._forward``): a connect failure or a reset
+        (idempotent requests) tries another replica, in a task; else the error is the answer."""
+        request, svc, version, ep = self.request, self.svc, self.version, self.ep
+        try:
+            err = exc if isinstance(exc, ProxyError) else UpstreamError(repr(exc))
+            self.dp.failed(version, ep, err)
+            connect = isinstance(err, UpstreamConnectError)
+            if connect:
+                ep.eject(self.dp.wheel_clock())
+            version.replicas.release(ep)
+            if svc.retries and isinstance(err, UpstreamReset | UpstreamConnectError) and (
+                    connect or request.method in IDEMPOTENT):
+                assert isinstance(err, UpstreamError)
+                self.dp.metrics.retries.labels(svc.name, version.name).inc()
+                request.hand_over(self.dp.resume(self, err, None))
+                return
+            self.dp.refuse(request, err, svc, self.extra)
+            self.dp.answered(request, svc, version, None, self.ids, self.start, None)
+        except Exception as bug:
+            self._broken(bug)
+            return
+        request.served()
+
+    def _broken(self, exc: Exception) -> None:
+        """A bug in the callbacks above: a 500 rather than a client left hanging."""
+        log.error("fast path failed on %s %s", self.request.method, self.request.target,
+                  exc_info=exc)
+        request = self.request
+        if not request.started:
+            self.dp.refuse(request, InternalError(repr(exc)), self.svc, self.extra)
+        request.served()
+
+
+def relay_whole(request: Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+                extra: bytes) -> None:
+    """Answer with a worker's whole answer (its relayed headers, then ours in ``extra``)."""
+    fields = response_fields(headers) + extra
+    if request.method == "HEAD":
+        length = content_length(headers)
+        if length is not None:
+            fields += b"Content-Length: %s\r\n" % length
+        request.respond(status, fields, body, length_in_fields=True)
+    else:
+        request.respond(status, fields, body)
+
+
+def content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            return value
+    return None
