@@ -7,19 +7,21 @@ request there; the upstream connection's protocol then calls the request's ``Exc
 the connection the request is served. No Task, Future or coroutine frame, and the deadline is a
 number in the data plane's timer wheel.
 
-``start`` does nothing and says False unless the request is plain: no tracer, a body held whole
-(or none), a service without mirror, a version without batching or multiplexing, no streamed
-answer asked for, a free slot and an idle connection. Everything else (waiting for a slot,
-connecting, streaming, batching, mirroring, multiplexing) is ``DataPlane.handle``'s, and so is
-what comes after a fast start that must wait: the retries after a failed exchange, or relaying
-an answer too large or of unknown length (``DataPlane.resume``, in a task). Both paths share
-routing, accounting and error answers, so the behaviour is the same; only the cost differs.
+``start`` does nothing and says False unless the request may be plain: no tracer, a body held
+whole (or none) and within the limit, a service without mirror, no streamed answer asked for.
+Once it has chosen the version (which moves the weighted split's counter: never twice), a
+version with batching or multiplexing, no free slot or no idle connection hand the routed request
+to ``DataPlane.handle`` in a task. Everything that must wait (a slot, a connect, streaming,
+batching, mirroring, multiplexing) is ``handle``'s, and so is what comes after a fast start that
+must wait: the retries after a failed exchange, or relaying an answer too large or of unknown
+length (``DataPlane.resume``). Both paths share routing, accounting and error answers, so the
+behaviour is the same; only the cost differs.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.dataplane.http1msg import Request
 from gateway.dataplane.paths import normalise
@@ -44,6 +46,18 @@ log = logging.getLogger("gateway.dataplane")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
+class Routed(NamedTuple):
+    """A request the fast path routed but hands to ``DataPlane.handle``."""
+
+    svc: ServiceRoute
+    version: VersionRoute | None
+    cookie: str | None
+    path: str
+    query: str
+    start: float
+    ids: Ids
+
+
 def start(dp: DataPlane, request: Request) -> bool:
     """Begin serving ``request`` with callbacks; False when it is not plain (nothing done)."""
     if request.streamed or request.wants_stream or dp.tracer is not None:
@@ -56,18 +70,19 @@ def start(dp: DataPlane, request: Request) -> bool:
     length = request.content_length
     if length is not None and length > svc.max_body:
         return False
+    now = dp.wheel_clock()
+    ids = request_ids(request.trace_in)
     version, cookie = svc.choose(request)
     if version is None or version.batcher is not None or version.multiplex is not None:
-        return False
+        return _slow(dp, request, Routed(svc, version, cookie, path, query, now, ids))
     replicas = version.replicas
     ep = replicas.take()
-    if ep is None:
-        return False
+    if ep is None:                   # the awaited path queues for a slot
+        return _slow(dp, request, Routed(svc, version, cookie, path, query, now, ids))
     conn = ep.pool.idle_conn()
     if conn is None:                 # the awaited path connects (the new one joins the pool)
         replicas.release(ep)
-        return False
-    ids = request_ids(request.trace_in)
+        return _slow(dp, request, Routed(svc, version, cookie, path, query, now, ids))
     extra = dp.extra_fields(version, cookie) + ids.response_line
     target = svc.upstream_path(path)
     if query:
@@ -77,10 +92,14 @@ def start(dp: DataPlane, request: Request) -> bool:
     head = request_head(method.encode(), target.encode(), request.raw_headers,
                         request.peer_bytes, b"http", len(body) if body else 0,
                         svc.name.encode(), dp.trusted, ids.upstream_lines)
-    now = dp.wheel_clock()
     x = Exchange(dp, request, svc, version, ep, now, extra, ids, target)
     conn.relay(head, body, now + svc.request_timeout, method == "HEAD",
                dp.deadlines.upstream_idle, dp.wheel, x)
+    return True
+
+
+def _slow(dp: DataPlane, request: Request, routed: Routed) -> bool:
+    request.hand_over(dp.handle(request, routed))
     return True
 
 

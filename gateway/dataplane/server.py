@@ -102,25 +102,35 @@ class DataPlane:
         """Serve ``request`` with callbacks alone (``fastpath``); False: nothing was done."""
         return fastpath.start(self, request)
 
-    async def handle(self, request: Request) -> None:
+    async def handle(self, request: Request, routed: fastpath.Routed | None = None) -> None:
+        """Serve ``request``; ``routed``: the fast path routed it already but cannot go on
+        (choosing a version again would move the weighted split's counter twice)."""
         loop = self._loop
-        start = loop.time()
         svc: ServiceRoute | None = None
         version: VersionRoute | None = None
-        ids = request_ids(request.trace_in)
+        if routed is None:
+            start = loop.time()
+            ids = request_ids(request.trace_in)
+        else:
+            start, ids = routed.start, routed.ids
         span = self.tracer.request(ids) if self.tracer is not None else None
         extra = ids.response_line
         replica = None
+        length = request.content_length
         try:
-            path, _, query = request.target.partition("?")
-            path = normalise(path)
-            svc = self.holder.current.match(path)
-            if svc is None:
-                raise NotFound(f"no service is routed at {path}")
-            length = request.content_length
-            if length is not None and length > svc.max_body:
-                raise BodyTooLarge(f"body of {length} bytes is over the limit of {svc.max_body}")
-            version, cookie = svc.choose(request)
+            if routed is None:
+                path, _, query = request.target.partition("?")
+                path = normalise(path)
+                svc = self.holder.current.match(path)
+                if svc is None:
+                    raise NotFound(f"no service is routed at {path}")
+                if length is not None and length > svc.max_body:
+                    raise BodyTooLarge(f"body of {length} bytes is over the limit of "
+                                       f"{svc.max_body}")
+                version, cookie = svc.choose(request)
+            else:
+                svc, version, cookie, path, query = (routed.svc, routed.version, routed.cookie,
+                                                     routed.path, routed.query)
             if version is None:
                 raise NoReadyReplica("every version of this service has weight 0")
             extra = self.extra_fields(version, cookie) + ids.response_line

@@ -174,11 +174,13 @@ class _Conn(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        # found here, in the one pass llhttp makes, not in a second one over the headers
+        if len(name) == 14 and self.length is None and name.lower() == b"content-length":
+            self.length = int(value)
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()
-        self.length = self._content_length()
         self.headers_done = True
         if self.head_only:
             # httptools cannot be told the request was HEAD: it would wait for Content-Length
@@ -193,6 +195,8 @@ class _Conn(asyncio.Protocol):
             sink, self.sink, self.deadline = self.sink, None, 0.0
             sink.streaming(UpstreamResponse(self.status, self.headers, None, self))
             return
+        elif self.sink is not None:
+            return                     # a relay exchange ends with its message (or an error)
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -200,6 +204,8 @@ class _Conn(asyncio.Protocol):
             return                     # aborted (too large, timed out): the rest is dropped
         self.chunks.append(body)
         self.buffered += len(body)
+        if self.sink is not None:      # bounded by its Content-Length: nothing to wake yet
+            return
         if self.done is not None:    # a callback exchange buffers, up to the limit
             if self.buffered > BUFFER_LIMIT:
                 self._too_large()
@@ -239,12 +245,6 @@ class _Conn(asyncio.Protocol):
         w = self.write_waiter
         if w is not None and not w.done():
             w.set_result(None)
-
-    def _content_length(self) -> int | None:
-        for name, value in self.headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                return int(value)
-        return None
 
     async def _wait(self) -> None:
         if self.error is not None:
