@@ -61,7 +61,7 @@ class DataPlane:
         self.trusted = False         # gateway.trusted_hops > 0: keep their forwarding headers
         # kept: asyncio.get_running_loop() costs a getpid() syscall per call on Python 3.11
         self._loop = loop = asyncio.get_running_loop()
-        self.wheel = Wheel(loop.call_at, loop.time)   # the fast path's upstream deadlines
+        self.wheel = Wheel(loop.call_at, loop.time)   # every request's upstream deadline
         self.wheel_clock = loop.time
         self.access_sample = 0.0     # fraction of requests in the access log (0: off)
         self._random = random.random
@@ -284,7 +284,7 @@ class DataPlane:
             sent_ns = time.time_ns() if span is not None else 0
             try:
                 resp = await ep.pool.request(head, body, svc.request_timeout, method == "HEAD",
-                                             self.deadlines.upstream_idle)
+                                             self.deadlines.upstream_idle, self.wheel)
             except (UpstreamConnectError, UpstreamReset) as exc:
                 # set aside (if it is) before its slot is handed to a waiting request
                 self.failed(version, ep, exc)

@@ -273,9 +273,8 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
 
     def expire(self) -> None:
-        """The wheel: a relay exchange's deadline passed."""
-        if self.sink is not None:
-            self._on_timeout()
+        """The wheel: the exchange's deadline passed (it is 0 once the exchange ended)."""
+        self._on_timeout()
 
     def _on_timeout(self) -> None:
         self._fail(UpstreamTimeout("worker did not answer in time"))
@@ -289,11 +288,18 @@ class _Conn(asyncio.Protocol):
     # -- one exchange -------------------------------------------------------------------------
     async def exchange(self, head: bytes, body: bytes | AsyncIterable[bytes] | None,
                        timeout: float, head_only: bool = False,
-                       stream_idle: float = STREAM_IDLE) -> UpstreamResponse:
+                       stream_idle: float = STREAM_IDLE,
+                       wheel: Wheel | None = None) -> UpstreamResponse:
+        """``wheel``: file the deadline there (at most a tick late) instead of a loop timer."""
         assert self.transport is not None
         self.head_only = head_only
         self.stream_idle = stream_idle
-        timer = self.loop.call_later(timeout, self._on_timeout)
+        timer = None
+        if wheel is None:
+            timer = self.loop.call_later(timeout, self._on_timeout)
+        else:
+            self.deadline = self.loop.time() + timeout
+            wheel.add(self)
         try:
             if self.closed or self.transport.is_closing():
                 raise UpstreamConnectError("pooled connection was closed")
@@ -317,7 +323,9 @@ class _Conn(asyncio.Protocol):
             self.abort()
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
+            self.deadline = 0.0
 
     def send(self, head: bytes, body: bytes | None, timeout: float, head_only: bool,
              done: Done) -> None:
@@ -429,14 +437,15 @@ class UpstreamPool:
 
     async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None,
                       timeout: float, head_only: bool = False,
-                      stream_idle: float = STREAM_IDLE) -> UpstreamResponse:
+                      stream_idle: float = STREAM_IDLE,
+                      wheel: Wheel | None = None) -> UpstreamResponse:
         """Send one request. ``head`` is the complete request head (request line, headers,
         blank line); ``body`` bytes (Content-Length already in head) or an async iterable
         of bytes written as they come (framed already: see proxy.chunked). ``head_only`` for HEAD.
         ``timeout`` bounds the wait for the answer's head (and a whole body); ``stream_idle``
         each wait between pieces of a streamed answer."""
         conn = self.idle_conn() or await self.connect()
-        return await conn.exchange(head, body, timeout, head_only, stream_idle)
+        return await conn.exchange(head, body, timeout, head_only, stream_idle, wheel)
 
     def send(self, head: bytes, body: bytes | None, timeout: float, head_only: bool,
              done: Done) -> bool:

@@ -155,3 +155,15 @@ async def test_a_large_answer_begun_on_the_fast_path_is_streamed(
     assert status == 200 and len(body) == 32 * 65536 and set(body) == {ord("b")}
     assert (await c.get("/after"))[0] == 200
     assert dp.holder.current.by_name["raw"].versions["v1"].replicas.inflight == 0
+
+
+async def test_the_deadline_holds_on_the_awaited_path_too(
+        gateway: tuple[DataPlane, Metrics, int]) -> None:
+    dp, _, port = gateway
+    c = await client(port)
+    t0 = time.monotonic()
+    status, _, body = await c.get("/silent")        # no pooled connection yet: it connects
+    assert status == 504 and b"did not answer in time" in body
+    assert 0.5 <= time.monotonic() - t0 < 2.5
+    assert (await c.get("/after"))[0] == 200
+    assert dp.holder.current.by_name["raw"].versions["v1"].replicas.inflight == 0
