@@ -56,6 +56,7 @@ class Routed(NamedTuple):
     query: str
     start: float
     ids: Ids
+    ep: Endpoint | None = None      # a slot taken already (the queue gave it)
 
 
 def start(dp: DataPlane, request: Request) -> bool:
@@ -74,15 +75,8 @@ def start(dp: DataPlane, request: Request) -> bool:
     ids = request_ids(request.trace_in)
     version, cookie = svc.choose(request)
     if version is None or version.batcher is not None or version.multiplex is not None:
-        return _slow(dp, request, Routed(svc, version, cookie, path, query, now, ids))
-    replicas = version.replicas
-    ep = replicas.take()
-    if ep is None:                   # the awaited path queues for a slot
-        return _slow(dp, request, Routed(svc, version, cookie, path, query, now, ids))
-    conn = ep.pool.idle_conn()
-    if conn is None:                 # the awaited path connects (the new one joins the pool)
-        replicas.release(ep)
-        return _slow(dp, request, Routed(svc, version, cookie, path, query, now, ids))
+        request.hand_over(dp.handle(request, Routed(svc, version, cookie, path, query, now, ids)))
+        return True
     extra = dp.extra_fields(version, cookie) + ids.response_line
     target = svc.upstream_path(path)
     if query:
@@ -92,14 +86,17 @@ def start(dp: DataPlane, request: Request) -> bool:
     head = request_head(method.encode(), target.encode(), request.raw_headers,
                         request.peer_bytes, b"http", len(body) if body else 0,
                         svc.name.encode(), dp.trusted, ids.upstream_lines)
-    x = Exchange(dp, request, svc, version, ep, now, extra, ids, target)
-    conn.relay(head, body, now + svc.request_timeout, method == "HEAD",
-               dp.deadlines.upstream_idle, dp.wheel, x)
-    return True
-
-
-def _slow(dp: DataPlane, request: Request, routed: Routed) -> bool:
-    request.hand_over(dp.handle(request, routed))
+    x = Exchange(dp, request, svc, version, now, extra, ids, target, head, body,
+                 (cookie, path, query))
+    replicas = version.replicas
+    ep = replicas.take()
+    if ep is not None:
+        x.go(ep)
+        return True
+    try:                             # queued: ``slot`` goes on when a slot comes
+        replicas.enqueue(dp.loop, now + svc.queue_timeout, request.alive, x.slot)
+    except ProxyError as exc:
+        x.refused(exc)
     return True
 
 
@@ -108,25 +105,64 @@ class Exchange:
     run inside the upstream protocol's: none may raise, and each ends the request, either
     answered or handed to a task (``Request.hand_over``)."""
 
-    __slots__ = ("dp", "ep", "extra", "ids", "request", "start", "svc", "target", "version")
+    __slots__ = ("body", "dp", "ep", "extra", "head", "ids", "request", "route", "sent",
+                 "start", "svc", "target", "version")
+    ep: Endpoint                    # set by ``go``
+    sent: float
 
     def __init__(self, dp: DataPlane, request: Request, svc: ServiceRoute,
-                 version: VersionRoute, ep: Endpoint, start: float, extra: bytes, ids: Ids,
-                 target: str) -> None:
+                 version: VersionRoute, start: float, extra: bytes, ids: Ids, target: str,
+                 head: bytes, body: bytes | None, route: tuple[str | None, str, str]) -> None:
         self.dp = dp
         self.request = request
         self.svc = svc
         self.version = version
-        self.ep = ep
-        self.start = start          # loop time the request was started (and sent)
+        self.start = start          # loop time the request was started
         self.extra = extra          # x-served-by, Set-Cookie, X-Request-Id lines
         self.ids = ids
         self.target = target        # the upstream request-target (for a retry)
+        self.head = head
+        self.body = body
+        self.route = route          # (cookie, path, query): for handing it to ``handle``
+
+    def go(self, ep: Endpoint) -> None:
+        """Send on a slot of ``ep``: on an idle pooled connection, else ``handle`` connects."""
+        conn = ep.pool.idle_conn()
+        if conn is None:
+            cookie, path, query = self.route
+            self.request.hand_over(self.dp.handle(self.request, Routed(
+                self.svc, self.version, cookie, path, query, self.start, self.ids, ep)))
+            return
+        self.ep = ep
+        self.sent = now = self.dp.wheel_clock()
+        conn.relay(self.head, self.body, now + self.svc.request_timeout,
+                   self.request.method == "HEAD", self.dp.deadlines.upstream_idle,
+                   self.dp.wheel, self)
+
+    def slot(self, ep: Endpoint | None, exc: ProxyError | None) -> None:
+        """The queue's answer (``ReplicaSet.enqueue``): a slot, or the error to answer."""
+        try:
+            if ep is None:
+                assert exc is not None
+                self.refused(exc)
+                return
+            self.dp.metrics.queue_wait.labels(self.svc.name, self.version.name).observe(
+                self.dp.wheel_clock() - self.start)
+            self.go(ep)
+        except Exception as bug:
+            self._broken(bug)
+
+    def refused(self, exc: ProxyError) -> None:
+        """No slot: the queue's error is the answer."""
+        request = self.request
+        self.dp.refuse(request, exc, self.svc, self.extra)
+        self.dp.answered(request, self.svc, self.version, None, self.ids, self.start, None)
+        request.served()
 
     def _upstream(self, status: int) -> None:
         """The worker answered: its latency, and a 5xx or a success for outlier detection."""
         version, ep = self.version, self.ep
-        version.metrics.upstream(self.dp.wheel_clock() - self.start)
+        version.metrics.upstream(self.dp.wheel_clock() - self.sent)
         if status >= 500:
             version.metrics.upstream_error("5xx")
             version.replicas.failure(ep)

@@ -60,7 +60,7 @@ class DataPlane:
         self.deadlines = Deadlines()
         self.trusted = False         # gateway.trusted_hops > 0: keep their forwarding headers
         # kept: asyncio.get_running_loop() costs a getpid() syscall per call on Python 3.11
-        self._loop = loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         self.wheel = Wheel(loop.call_at, loop.time)   # every request's upstream deadline
         self.wheel_clock = loop.time
         self.access_sample = 0.0     # fraction of requests in the access log (0: off)
@@ -105,7 +105,7 @@ class DataPlane:
     async def handle(self, request: Request, routed: fastpath.Routed | None = None) -> None:
         """Serve ``request``; ``routed``: the fast path routed it already but cannot go on
         (choosing a version again would move the weighted split's counter twice)."""
-        loop = self._loop
+        loop = self.loop
         svc: ServiceRoute | None = None
         version: VersionRoute | None = None
         if routed is None:
@@ -117,6 +117,7 @@ class DataPlane:
         extra = ids.response_line
         replica = None
         length = request.content_length
+        taken: Endpoint | None = None
         try:
             if routed is None:
                 path, _, query = request.target.partition("?")
@@ -131,6 +132,7 @@ class DataPlane:
             else:
                 svc, version, cookie, path, query = (routed.svc, routed.version, routed.cookie,
                                                      routed.path, routed.query)
+                taken = routed.ep
             if version is None:
                 raise NoReadyReplica("every version of this service has weight 0")
             extra = self.extra_fields(version, cookie) + ids.response_line
@@ -139,7 +141,8 @@ class DataPlane:
                 target = f"{target}?{query}"
             stream = request.wants_stream
             body, head, replica = await self._forward(request, svc, version, target, length,
-                                                      start, extra, ids, span, stream)
+                                                      start, extra, ids, span, stream,
+                                                      taken=taken)
             mirror = svc.mirror
             # a streamed request body was not kept: only a body held whole can be copied;
             # a streaming answer is never mirrored (streams.py says why)
@@ -163,7 +166,7 @@ class DataPlane:
     def answered(self, request: Request, svc: ServiceRoute | None, version: VersionRoute | None,
                  replica: str | None, ids: Ids, start: float, span: RequestSpan | None) -> None:
         """A request's answer is written: count it, end its span, sample it into the log."""
-        seconds = self._loop.time() - start
+        seconds = self.loop.time() - start
         if version is not None:
             version.metrics.observe(request.status, seconds)
         if span is not None:
@@ -222,12 +225,14 @@ class DataPlane:
                        target: str, length: int | None, start: float, extra: bytes, ids: Ids,
                        span: RequestSpan | None, stream: bool = False, *, first: int = 0,
                        exclude: Endpoint | None = None, last: UpstreamError | None = None,
+                       taken: Endpoint | None = None,
                        ) -> tuple[bytes | None, bytes | None, str | None]:
         """Forward and answer; the answer's body when it was whole and the upstream request
         head (both for the mirror), and the replica that answered (for the access log).
         ``stream``: the client asked for a streamed answer, which bypasses the batcher and is
         counted as a stream. ``first``, ``exclude``, ``last``: the attempt to begin with, after
-        the fast path's first one failed on ``exclude`` with ``last``."""
+        the fast path's first one failed on ``exclude`` with ``last``. ``taken``: a slot the
+        fast path holds already (the first attempt uses it)."""
         method = request.method
         batcher = version.batcher
         if batcher is not None and method == "POST" and target == batcher.target and not stream:
@@ -258,12 +263,15 @@ class DataPlane:
                             self.trusted, ids.upstream_lines)
         replayable = not isinstance(body, AsyncIterator)
         idempotent = method in IDEMPOTENT
-        loop = self._loop
+        loop = self.loop
         replicas = version.replicas
         mux = version.multiplex
         model = _header(request.raw_headers, mux.header) if mux is not None else None
         for attempt in range(first, svc.retries + 1):
-            if model is None:
+            ep: Endpoint | None
+            if taken is not None:
+                ep, taken = taken, None
+            elif model is None:
                 ep = replicas.take(exclude)
             else:                # a multiplexed model: affinity with bounded load
                 assert mux is not None

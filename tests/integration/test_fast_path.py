@@ -52,17 +52,35 @@ async def _connectable(port: int, deadline: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
+SPEC_ONE_SLOT = """
+gateway:
+  queue: {timeout: 5s}
+""" + SPEC.replace("max_concurrency: 8", "max_concurrency: 1")
+
+
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[DataPlane, Metrics, int]]:
+    async for g in _gateway(tmp_path, SPEC, 8):
+        yield g
+
+
+@pytest.fixture
+async def one_slot(tmp_path: Path) -> AsyncIterator[tuple[DataPlane, Metrics, int]]:
+    async for g in _gateway(tmp_path, SPEC_ONE_SLOT, 1):
+        yield g
+
+
+async def _gateway(tmp_path: Path, spec: str,
+                   limit: int) -> AsyncIterator[tuple[DataPlane, Metrics, int]]:
     port = free_port()
     worker = subprocess.Popen([sys.executable, str(RAW), str(port)],
                               env={**os.environ, "RAW_LOG": str(tmp_path / "raw.log")})
     try:
         await _connectable(port)
         metrics = Metrics()
-        rs = ReplicaSet("raw", "v1", limit=8)
+        rs = ReplicaSet("raw", "v1", limit=limit)
         rs.publish([Endpoint("raw-1", "127.0.0.1", port)])
-        holder = TableHolder(build_table(parse_spec(SPEC), {("raw", "v1"): rs}, metrics))
+        holder = TableHolder(build_table(parse_spec(spec), {("raw", "v1"): rs}, metrics))
         dp = DataPlane(holder, metrics)
         gw_port = await dp.start("127.0.0.1", 0)
         try:
@@ -167,3 +185,33 @@ async def test_the_deadline_holds_on_the_awaited_path_too(
     assert 0.5 <= time.monotonic() - t0 < 2.5
     assert (await c.get("/after"))[0] == 200
     assert dp.holder.current.by_name["raw"].versions["v1"].replicas.inflight == 0
+
+
+async def test_a_request_queued_for_the_slot_is_served_without_a_task(
+        one_slot: tuple[DataPlane, Metrics, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    dp, metrics, port = one_slot
+    a, b = await client(port), await client(port)
+    assert (await a.get("/warm"))[0] == 200
+    spawned: list[str] = []
+    real = tasks.spawn
+
+    def counting(coro: Any, *, name: str) -> Any:
+        spawned.append(name)
+        return real(coro, name=name)
+
+    monkeypatch.setattr(tasks, "spawn", counting)
+    rs = dp.holder.current.by_name["raw"].versions["v1"].replicas
+    held = asyncio.ensure_future(a.get("/slow"))       # holds the one slot for 0.3 s
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    waiting = asyncio.ensure_future(b.get("/queued"))
+    await asyncio.sleep(0.1)
+    assert rs.waiting == 1                              # queued behind the slot
+    status, _, body = await waiting
+    assert (status, body) == (200, b'{"n":0}') and time.monotonic() - t0 >= 0.15
+    assert (await held)[0] == 200
+    assert spawned == []                                # main: a task per request
+    assert rs.inflight == 0 and rs.waiting == 0
+    text = metrics.render().decode()
+    assert metric_value(text, "serve_gateway_queue_wait_seconds_count", service="raw",
+                        version="v1") == 1

@@ -7,6 +7,7 @@
 - ``flood``: a chunked 200 of up to 256 MiB, as fast as the reader takes it;
 - ``big-chunked``: a chunked 200 of 2 MiB, at once;
 - ``silent``: reads the request and never answers;
+- ``slow``: ``{"n": 0}`` after 0.3 s;
 - ``shadow-big``: the same for a mirror copy (``x-shadow`` set), else a small JSON 200;
 - anything else: reads the body (Content-Length or chunked) and answers ``{"n": length}``.
 
@@ -82,6 +83,10 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                              b"5\r\nhello\r\n")
                 await wait_closed(reader, path)
                 return
+            elif what == "slow":
+                await asyncio.sleep(0.3)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 7\r\n\r\n{\"n\":0}")
             elif what == "silent":
                 await wait_closed(reader, path)
                 return
