@@ -89,14 +89,17 @@ def start(dp: DataPlane, request: Request) -> bool:
     x = Exchange(dp, request, svc, version, now, extra, ids, target, head, body,
                  (cookie, path, query))
     replicas = version.replicas
-    ep = replicas.take()
-    if ep is not None:
-        x.go(ep)
-        return True
-    try:                             # queued: ``slot`` goes on when a slot comes
-        replicas.enqueue(dp.loop, now + svc.queue_timeout, request.alive, x.slot)
-    except ProxyError as exc:
-        x.refused(exc)
+    try:                             # committed: from here on, the request is this path's
+        ep = replicas.take()
+        if ep is not None:
+            x.go(ep)
+            return True
+        try:                         # queued: ``slot`` goes on when a slot comes
+            replicas.enqueue(dp.loop, now + svc.queue_timeout, request.alive, x.slot)
+        except ProxyError as exc:
+            x.refused(exc)
+    except Exception as bug:
+        x.broken(bug)
     return True
 
 
@@ -150,7 +153,7 @@ class Exchange:
                 self.dp.wheel_clock() - self.start)
             self.go(ep)
         except Exception as bug:
-            self._broken(bug)
+            self.broken(bug)
 
     def refused(self, exc: ProxyError) -> None:
         """No slot: the queue's error is the answer."""
@@ -178,7 +181,7 @@ class Exchange:
             self.dp.answered(request, self.svc, self.version, self.ep.id, self.ids, self.start,
                              None)
         except Exception as exc:   # never into the upstream protocol: this client is owed one
-            self._broken(exc)
+            self.broken(exc)
             return
         request.served()
 
@@ -189,7 +192,7 @@ class Exchange:
         except Exception as exc:
             resp.discard()
             self.version.replicas.release(self.ep)
-            self._broken(exc)
+            self.broken(exc)
 
     def failed(self, exc: Exception) -> None:
         """The handler's retry rules (``DataPlane._forward``): a connect failure or a reset
@@ -211,11 +214,11 @@ class Exchange:
             self.dp.refuse(request, err, svc, self.extra)
             self.dp.answered(request, svc, version, None, self.ids, self.start, None)
         except Exception as bug:
-            self._broken(bug)
+            self.broken(bug)
             return
         request.served()
 
-    def _broken(self, exc: Exception) -> None:
+    def broken(self, exc: Exception) -> None:
         """A bug in the callbacks above: a 500 rather than a client left hanging."""
         log.error("fast path failed on %s %s", self.request.method, self.request.target,
                   exc_info=exc)
