@@ -8,10 +8,11 @@ naive aiohttp ``ClientSession`` proxy slow.
 
 Besides the awaited ``request``, ``UpstreamPool.send`` runs a buffered exchange on an idle
 connection with a completion callback instead of a coroutine: no task, future or frame per
-exchange, for fire-and-forget traffic such as mirror copies. ``UpstreamPool.relay`` does the same
-for the data plane's plain requests (``Sink``): the answer's head and body come back whole to a
-callback, a large or unknown-length answer is handed over as a stream (the caller relays it in a
-task), and the deadline is filed in the data plane's timer ``Wheel``, not a loop timer.
+exchange, for fire-and-forget traffic such as mirror copies. ``_Conn.relay`` (on
+``UpstreamPool.idle_conn``) does the same for the data plane's plain requests (``Sink``): the
+answer's head and body come back whole to a callback, a large or unknown-length answer is handed
+over as a stream (the caller relays it in a task). Both kinds of the data plane's exchanges file
+their deadline in its timer ``Wheel`` instead of a loop timer each.
 
 Errors say whether the worker can have seen the request:
 - ``UpstreamConnectError``: connect failed, or the pooled connection was found closed before we
