@@ -2,11 +2,15 @@
 
 Labels stay bounded: service, version, status code, state and error kind come from the config
 or from small fixed sets, never from paths or user input. Hot-path code keeps the labelled
-children it needs (``VersionMetrics``) instead of looking labels up per request.
+children it needs (``VersionMetrics``) instead of looking labels up per request, and counts per
+request in plain ints and floats only: ``Metrics.flush`` folds those tallies into the
+prometheus_client children (a lock and a bucket scan per observation there) when someone reads
+them.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
@@ -46,10 +50,39 @@ ERROR_KINDS = tuple(sorted(_kinds(ProxyError)))                    # serve_gatew
 UPSTREAM_ERROR_KINDS = tuple(sorted(_metrics(ProxyError) | {"5xx"}))   # _upstream_errors_total
 
 
+class _Tally:
+    """A histogram's observations since the last flush: bucket counts and their sum."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)   # +Inf last, as prometheus_client
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # le semantics: a value equal to a bound counts in that bound's bucket
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    def fold(self, child: Histogram) -> None:
+        """Add into ``child`` (a labelled histogram) and start again from nothing."""
+        if not self.sum and not any(self.counts):
+            return
+        buckets = child._buckets   # noqa: SLF001 - no public bulk observe in prometheus_client
+        for i, n in enumerate(self.counts):
+            if n:
+                buckets[i].inc(n)
+        child._sum.inc(self.sum)   # noqa: SLF001
+        self.counts = [0] * len(self.counts)
+        self.sum = 0.0
+
+
 class VersionMetrics:
-    """The labelled children one version's requests touch, resolved once per table build."""
+    """The labelled children one version's requests touch, resolved once per table build; the
+    hot path's counts wait in plain tallies until ``flush``."""
 
     __slots__ = ("_m", "service", "version", "latency", "upstream_latency", "_codes",
+                 "_code_tally", "_latency_tally", "_upstream_tally",
                  "answered", "seconds", "failed", "streams", "streams_open")
 
     def __init__(self, m: Metrics, service: str, version: str) -> None:
@@ -61,6 +94,9 @@ class VersionMetrics:
         self.streams = m.streams.labels(service, version)
         self.streams_open = m.streams_open.labels(service, version)
         self._codes: dict[int, Counter] = {}
+        self._code_tally: dict[int, int] = {}      # answers per status since the last flush
+        self._latency_tally = _Tally()
+        self._upstream_tally = _Tally()
         for kind in UPSTREAM_ERROR_KINDS:
             m.upstream_errors.labels(service, version, kind)
         for reason in EXIT_REASONS:
@@ -74,19 +110,38 @@ class VersionMetrics:
         self.failed = 0           # answers with a 5xx status
 
     def observe(self, status: int, seconds: float) -> None:
-        c = self._codes.get(status)
-        if c is None:
-            c = self._codes[status] = self._m.requests.labels(self.service, self.version, str(status))
-        c.inc()
-        self.latency.observe(seconds)
+        tally = self._code_tally
+        tally[status] = tally.get(status, 0) + 1
+        lat = self._latency_tally      # _Tally.observe, inlined: this runs per request
+        lat.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        lat.sum += seconds
         self.answered += 1
         self.seconds += seconds
         if status >= 500:
             self.failed += 1
 
+    def upstream(self, seconds: float) -> None:
+        """A worker answered after ``seconds``."""
+        up = self._upstream_tally
+        up.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        up.sum += seconds
+
+    def flush(self) -> None:
+        """Fold the tallies into the prometheus_client children."""
+        tally, self._code_tally = self._code_tally, {}
+        for status, n in tally.items():
+            c = self._codes.get(status)
+            if c is None:
+                c = self._codes[status] = self._m.requests.labels(self.service, self.version,
+                                                                  str(status))
+            c.inc(n)
+        self._latency_tally.fold(self.latency)
+        self._upstream_tally.fold(self.upstream_latency)
+
     def buckets(self) -> tuple[float, ...]:
         """Cumulative latency counts per bucket of ``LATENCY_BUCKETS`` (+Inf last): a rollout
         analysis takes the difference of two to get one window's p99."""
+        self.flush()
         total = 0.0
         out = []
         for b in self.latency._buckets:   # noqa: SLF001 - prometheus_client keeps them private
@@ -382,6 +437,8 @@ class Metrics:
         """Fold the hot path's plain tallies into the prometheus_client children. Everything
         that reads the children (``render``, a data-plane process's report to its controller)
         calls this first; the hot path itself never touches prometheus_client."""
+        for vm in self._versions.values():
+            vm.flush()
 
     def render(self) -> bytes:
         self.flush()

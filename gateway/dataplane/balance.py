@@ -110,12 +110,40 @@ def p2c(endpoints: Sequence[Endpoint], randrange: Callable[[int], int], now: flo
     return a if a.inflight <= b.inflight else b
 
 
+# the fast path's waiter: a slot, or why none came (exactly one of the two)
+OnSlot = Callable[[Endpoint | None, ProxyError | None], None]
+
+
+class _Slot:
+    """A waiter's answer as a callback instead of a future (``enqueue``), with the future's few
+    methods the queue uses; called soon after the hand-over, never inside it (a release inside
+    the callback would re-enter ``_hand``)."""
+
+    __slots__ = ("_call_soon", "_done", "_on_slot")
+
+    def __init__(self, on_slot: OnSlot, call_soon: Callable[..., object]) -> None:
+        self._on_slot = on_slot
+        self._call_soon = call_soon
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, ep: Endpoint) -> None:
+        self._done = True
+        self._call_soon(self._on_slot, ep, None)
+
+    def set_exception(self, exc: ProxyError) -> None:
+        self._done = True
+        self._call_soon(self._on_slot, None, exc)
+
+
 class _Waiter:
     """One request queued for a slot: its future, what it must not get, its deadline timer."""
 
     __slots__ = ("alive", "deadline", "exclude", "fut")
 
-    def __init__(self, fut: asyncio.Future[Endpoint], exclude: Endpoint | None,
+    def __init__(self, fut: asyncio.Future[Endpoint] | _Slot, exclude: Endpoint | None,
                  alive: Callable[[], bool] | None, deadline: float) -> None:
         self.fut = fut
         self.exclude = exclude
@@ -301,6 +329,29 @@ class ReplicaSet:
                    alive: Callable[[], bool] | None = None) -> Endpoint:
         """Queue for the first free slot of any replica (new ones included) until ``deadline``
         (loop time): 503 at once past ``max_waiting`` or when nothing can come."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Endpoint] = loop.create_future()
+        w = self._queue_up(loop, deadline, exclude, alive, fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            # handed a slot in the same pass as the caller was cancelled: give it back
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result())
+            raise
+        finally:
+            if fut.cancelled():   # else it already left the queue (handed, failed, expired)
+                self._drop(w)
+
+    def enqueue(self, loop: asyncio.AbstractEventLoop, deadline: float,
+                alive: Callable[[], bool] | None, on_slot: OnSlot) -> None:
+        """``wait`` for the fast path: ``on_slot`` gets the slot or the error later, from the
+        loop; the same admission errors are raised here, at once."""
+        self._queue_up(loop, deadline, None, alive, _Slot(on_slot, loop.call_soon))
+
+    def _queue_up(self, loop: asyncio.AbstractEventLoop, deadline: float,
+                  exclude: Endpoint | None, alive: Callable[[], bool] | None,
+                  fut: asyncio.Future[Endpoint] | _Slot) -> _Waiter:
         usable = any(e is not exclude for e in self.endpoints)
         if not usable:
             error = self.verdict()
@@ -309,7 +360,6 @@ class ReplicaSet:
         if self.waiting >= self.max_waiting:
             raise Overloaded(f"{self.waiting} requests already wait for a replica of "
                              f"{self.service}/{self.version}")
-        loop = asyncio.get_running_loop()
         left = deadline - loop.time()
         if left <= 0:
             raise self.unavailable()
@@ -321,22 +371,12 @@ class ReplicaSet:
             self._last_hand = self._clock()
         if not usable and self.on_demand is not None:
             self.on_demand()
-        w = _Waiter(loop.create_future(), exclude, alive, deadline)
+        w = _Waiter(fut, exclude, alive, deadline)
         if deadline < self._timer_at:
             self._arm(loop, deadline)
         self._queue.append(w)
         self.waiting += 1
-        fut = w.fut
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            # handed a slot in the same pass as the caller was cancelled: give it back
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.release(fut.result())
-            raise
-        finally:
-            if fut.cancelled():   # else it already left the queue (handed, failed, expired)
-                self._drop(w)
+        return w
 
     def _drop(self, w: _Waiter) -> None:
         try:

@@ -2,7 +2,9 @@
 
 A connection serves one request at a time, in arrival order: pipelined requests are parsed as
 they come and wait in a short queue (reading pauses when it is full). A request
-(``http1msg.Request``) is handed to the handler, as one task, either
+(``http1msg.Request``) is first offered to ``fast`` (when set), which may serve it with protocol
+callbacks alone and call ``served`` once it is answered; else it is handed to the handler, as one
+task, either
 
 - whole, once its body has arrived: no body, or a Content-Length of at most 1 MiB (``body``);
 - streamed, as soon as its head is complete: a larger or chunked body, or ``Expect:
@@ -75,6 +77,9 @@ KEEPALIVE_TIMEOUT = 75.0
 LINGER = 2.0                    # how long the unread rest of a body is dropped before closing
 
 Handler = Callable[[Request], Awaitable[None]]
+# serves a request without a task, calling ``_Conn.served`` once it is answered; False when it
+# did nothing and the request goes to the handler
+Fast = Callable[[Request], bool]
 
 
 class _Conn(asyncio.Protocol):
@@ -351,12 +356,41 @@ class _Conn(asyncio.Protocol):
 
     def _start(self, req: Request) -> None:
         self.active = req
+        fast = self.server.fast
+        if fast is not None:
+            try:
+                if fast(req):
+                    return
+            except Exception:   # it did nothing that needs undoing: the handler answers
+                log.exception("the fast path failed on %s %s", req.method, req.target)
         self.task = tasks.spawn(self._serve(req), name="http request")
 
-    async def _serve(self, req: Request) -> None:
+    def served(self, req: Request) -> None:
+        """``fast`` answered ``req`` (from a callback): on to the next request, once what we
+        wrote has drained if the client reads slowly."""
+        if not req.started:
+            req.respond(500, *error_parts(InternalError("the fast path gave no answer"), None))
+        if self.write_paused and not self.lost:
+            self.task = tasks.spawn(self._drained(req), name="http drain")
+        else:
+            self._done(req)
+
+    async def _drained(self, req: Request) -> None:
+        try:
+            await self.drain()
+        finally:
+            self.task = None
+            self._done(req)
+
+    def hand_over(self, req: Request, work: Awaitable[None]) -> None:
+        """``fast`` began ``req`` but the rest must wait (a retry, a streamed answer): ``work``
+        finishes it in a task, served as the handler's would be."""
+        self.task = tasks.spawn(self._serve(req, work), name="http request")
+
+    async def _serve(self, req: Request, work: Awaitable[None] | None = None) -> None:
         try:
             try:
-                await self.server.handler(req)
+                await (self.server.handler(req) if work is None else work)
             except Exception as exc:
                 log.exception("unhandled error serving %s %s", req.method, req.target)
                 if not req.started:
@@ -560,8 +594,9 @@ class Server:
 
     def __init__(self, handler: Handler, *, keepalive_timeout: float = KEEPALIVE_TIMEOUT,
                  deadlines: Deadlines = DEFAULT_DEADLINES, max_body: int = 10 << 20,
-                 on_timeout: OnTimeout = no_count) -> None:
+                 on_timeout: OnTimeout = no_count, fast: Fast | None = None) -> None:
         self.handler = handler
+        self.fast = fast
         self.keepalive_timeout = keepalive_timeout
         self.deadlines = deadlines    # read by each connection at each use: a reload applies
         self.max_body = max_body      # a Content-Length over this is handed over unbuffered

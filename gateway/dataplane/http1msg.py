@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Protocol, TypeVar, overload
@@ -42,6 +42,8 @@ class Conn(Protocol):
     async def drain(self) -> None: ...
     def maybe_resume(self, force: bool = False) -> None: ...
     def must_close(self, req: Request) -> bool: ...
+    def served(self, req: Request) -> None: ...
+    def hand_over(self, req: Request, work: Awaitable[None]) -> None: ...
     def abort(self) -> None: ...
 
 
@@ -322,6 +324,14 @@ class Request:
             conn.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
         if conn.write_paused:
             await conn.drain()
+
+    def served(self) -> None:
+        """Served without a task (``http1.Fast``): answered now, the connection goes on."""
+        self._conn.served(self)
+
+    def hand_over(self, work: Awaitable[None]) -> None:
+        """Served without a task so far, but the rest must wait: ``work`` finishes it."""
+        self._conn.hand_over(self, work)
 
     def end(self) -> None:
         if not self.version_10:

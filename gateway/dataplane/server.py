@@ -3,6 +3,10 @@
 Per request: read the current table once, normalise the path, match a service, choose a
 version, pick a replica, forward over a pooled connection, relay the answer. Every error the
 gateway produces itself is JSON: ``{"error": kind, "service": name, "detail": text}``.
+
+A plain request (a free slot, an idle pooled connection, no batching, mirror, stream or
+multiplexing) is served by ``fastpath`` with protocol callbacks alone; everything that must
+wait is ``handle``, a coroutine in a task. Both share the pieces below: one behaviour, two speeds.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 
 from gateway import tasks
+from gateway.dataplane import fastpath
 from gateway.dataplane.balance import Endpoint, ReplicaSet
 from gateway.dataplane.batchers import Batchers
 from gateway.dataplane.http1 import WHOLE_BODY_LIMIT, Server
@@ -24,6 +29,7 @@ from gateway.dataplane.paths import normalise
 from gateway.dataplane.proxy import request_head, response_fields
 from gateway.dataplane.table import Headers, ServiceRoute, TableHolder, VersionRoute
 from gateway.dataplane.upstream import UpstreamResponse
+from gateway.dataplane.wheel import Wheel
 from gateway.errors import (
     BodyTooLarge,
     NoReadyReplica,
@@ -40,7 +46,7 @@ from gateway.tracing import Ids, RequestSpan, Tracer, request_ids
 log = logging.getLogger("gateway.dataplane")
 access_log = logging.getLogger("gateway.access")
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENT = fastpath.IDEMPOTENT
 
 
 class DataPlane:
@@ -49,11 +55,14 @@ class DataPlane:
     def __init__(self, holder: TableHolder, metrics: Metrics) -> None:
         self.holder = holder
         self.metrics = metrics
-        self._http = Server(self.handle, on_timeout=metrics.timeout)   # keep-alive: 75 s
+        # keep-alive: 75 s
+        self._http = Server(self.handle, on_timeout=metrics.timeout, fast=self.fast)
         self.deadlines = Deadlines()
         self.trusted = False         # gateway.trusted_hops > 0: keep their forwarding headers
         # kept: asyncio.get_running_loop() costs a getpid() syscall per call on Python 3.11
-        self._loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
+        self.wheel = Wheel(loop.call_at, loop.time)   # every request's upstream deadline
+        self.wheel_clock = loop.time
         self.access_sample = 0.0     # fraction of requests in the access log (0: off)
         self._random = random.random
         self.batchers = Batchers(metrics)   # one per batching version, kept across tables
@@ -81,7 +90,7 @@ class DataPlane:
         await self._http.shutdown(drain_timeout)
         await closing
 
-    def _extra_fields(self, version: VersionRoute, cookie: str | None) -> bytes:
+    def extra_fields(self, version: VersionRoute, cookie: str | None) -> bytes:
         """x-served-by (encoded once per version) and a sticky Set-Cookie."""
         served_by = version.served_by
         fields = self._extra.get(served_by)
@@ -94,34 +103,51 @@ class DataPlane:
         return fields
 
     # -- the hot path -------------------------------------------------------------------------
-    async def handle(self, request: Request) -> None:
-        loop = self._loop
-        start = loop.time()
+    def fast(self, request: Request) -> bool:
+        """Serve ``request`` with callbacks alone (``fastpath``); False: nothing was done."""
+        return fastpath.start(self, request)
+
+    async def handle(self, request: Request, routed: fastpath.Routed | None = None) -> None:
+        """Serve ``request``; ``routed``: the fast path routed it already but cannot go on
+        (choosing a version again would move the weighted split's counter twice)."""
+        loop = self.loop
         svc: ServiceRoute | None = None
         version: VersionRoute | None = None
-        ids = request_ids(request.trace_in)
+        if routed is None:
+            start = loop.time()
+            ids = request_ids(request.trace_in)
+        else:
+            start, ids = routed.start, routed.ids
         span = self.tracer.request(ids) if self.tracer is not None else None
         extra = ids.response_line
         replica = None
+        length = request.content_length
+        taken: Endpoint | None = None
         try:
-            path, _, query = request.target.partition("?")
-            path = normalise(path)
-            svc = self.holder.current.match(path)
-            if svc is None:
-                raise NotFound(f"no service is routed at {path}")
-            length = request.content_length
-            if length is not None and length > svc.max_body:
-                raise BodyTooLarge(f"body of {length} bytes is over the limit of {svc.max_body}")
-            version, cookie = svc.choose(request)
+            if routed is None:
+                path, _, query = request.target.partition("?")
+                path = normalise(path)
+                svc = self.holder.current.match(path)
+                if svc is None:
+                    raise NotFound(f"no service is routed at {path}")
+                if length is not None and length > svc.max_body:
+                    raise BodyTooLarge(f"body of {length} bytes is over the limit of "
+                                       f"{svc.max_body}")
+                version, cookie = svc.choose(request)
+            else:
+                svc, version, cookie, path, query = (routed.svc, routed.version, routed.cookie,
+                                                     routed.path, routed.query)
+                taken = routed.ep
             if version is None:
                 raise NoReadyReplica("every version of this service has weight 0")
-            extra = self._extra_fields(version, cookie) + ids.response_line
+            extra = self.extra_fields(version, cookie) + ids.response_line
             target = svc.upstream_path(path)
             if query:
                 target = f"{target}?{query}"
             stream = request.wants_stream
             body, head, replica = await self._forward(request, svc, version, target, length,
-                                                      start, extra, ids, span, stream)
+                                                      start, extra, ids, span, stream,
+                                                      taken=taken)
             mirror = svc.mirror
             # a streamed request body was not kept: only a body held whole can be copied;
             # a streaming answer is never mirrored (streams.py says why)
@@ -130,18 +156,47 @@ class DataPlane:
                                                    length if request.body is not None else None):
                 self._shadow(request, svc, target, body, head, loop.time() - start, ids, span)
         except ProxyError as exc:
-            fields, err = error_parts(exc, svc.name if svc else None)
-            request.respond(exc.status, fields + extra, err)
-            self.metrics.errors.labels(exc.kind).inc()
-            if exc.deadline is not None:
-                self.metrics.timeout(exc.deadline)
+            self.refuse(request, exc, svc, extra)
+        self.answered(request, svc, version, replica, ids, start, span)
+
+    def refuse(self, request: Request, exc: ProxyError, svc: ServiceRoute | None,
+               extra: bytes) -> None:
+        """Answer with the gateway's own error."""
+        fields, err = error_parts(exc, svc.name if svc else None)
+        request.respond(exc.status, fields + extra, err)
+        self.metrics.errors.labels(exc.kind).inc()
+        if exc.deadline is not None:
+            self.metrics.timeout(exc.deadline)
+
+    def answered(self, request: Request, svc: ServiceRoute | None, version: VersionRoute | None,
+                 replica: str | None, ids: Ids, start: float, span: RequestSpan | None) -> None:
+        """A request's answer is written: count it, end its span, sample it into the log."""
+        seconds = self.loop.time() - start
         if version is not None:
-            version.metrics.observe(request.status, loop.time() - start)
+            version.metrics.observe(request.status, seconds)
         if span is not None:
             span.end(request.status, service=svc.name if svc else "",
                      version=version.name if version else "", replica=replica or "")
         if self.access_sample and self._random() < self.access_sample:
-            self._access(request, svc, version, replica, ids, loop.time() - start)
+            self._access(request, svc, version, replica, ids, seconds)
+
+    async def resume(self, x: fastpath.Exchange, failed: UpstreamError | None,
+                     resp: UpstreamResponse | None) -> None:
+        """The rest of a fast-path request that must wait: the retries after ``failed`` (its
+        replica released already), or relaying the streamed answer ``resp``."""
+        request, svc, version = x.request, x.svc, x.version
+        replica = None
+        try:
+            if resp is not None:
+                replica = x.ep.id
+                await _relay(request, resp, version.replicas, x.ep, x.extra)
+            else:
+                _, _, replica = await self._forward(
+                    request, svc, version, x.target, request.content_length, x.start, x.extra,
+                    x.ids, None, first=1, exclude=x.ep, last=failed)
+        except ProxyError as exc:
+            self.refuse(request, exc, svc, x.extra)
+        self.answered(request, svc, version, replica, x.ids, x.start, None)
 
     @staticmethod
     def _access(request: Request, svc: ServiceRoute | None, version: VersionRoute | None,
@@ -173,12 +228,16 @@ class DataPlane:
 
     async def _forward(self, request: Request, svc: ServiceRoute, version: VersionRoute,
                        target: str, length: int | None, start: float, extra: bytes, ids: Ids,
-                       span: RequestSpan | None, stream: bool = False,
+                       span: RequestSpan | None, stream: bool = False, *, first: int = 0,
+                       exclude: Endpoint | None = None, last: UpstreamError | None = None,
+                       taken: Endpoint | None = None,
                        ) -> tuple[bytes | None, bytes | None, str | None]:
         """Forward and answer; the answer's body when it was whole and the upstream request
         head (both for the mirror), and the replica that answered (for the access log).
         ``stream``: the client asked for a streamed answer, which bypasses the batcher and is
-        counted as a stream."""
+        counted as a stream. ``first``, ``exclude``, ``last``: the attempt to begin with, after
+        the fast path's first one failed on ``exclude`` with ``last``. ``taken``: a slot the
+        fast path holds already (the first attempt uses it)."""
         method = request.method
         batcher = version.batcher
         if batcher is not None and method == "POST" and target == batcher.target and not stream:
@@ -209,14 +268,15 @@ class DataPlane:
                             self.trusted, ids.upstream_lines)
         replayable = not isinstance(body, AsyncIterator)
         idempotent = method in IDEMPOTENT
-        loop = self._loop
+        loop = self.loop
         replicas = version.replicas
-        exclude: Endpoint | None = None
-        last: UpstreamError | None = None
         mux = version.multiplex
         model = _header(request.raw_headers, mux.header) if mux is not None else None
-        for attempt in range(svc.retries + 1):
-            if model is None:
+        for attempt in range(first, svc.retries + 1):
+            ep: Endpoint | None
+            if taken is not None:
+                ep, taken = taken, None
+            elif model is None:
                 ep = replicas.take(exclude)
             else:                # a multiplexed model: affinity with bounded load
                 assert mux is not None
@@ -237,10 +297,10 @@ class DataPlane:
             sent_ns = time.time_ns() if span is not None else 0
             try:
                 resp = await ep.pool.request(head, body, svc.request_timeout, method == "HEAD",
-                                             self.deadlines.upstream_idle)
+                                             self.deadlines.upstream_idle, self.wheel)
             except (UpstreamConnectError, UpstreamReset) as exc:
                 # set aside (if it is) before its slot is handed to a waiting request
-                self._failed(version, ep, exc)
+                self.failed(version, ep, exc)
                 if isinstance(exc, UpstreamConnectError):
                     ep.eject(loop.time())
                 replicas.release(ep)
@@ -251,13 +311,13 @@ class DataPlane:
                 exclude, last = ep, exc
                 continue
             except (UpstreamError, UpstreamTimeout) as exc:
-                self._failed(version, ep, exc)
+                self.failed(version, ep, exc)
                 replicas.release(ep)
                 raise
             except BaseException:
                 replicas.release(ep)
                 raise
-            version.metrics.upstream_latency.observe(loop.time() - sent)
+            version.metrics.upstream(loop.time() - sent)
             if mux is not None:
                 ep.learn(resp.headers)
             if resp.status >= 500:
@@ -275,26 +335,19 @@ class DataPlane:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _failed(version: VersionRoute, ep: Endpoint, exc: ProxyError) -> None:
+    def failed(version: VersionRoute, ep: Endpoint, exc: ProxyError) -> None:
         version.metrics.upstream_error(exc.metric)
         version.replicas.failure(ep)
 
 
 async def _relay(request: Request, resp: UpstreamResponse, replicas: ReplicaSet, ep: Endpoint,
                  extra: bytes) -> bytes | None:
-    fields = response_fields(resp.headers) + extra
     if resp.body is not None:
         replicas.release(ep)
-        if request.method == "HEAD":
-            length = _content_length(resp.headers)
-            if length is not None:
-                fields += b"Content-Length: %s\r\n" % length
-            request.respond(resp.status, fields, resp.body, length_in_fields=True)
-        else:
-            request.respond(resp.status, fields, resp.body)
+        fastpath.relay_whole(request, resp.status, resp.headers, resp.body, extra)
         return resp.body
     try:
-        request.start(resp.status, fields)
+        request.start(resp.status, response_fields(resp.headers) + extra)
         async for chunk in resp.stream():
             await request.write(chunk)
         request.end()
@@ -322,13 +375,6 @@ def _header(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | No
     for key, value in headers:
         if len(key) == n and key.lower() == name:
             return value.strip() or None
-    return None
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    for name, value in headers:
-        if len(name) == 14 and name.lower() == b"content-length":
-            return value
     return None
 
 

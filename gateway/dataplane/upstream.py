@@ -8,7 +8,11 @@ naive aiohttp ``ClientSession`` proxy slow.
 
 Besides the awaited ``request``, ``UpstreamPool.send`` runs a buffered exchange on an idle
 connection with a completion callback instead of a coroutine: no task, future or frame per
-exchange, for fire-and-forget traffic such as mirror copies.
+exchange, for fire-and-forget traffic such as mirror copies. ``_Conn.relay`` (on
+``UpstreamPool.idle_conn``) does the same for the data plane's plain requests (``Sink``): the
+answer's head and body come back whole to a callback, a large or unknown-length answer is handed
+over as a stream (the caller relays it in a task). Both kinds of the data plane's exchanges file
+their deadline in its timer ``Wheel`` instead of a loop timer each.
 
 Errors say whether the worker can have seen the request:
 - ``UpstreamConnectError``: connect failed, or the pooled connection was found closed before we
@@ -28,9 +32,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Protocol
 
 import httptools
 
+from gateway.dataplane.wheel import Wheel
 from gateway.errors import (
     UpstreamConnectError,
     UpstreamError,
@@ -46,6 +52,17 @@ STREAM_IDLE = 60.0             # default deadline between two pieces of a stream
 
 # (status, body, None) once a buffered exchange is complete, or (0, None, error)
 Done = Callable[[int, bytes | None, Exception | None], None]
+
+
+class Sink(Protocol):
+    """Where a ``relay`` exchange ends, exactly once, from a protocol callback (none may
+    raise): ``answered`` (a whole answer, the connection back in the pool already),
+    ``streaming`` (a large or unknown-length answer: its ``stream`` is read in a task) or
+    ``failed`` (an error as ``request`` raises it; the connection is closed)."""
+
+    def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
+    def streaming(self, resp: UpstreamResponse) -> None: ...
+    def failed(self, exc: Exception) -> None: ...
 
 
 class UpstreamResponse:
@@ -93,6 +110,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.stream_idle = STREAM_IDLE
+        self.deadline = 0.0               # a relay exchange's, in the wheel (0: none)
         self._reset()
 
     def _reset(self) -> None:
@@ -114,6 +132,7 @@ class _Conn(asyncio.Protocol):
         self.read_paused = False
         self.done: Done | None = None     # set for a callback exchange (``send``)
         self.timer: asyncio.TimerHandle | None = None
+        self.sink: Sink | None = None     # set for a relay exchange (``relay``)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -156,11 +175,13 @@ class _Conn(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        # found here, in the one pass llhttp makes, not in a second one over the headers
+        if len(name) == 14 and self.length is None and name.lower() == b"content-length":
+            self.length = int(value)
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()
-        self.length = self._content_length()
         self.headers_done = True
         if self.head_only:
             # httptools cannot be told the request was HEAD: it would wait for Content-Length
@@ -170,6 +191,13 @@ class _Conn(asyncio.Protocol):
         elif self.done is not None and self.length is not None and self.length > BUFFER_LIMIT:
             self._too_large()
             return
+        elif self.sink is not None and (self.length is None or self.length > BUFFER_LIMIT):
+            # not bounded: hand it over as a stream, read (with flow control) by a task
+            sink, self.sink, self.deadline = self.sink, None, 0.0
+            sink.streaming(UpstreamResponse(self.status, self.headers, None, self))
+            return
+        elif self.sink is not None:
+            return                     # a relay exchange ends with its message (or an error)
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -177,6 +205,8 @@ class _Conn(asyncio.Protocol):
             return                     # aborted (too large, timed out): the rest is dropped
         self.chunks.append(body)
         self.buffered += len(body)
+        if self.sink is not None:      # bounded by its Content-Length: nothing to wake yet
+            return
         if self.done is not None:    # a callback exchange buffers, up to the limit
             if self.buffered > BUFFER_LIMIT:
                 self._too_large()
@@ -197,6 +227,9 @@ class _Conn(asyncio.Protocol):
         if self.done is not None:
             self._settle()
             return
+        if self.sink is not None:
+            self._settle_sink()
+            return
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -213,12 +246,6 @@ class _Conn(asyncio.Protocol):
         w = self.write_waiter
         if w is not None and not w.done():
             w.set_result(None)
-
-    def _content_length(self) -> int | None:
-        for name, value in self.headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                return int(value)
-        return None
 
     async def _wait(self) -> None:
         if self.error is not None:
@@ -246,6 +273,10 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def expire(self) -> None:
+        """The wheel: the exchange's deadline passed (it is 0 once the exchange ended)."""
+        self._on_timeout()
+
     def _on_timeout(self) -> None:
         self._fail(UpstreamTimeout("worker did not answer in time"))
         self.abort()
@@ -258,11 +289,18 @@ class _Conn(asyncio.Protocol):
     # -- one exchange -------------------------------------------------------------------------
     async def exchange(self, head: bytes, body: bytes | AsyncIterable[bytes] | None,
                        timeout: float, head_only: bool = False,
-                       stream_idle: float = STREAM_IDLE) -> UpstreamResponse:
+                       stream_idle: float = STREAM_IDLE,
+                       wheel: Wheel | None = None) -> UpstreamResponse:
+        """``wheel``: file the deadline there (at most a tick late) instead of a loop timer."""
         assert self.transport is not None
         self.head_only = head_only
         self.stream_idle = stream_idle
-        timer = self.loop.call_later(timeout, self._on_timeout)
+        timer = None
+        if wheel is None:
+            timer = self.loop.call_later(timeout, self._on_timeout)
+        else:
+            self.deadline = self.loop.time() + timeout
+            wheel.add(self)
         try:
             if self.closed or self.transport.is_closing():
                 raise UpstreamConnectError("pooled connection was closed")
@@ -286,7 +324,9 @@ class _Conn(asyncio.Protocol):
             self.abort()
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
+            self.deadline = 0.0
 
     def send(self, head: bytes, body: bytes | None, timeout: float, head_only: bool,
              done: Done) -> None:
@@ -317,6 +357,37 @@ class _Conn(asyncio.Protocol):
         status, chunks = self.status, self.chunks
         self.finish()
         done(status, chunks[0] if len(chunks) == 1 else b"".join(chunks), None)
+
+    def relay(self, head: bytes, body: bytes | None, deadline: float, head_only: bool,
+              stream_idle: float, wheel: Wheel, sink: Sink) -> None:
+        """``exchange`` without a coroutine, ending in ``sink``; ``deadline`` (loop time) bounds
+        the wait for the answer's head (and a whole body), filed in ``wheel``."""
+        assert self.transport is not None
+        self.head_only = head_only
+        self.stream_idle = stream_idle
+        self.sink = sink
+        self.deadline = deadline
+        wheel.add(self)
+        self.written = True
+        self.transport.writelines((head, body) if body else (head,))
+
+    def _settle_sink(self) -> None:
+        """Relay mode: end the exchange once it failed or its answer is whole."""
+        if self.error is None and not self.complete:
+            return
+        sink = self.sink
+        assert sink is not None
+        self.sink = None
+        self.deadline = 0.0
+        if self.error is not None:
+            self.abort()
+            self.chunks = []
+            sink.failed(self.error)
+            return
+        status, headers, chunks = self.status, self.headers, self.chunks
+        self.finish()
+        sink.answered(status, headers,
+                      chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     async def _write_stream(self, head: bytes, body: AsyncIterable[bytes]) -> None:
         assert self.transport is not None
@@ -367,26 +438,28 @@ class UpstreamPool:
 
     async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None,
                       timeout: float, head_only: bool = False,
-                      stream_idle: float = STREAM_IDLE) -> UpstreamResponse:
+                      stream_idle: float = STREAM_IDLE,
+                      wheel: Wheel | None = None) -> UpstreamResponse:
         """Send one request. ``head`` is the complete request head (request line, headers,
         blank line); ``body`` bytes (Content-Length already in head) or an async iterable
         of bytes written as they come (framed already: see proxy.chunked). ``head_only`` for HEAD.
         ``timeout`` bounds the wait for the answer's head (and a whole body); ``stream_idle``
         each wait between pieces of a streamed answer."""
-        conn = self._idle_conn() or await self.connect()
-        return await conn.exchange(head, body, timeout, head_only, stream_idle)
+        conn = self.idle_conn() or await self.connect()
+        return await conn.exchange(head, body, timeout, head_only, stream_idle, wheel)
 
     def send(self, head: bytes, body: bytes | None, timeout: float, head_only: bool,
              done: Done) -> bool:
         """Start a callback exchange (``_Conn.send``) on an idle connection; False, with
         nothing sent, when there is none (the caller opens one with ``connect``)."""
-        conn = self._idle_conn()
+        conn = self.idle_conn()
         if conn is None:
             return False
         conn.send(head, body, timeout, head_only, done)
         return True
 
-    def _idle_conn(self) -> _Conn | None:
+    def idle_conn(self) -> _Conn | None:
+        """A pooled connection to use now (``send``, ``relay``), or None."""
         idle = self.idle
         while idle:
             conn = idle.pop()   # LIFO: the warmest connection, and idle ones age out upstream

@@ -6,6 +6,8 @@
 - ``stall-length``: a 200 announcing 10 MB, 1000 bytes, then silence;
 - ``flood``: a chunked 200 of up to 256 MiB, as fast as the reader takes it;
 - ``big-chunked``: a chunked 200 of 2 MiB, at once;
+- ``silent``: reads the request and never answers;
+- ``slow``: ``{"n": 0}`` after 0.3 s;
 - ``shadow-big``: the same for a mirror copy (``x-shadow`` set), else a small JSON 200;
 - anything else: reads the body (Content-Length or chunked) and answers ``{"n": length}``.
 
@@ -79,6 +81,13 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             elif what == "stall-chunked":
                 writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"5\r\nhello\r\n")
+                await wait_closed(reader, path)
+                return
+            elif what == "slow":
+                await asyncio.sleep(0.3)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 7\r\n\r\n{\"n\":0}")
+            elif what == "silent":
                 await wait_closed(reader, path)
                 return
             elif what == "stall-length":
