@@ -178,6 +178,21 @@ def wait_http_ok(proc: Proc, port: int, path: str = "/", timeout: float = 30.0) 
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def children_running(pid: int, marker: str) -> list[int]:
+    """Live child processes of ``pid`` whose command line contains ``marker`` (the gateway's
+    data-plane processes, not its replicas)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if len(fields) > 1 and int(fields[1]) == pid and fields[0] != "Z":
+            with contextlib.suppress(OSError):
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
 def _stat_fields(pid: int) -> list[str]:
     """/proc/<pid>/stat fields after the command name (field 3 onwards); [] if gone."""
     try:

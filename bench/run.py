@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import scaling
 from procs import ProcSet, pin, raised_nofile
 from report import machine_info, render, write_readme
 from scenarios import FIXED_RATE_TARGETS, SCENARIOS, TARGETS, Results, Scenario
@@ -65,7 +66,8 @@ def _log(msg: str) -> None:
 
 
 def _start_targets(sc: Scenario, wanted: set[str], procs: ProcSet, tmp: Path, gateway_bin: Path,
-                   failed: dict[str, str], max_concurrency: int | None = None) -> dict[str, Target]:
+                   failed: dict[str, str], max_concurrency: int | None = None,
+                   workers: int = 1) -> dict[str, Target]:
     """Start what was asked for; a target that fails to start is reported, not fatal."""
     started: dict[str, Target] = {}
 
@@ -92,7 +94,8 @@ def _start_targets(sc: Scenario, wanted: set[str], procs: ProcSet, tmp: Path, ga
             for svc in services.values():
                 for version in svc["versions"].values():
                     version["max_concurrency"] = max_concurrency
-        attempt("gateway", lambda: start_gateway(procs, tmp, services, gateway_bin))
+        attempt("gateway", lambda: start_gateway(procs, tmp, services, gateway_bin,
+                                                 workers=workers))
     if "direct" not in wanted:
         started.pop("direct", None)
     return started
@@ -180,17 +183,18 @@ def _rss(sc: Scenario, targets: dict[str, Target], results: Results) -> None:
                                         "--connections", str(sc.idle_conns)], timeout=60)
 
 
-def split_cpus(no_pin: bool) -> set[int] | None:
-    """The CPU each proxy gets to itself, having moved this process (and so everything it will
-    start: load generators, backends, the gateway's workers) to the others; None when there is
-    only one CPU or pinning is off. On a shared machine a proxy preempted by its own load
+def split_cpus(no_pin: bool, proxy_cpus: int = 1) -> set[int] | None:
+    """The CPUs each proxy gets to itself (the last ``proxy_cpus``: one, or the gateway's
+    ``--workers``), having moved this process (and so everything it will start: load
+    generators, backends, the gateway's workers) to the others; None when no CPU would be left
+    for them or pinning is off. On a shared machine a proxy preempted by its own load
     generator measures the machine; alone on a core it measures itself (nginx proxy_pass has one
     worker, the gateway one event loop: one core each, in turn)."""
     cpus = sorted(os.sched_getaffinity(0))
-    if no_pin or len(cpus) < 2:
+    if no_pin or len(cpus) <= proxy_cpus:
         return None
-    os.sched_setaffinity(0, set(cpus[:-1]))
-    return {cpus[-1]}
+    os.sched_setaffinity(0, set(cpus[:-proxy_cpus]))
+    return set(cpus[-proxy_cpus:])
 
 
 def _pin(targets: dict[str, Target], proxy_cpu: set[int]) -> None:
@@ -202,7 +206,7 @@ def _pin(targets: dict[str, Target], proxy_cpu: set[int]) -> None:
 def run(sc: Scenario, wanted: set[str], phases: set[str], timing: Timing, conns: int | None,
         rate: float | None, keep: bool, gateway_bin: Path,
         proxy_cpu: set[int] | None = None,
-        max_concurrency: int | None = None) -> tuple[Results, dict[str, str]]:
+        max_concurrency: int | None = None, workers: int = 1) -> tuple[Results, dict[str, str]]:
     """Start the targets, run the phases, stop everything; returns results and start failures."""
     results, failed = Results(), dict[str, str]()
     tmp = Path(tempfile.mkdtemp(prefix="serve-gateway-bench-"))
@@ -211,7 +215,7 @@ def run(sc: Scenario, wanted: set[str], phases: set[str], timing: Timing, conns:
     try:
         with raised_nofile(), procs:
             targets = _start_targets(sc, wanted, procs, tmp, gateway_bin, failed,
-                                     max_concurrency)
+                                     max_concurrency, workers)
             if proxy_cpu:
                 _pin(targets, proxy_cpu)
             if "closed" in phases:
@@ -256,6 +260,13 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--max-concurrency", type=int,
                    help="set max_concurrency on every version (default: the build's own, 5; "
                         "the nginx backend takes any number, a model server about 5)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="gateway.workers: data-plane processes of the gateway (pinned, with "
+                        "pinning, to the last N CPUs)")
+    p.add_argument("--scaling", action="store_true",
+                   help="instead: the gateway alone with workers 1..cores, interleaved rounds, "
+                        "and the scaling table (bench/scaling.py)")
+    p.add_argument("--scaling-max", type=int, help="the largest workers count in --scaling")
     return p.parse_args()
 
 
@@ -277,10 +288,19 @@ def main() -> int:
                                  fixed_conns=args.fixed_connections)
     if args.rounds:
         timing = dataclasses.replace(timing, rounds=args.rounds)
+    if args.scaling:
+        rows = scaling.measure(sc, scaling.counts(args.scaling_max), timing.rounds, timing.wrk_s,
+                               timing.wrk_warmup_s, args.connections, args.gateway, _log)
+        print(scaling.render(rows, sc.loads[0] if not args.connections else dataclasses.replace(
+            sc.loads[0], connections=args.connections), timing.rounds, timing.wrk_s))
+        if args.json:
+            args.json.write_text(json.dumps({"scenario": sc.name, "machine": machine_info(),
+                                             "scaling": rows}, indent=2))
+        return 1 if any(r["errors"] for r in rows) else 0
     info = machine_info()
-    proxy_cpu = split_cpus(args.no_pin)
+    proxy_cpu = split_cpus(args.no_pin, args.workers)
     results, failed = run(sc, wanted, phases, timing, args.connections, args.rate, args.keep,
-                          args.gateway, proxy_cpu, args.max_concurrency)
+                          args.gateway, proxy_cpu, args.max_concurrency, args.workers)
     c = args.connections or sc.loads[0].connections
     where = f"; each proxy alone on CPU {min(proxy_cpu)}, load and backends on the others" \
         if proxy_cpu else "; every process on every CPU"

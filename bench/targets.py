@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from procs import Proc, ProcSet, cpu_seconds, free_port, group_pids, wait_http_ok
+from procs import Proc, ProcSet, children_running, cpu_seconds, free_port, group_pids, wait_http_ok
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 BACKEND_SH = BENCH_DIR / "backend.sh"
 GATEWAY_BIN = REPO / ".venv" / "bin" / "serve-gateway"
+DATAPLANE_MARK = "gateway.dataplane.child"     # in a data-plane process's command line
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,20 @@ class Target:
     # nginx: count the master and its workers. The gateway: its own process only, not the
     # backend replicas it launched (those are the same work as "direct").
     whole_group: bool = False
+    # the gateway with gateway.workers >= 2: its data-plane processes count too (it is their
+    # work), its replicas still do not
+    dataplanes: bool = False
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     def pids(self) -> list[int]:
-        return group_pids(self.proc.pid) if self.whole_group else [self.proc.pid]
+        if self.whole_group:
+            return group_pids(self.proc.pid)
+        if self.dataplanes:
+            return [self.proc.pid, *children_running(self.proc.pid, DATAPLANE_MARK)]
+        return [self.proc.pid]
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pids())
@@ -128,13 +136,17 @@ def gateway_config(tmp: Path, services: dict[str, Any]) -> tuple[dict[str, Any],
 
 
 def start_gateway(procs: ProcSet, tmp: Path, services: dict[str, Any],
-                  binary: Path = GATEWAY_BIN, ready_timeout: float = 60.0) -> Target:
-    """`serve-gateway up` on a config in tmp; ready once the data port answers 200."""
+                  binary: Path = GATEWAY_BIN, ready_timeout: float = 60.0,
+                  workers: int = 1, name: str = "gateway") -> Target:
+    """`serve-gateway up` on a config in tmp; ready once the data port answers 200.
+    ``workers`` > 1: that many data-plane processes (a build before them has no such key)."""
     config, port = gateway_config(tmp, services)
+    if workers > 1:
+        config["gateway"]["workers"] = workers
     path = tmp / "gateway.yaml"
     # JSON is YAML: no YAML writer needed.
     path.write_text(json.dumps(config, indent=2))
-    proc = procs.start("gateway", [str(binary), "up", str(path)], env=bench_env(tmp),
+    proc = procs.start(name, [str(binary), "up", str(path)], env=bench_env(tmp),
                        cwd=REPO, grace=10.0)
     wait_http_ok(proc, port, "/", timeout=ready_timeout)
-    return Target("gateway", port, proc)
+    return Target("gateway", port, proc, dataplanes=workers > 1)

@@ -13,10 +13,12 @@ reload`` reload the config file (``reload()``, see control/reload.py).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
+import os
 import signal
+import socket
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,14 +27,19 @@ from gateway.admin import handlers
 from gateway.admin.adminclient import TOKEN_ENV
 from gateway.admin.server import AdminServer
 from gateway.control.autoscaler import Autoscaler
+from gateway.control.dataplanes import DataPlanes, hold_port, resolve_workers
 from gateway.control.desired import Desired, Layers, merge
+from gateway.control.gather import Gather
+from gateway.control.publish import Publisher
 from gateway.control.reload import ReloadResult, reload_config
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
-from gateway.dataplane.http1rules import Deadlines
+from gateway.dataplane import snapshot
+from gateway.dataplane.balance import ReplicaSet
+from gateway.dataplane.gcsettle import settle_gc
 from gateway.dataplane.server import DataPlane
 from gateway.dataplane.table import RoutingTable, TableHolder, build_table, service_weights
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import BadObservations, ConfigError, GatewayError
 from gateway.metrics import Metrics
 from gateway.runtimes import create_runtime
 from gateway.runtimes.base import Runtime
@@ -71,6 +78,22 @@ class Gateway:
         # The next file reload replaces them.
         self.weight_overrides: dict[str, dict[str, int]] = {}
         self._commands: asyncio.Queue[str] = asyncio.Queue()
+        # gateway.workers >= 2: this process is the controller and N children serve the data
+        # port; either way other hosts' data planes may follow its snapshots (README: "Processes")
+        self.workers = resolve_workers(g.workers)
+        self.publisher = Publisher(self._snapshot)
+        self.supervisor.on_change = self.publisher.changed
+        # their observations: /metrics, the autoscaler, canary analysis and drains see them all
+        self.gather = Gather(self.metrics, self.supervisor.replica_set)
+        self.dataplanes = DataPlanes(self.workers if self.workers > 1 else 0,
+                                     on_gone=self.gather.forget)
+        drained = self.gather.drain_check(lambda: (self.publisher.epoch, self.publisher.version))
+        # a replica stops once nothing is in flight on it here (workers 1) and no other
+        # data-plane process routes to it or has a request on it
+        self.supervisor.drained = lambda ep: ep.inflight == 0 and drained(ep)
+        self._committed: tuple[Desired, Mapping[tuple[str, str], ReplicaSet]] | None = None
+        self._held_port: socket.socket | None = None
+        self.incarnation, self.started_at = uuid.uuid4().hex, time.time()
         handlers.install(self.admin, self)   # the admin API sees the facade below, nothing else
 
     async def start(self) -> None:
@@ -90,15 +113,36 @@ class Gateway:
         await self.supervisor.start()
         self.autoscaler.start()
         self.rollouts.start()
-        self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
+        if self.dataplanes.count:
+            self._held_port = hold_port(*split_listen(spec.gateway.listen))
+            self.ports["data"] = self._held_port.getsockname()[1]
+        else:
+            self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
         self.ports["admin"] = await self.admin.start(*split_listen(spec.gateway.admin.listen))
         # <state_dir>/admin-token (0600) for the CLI; only once the listener is ours, so a second
         # `up` that cannot bind never replaces the first one's token
         self.admin.publish_token()
+        if self.dataplanes.count:
+            await self._start_dataplanes()
         log.info("serving on %s (admin %s), %d services, config %s",
                  _addr(spec.gateway.listen, self.ports["data"]),
                  _addr(spec.gateway.admin.listen, self.ports["admin"]),
                  len(spec.services), spec.digest())
+
+    async def _start_dataplanes(self) -> None:
+        """The children, once the admin listener (their snapshots) is up; they bind the data
+        port after their first snapshot, and ``up`` says "serving" once every one has."""
+        g = self.spec.gateway
+        admin_host, _ = split_listen(g.admin.listen)
+        if admin_host in ("", "0.0.0.0", "::"):   # noqa: S104 - a wildcard is not an address
+            admin_host = "127.0.0.1" if admin_host != "::" else "::1"
+        if ":" in admin_host:
+            admin_host = f"[{admin_host}]"
+        self.dataplanes.start(f"http://{admin_host}:{self.ports['admin']}", self.admin.token,
+                              split_listen(g.listen)[0], self.ports["data"])
+        if not await self.dataplanes.wait_serving(
+                lambda: [self.publisher.epoch, self.publisher.version], 30.0):
+            log.warning("not every data-plane process serves yet: see /status dataplanes")
 
     def _start_tracing(self) -> None:
         t = self.spec.gateway.tracing
@@ -125,7 +169,13 @@ class Gateway:
             return                # refused at start: another gateway's replicas are not ours
         g = self.spec.gateway
         log.info("stopping: draining in-flight requests (up to %.0fs)", g.drain_timeout)
-        await self.dataplane.stop(g.drain_timeout)
+        if self.dataplanes.count:
+            await self.dataplanes.stop(g.drain_timeout)    # each child drains its own
+            if self._held_port is not None:
+                self._held_port.close()
+        else:
+            await self.dataplane.stop(g.drain_timeout)
+        await self.publisher.stop()
         if self.dataplane.tracer is not None:      # flush the spans still buffered
             await asyncio.to_thread(self.dataplane.tracer.shutdown)
         if keep_replicas and self.runtime.name == "process":
@@ -150,7 +200,7 @@ class Gateway:
             loop.add_signal_handler(sig, self._commands.put_nowait, cmd)
         try:
             await self.start()
-            _settle_gc()
+            settle_gc()
             while (cmd := await self._commands.get()) != "stop":
                 if cmd == "reload":
                     try:
@@ -209,14 +259,14 @@ class Gateway:
         self._record_config()
         return notes
 
-    def _desired(self) -> tuple[Desired, RoutingTable]:
+    def _desired(self) -> tuple[Desired, Mapping[tuple[str, str], ReplicaSet], RoutingTable]:
         """Merge the layers over the running spec and build the table: pure up to the replica
         sets of versions the supervisor does not run yet (made now, taken over by its apply)."""
         desired = merge(self.spec, self._layers())
         sets, joining = self.supervisor.prepare(desired.spec)
         desired = desired.hold(joining)
-        return desired, build_table(desired.spec, sets, self.metrics, desired.weights,
-                                    self.dataplane.batchers)
+        return desired, sets, build_table(desired.spec, sets, self.metrics, desired.weights,
+                                          self.dataplane.batchers)
 
     def _layers(self) -> Layers:
         return Layers(overrides=self.weight_overrides, pins=self.autoscaler.pins(),
@@ -231,17 +281,20 @@ class Gateway:
         """The one commit point: layers -> merge -> build the table (either may raise: nothing
         has changed yet) -> the supervisor gets the versions and their counts (starts added
         versions, drains removed ones) -> swap the table."""
-        desired, table = self._desired()
+        desired, sets, table = self._desired()
         self.supervisor.apply(desired.spec)
         self.holder.swap(table)
+        self._committed = (desired, sets)
+        self.publisher.changed()      # the other data planes get it as a snapshot
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The committed state as data-plane processes apply it (control/publish.py)."""
+        assert self._committed is not None, "a snapshot before the first commit"
+        desired, sets = self._committed
+        return snapshot.encode(desired.spec, desired.weights, sets)
 
     def _configure_dataplane(self) -> None:
-        g = self.spec.gateway
-        access = g.access_log
-        self.dataplane.access_sample = access.sample if access.enabled else 0.0
-        d = g.deadlines
-        self.dataplane.configure(Deadlines(d.header_read, d.body_idle, d.upstream_idle,
-                                           d.client_write), g.max_body_bytes, g.trusted_hops)
+        snapshot.configure(self.dataplane, self.spec.gateway)
 
     # -- the admin API's facade (gateway/admin/facade.py) -------------------------------------
     @property
@@ -277,6 +330,31 @@ class Gateway:
     def pin(self, service: str, version: str, replicas: int | None) -> None:
         self.autoscaler.pin(service, version, replicas)
 
+    async def snapshot(self, after: str | None, wait: float) -> bytes | None:
+        return await self.publisher.wait(after, wait)
+
+    def report(self, doc: dict[str, Any]) -> None:
+        applied = doc["snapshot"]
+        try:
+            self.gather.absorb(doc["process"], doc["incarnation"], doc.get("observations", {}),
+                               (applied[0], applied[1]) if len(applied) == 2 else None)
+        except BadObservations as exc:
+            raise ValueError(str(exc)) from None      # a 400, nothing of it counted
+        self.dataplanes.report(doc)
+
+    def _dataplanes(self) -> list[dict[str, Any]]:
+        """/status "dataplanes": the children (and other hosts' data planes), or this process
+        when it serves the data port itself."""
+        if self.dataplanes.count:
+            return self.dataplanes.status()
+        requests = sum(self.metrics.version(s, v).answered
+                       for s, svc in self.spec.services.items() for v in svc.versions)
+        return [{"name": "main", "pid": os.getpid(), "incarnation": self.incarnation,
+                 "snapshot": [self.publisher.epoch, self.publisher.version],
+                 "connections": self.dataplane.connections, "requests": requests,
+                 "restarts": 0, "up_since": self.started_at, "error": None},
+                *self.dataplanes.status()]
+
     def replicas(self, service: str, version: str) -> dict[str, Any]:
         seen = self.supervisor.observe(service, version)
         return {"desired": seen.desired if seen else None, "ready": seen.ready if seen else None,
@@ -304,7 +382,9 @@ class Gateway:
                            "hash": self.spec.digest(), "loaded_at": self.loaded_at,
                            "last_reload": self.last_reload},
                 "runtime": self.runtime.name, "listen": self.ports, "services": services,
-                "corrupt_journals": list(self.rollouts.corrupt)}
+                "corrupt_journals": list(self.rollouts.corrupt),
+                "snapshot": [self.publisher.epoch, self.publisher.version],
+                "dataplanes": self._dataplanes()}
 
     def _record_config(self) -> None:
         self.metrics.config_info.info({"hash": self.spec.digest()})
@@ -330,11 +410,3 @@ def _addr(listen: str, port: int) -> str:
     host, _ = split_listen(listen)
     return f"{host}:{port}"
 
-
-def _settle_gc() -> None:
-    """Start-up objects (modules, config, tables) live as long as the process: move them out of
-    the collector's sight, and collect the young generation less often, so that the per-request
-    garbage is all the collector scans (fewer, shorter pauses on the hot path)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)

@@ -30,7 +30,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
     async def main() -> None:
-        await Gateway(spec, args.config).run(keep_replicas=args.keep_replicas)
+        gateway = Gateway(spec, args.config)
+        gateway.dataplanes.log_args = ("--log-format", args.log_format, "--log-level", args.log_level)
+        await gateway.run(keep_replicas=args.keep_replicas)
 
     try:
         uvloop.run(main())
@@ -200,6 +202,7 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from gateway.admin import adminclient
+    from gateway.dataplane import child
 
     p = argparse.ArgumentParser(
         prog="serve-gateway",
@@ -298,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "throughput, status codes and x-served-by shares.")
     bench.add_arguments(b)
     b.set_defaults(func=cmd_bench)
+
+    dp = sub.add_parser("dataplane", help="serve the data port for a controller (another host)",
+                        description="A data-plane process: follows the routing snapshots of the "
+                                    "gateway at --controller and serves its data port.")
+    child.add_arguments(dp)
+    dp.set_defaults(func=child.main)
 
     w = sub.add_parser("worker", help="serve a model class over HTTP (the worker SDK)",
                        description="Serve module:Class (load() once, then predict(items) -> list) "

@@ -54,6 +54,11 @@ class RuntimeFailure(GatewayError):
     """A runtime could not start, stop or inspect a replica."""
 
 
+class BadObservations(GatewayError):
+    """A data-plane process's observations the controller cannot read (control/gather.py): the
+    whole report is refused, nothing of it is counted (the report route answers 400)."""
+
+
 class MissingExtra(GatewayError):
     """A feature whose optional dependencies are not installed; says which extra brings them."""
 
@@ -61,6 +66,11 @@ class MissingExtra(GatewayError):
         super().__init__(f"{feature} needs the Python package {missing!r}, which is not "
                          f"installed: pip install 'serve-gateway[{extra}]'")
         self.extra = extra
+
+
+class SnapshotError(GatewayError):
+    """A routing snapshot from the controller that a data-plane process cannot apply (its last
+    good one stays in force; dataplane/snapshot.py)."""
 
 
 class ProxyError(GatewayError):

@@ -126,6 +126,16 @@ class ShadowMetrics:
             self.agree.inc()
         else:
             self.disagree.inc()
+        self._show_ratio()
+
+    def absorb(self, agreed: int, disagreed: int) -> None:
+        """Comparisons a data-plane process made (control/gather.py feeds the counters)."""
+        self.agreed += agreed
+        self.compared += agreed + disagreed
+        if self.compared:
+            self._show_ratio()
+
+    def _show_ratio(self) -> None:
         if self._ratio is None:   # appears with the first comparison: 0 before would mislead
             self._ratio = self._m.shadow_agreement.labels(self.service, self.version)
             self._ratio.set_function(lambda: self.agreed / self.compared)   # read at scrape
@@ -319,6 +329,10 @@ class Metrics:
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
         self._shadows: dict[tuple[str, str], ShadowMetrics] = {}
         self._batches: dict[tuple[str, str], BatchMetrics] = {}
+        # what render shows: the registry with same-named gauge families added up (a
+        # controller's own gauges plus its data-plane processes', control/gather.py)
+        self._exposed = CollectorRegistry(auto_describe=False)
+        self._exposed.register(_Callback(lambda: _merged(self.registry.collect())))
 
     def version(self, service: str, version: str) -> VersionMetrics:
         key = (service, version)
@@ -371,7 +385,7 @@ class Metrics:
 
     def render(self) -> bytes:
         self.flush()
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
 
 
 class _Callback(Collector):
@@ -383,6 +397,28 @@ class _Callback(Collector):
 
     def describe(self) -> Iterable[Metric]:
         return []
+
+
+def _merged(families: Iterable[Metric]) -> Iterable[Metric]:
+    """``families`` with gauge families of one name merged into the first: values of equal
+    labels added, so one name appears once in the exposition, as the format requires."""
+    out: list[Metric] = []
+    gauges: dict[str, Metric] = {}
+    for fam in families:
+        first = gauges.get(fam.name) if fam.type == "gauge" else None
+        if first is None:
+            out.append(fam)
+            if fam.type == "gauge":
+                gauges[fam.name] = fam
+            continue
+        index = {(s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(first.samples)}
+        for s in fam.samples:
+            i = index.get((s.name, tuple(sorted(s.labels.items()))))
+            if i is None:
+                first.samples.append(s)
+            else:
+                first.samples[i] = first.samples[i]._replace(value=first.samples[i].value + s.value)
+    return out
 
 
 def _count(counter: Counter) -> int:

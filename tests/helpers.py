@@ -320,3 +320,25 @@ class Load:
     async def __aexit__(self, *exc: object) -> None:
         if not self._stopping:
             await self.stop()
+
+
+# -- several data-plane processes (gateway.workers >= 2) ------------------------------------------
+
+async def fresh_posts(url: str, n: int, body: bytes = b'{"x": 1}',
+                      concurrent: bool = False) -> list[tuple[int, str]]:
+    """``n`` POSTs, each on a new connection (so SO_REUSEPORT spreads them over the data-plane
+    processes): (status, x-served-by) of each."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True, limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as s:
+        async def one() -> tuple[int, str]:
+            async with s.post(url, data=body) as r:
+                await r.read()
+                return r.status, r.headers.get("x-served-by", "")
+        if concurrent:
+            return list(await asyncio.gather(*(one() for _ in range(n))))
+        return [await one() for _ in range(n)]
+
+
+def dataplanes(status: dict) -> dict[str, dict]:
+    """/status "dataplanes" by process name."""
+    return {p["name"]: p for p in status["dataplanes"]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.admin import rollouts, scale, schema, traffic
+from gateway.admin import control, rollouts, scale, schema, traffic
 from gateway.admin.facade import Facade
 from gateway.admin.server import AdminServer, reload_endpoint
 
@@ -13,3 +13,4 @@ def install(server: AdminServer, gateway: Facade) -> None:
     scale.install(server, gateway)        # POST /services/{name}/scale
     rollouts.install(server, gateway)     # /rollouts endpoints
     schema.install(server, gateway)       # GET /services/{name}/schema
+    control.install(server, gateway)      # /control/v1: the data planes' snapshots and reports

@@ -237,7 +237,7 @@ class AdminServer:
         self._publishing = False                      # between publish_token and withdraw_token
         self._state_dir = ".serve-gateway"
         self._access = Access(self._generated, "generated")
-        self._mutating: set[AbstractRoute] = set()
+        self._need_token: set[AbstractRoute] = set()   # mutating and private routes
         self.app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
@@ -258,6 +258,11 @@ class AdminServer:
                 self._sync_token_file()
             except OSError as exc:   # the token itself applies; only the CLI's copy is missing
                 log.error("cannot write the admin token to %s: %s", path, exc)
+
+    @property
+    def token(self) -> str:
+        """The token in force (the data-plane processes this gateway starts get it)."""
+        return self._access.token
 
     @property
     def generated_token(self) -> bool:
@@ -291,14 +296,16 @@ class AdminServer:
                 return
             raise
 
-    def add_route(self, method: str, path: str, handler: Handler, mutating: bool = False) -> None:
+    def add_route(self, method: str, path: str, handler: Handler, mutating: bool = False,
+                  private: bool = False) -> None:
         """Features add their endpoints here. A ``mutating`` route must be POST; it gets the
-        token rule, and GET on it answers 405."""
+        token rule, and GET on it answers 405. A ``private`` read needs the token too, even on
+        loopback (the data planes' snapshot: it holds the workers' commands and environment)."""
         if mutating and method.upper() != "POST":
             raise ValueError(f"mutating admin route {path} must be POST, not {method}")
         route = self.app.router.add_route(method, path, handler)
-        if mutating:
-            self._mutating.add(route)
+        if mutating or private:
+            self._need_token.add(route)
 
     async def start(self, host: str, port: int) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)
@@ -317,7 +324,7 @@ class AdminServer:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            mutating = request.match_info.route in self._mutating
+            mutating = request.match_info.route in self._need_token
             refused = self._access.check(request.method, request.path, request.headers, mutating)
             if refused is not None:
                 raise refused

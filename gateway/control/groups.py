@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.control.observed import VersionObserved
 from gateway.control.reconcile import READY, STARTING, STATES
 from gateway.dataplane.balance import Endpoint, ReplicaSet
-from gateway.dataplane.outlier import OutlierPolicy
 from gateway.metrics import Metrics, counter, gauge
 from gateway.runtimes.base import Replica, ReplicaSpec
-from gateway.spec.models import OutlierSpec, VersionSpec
+from gateway.spec.models import VersionSpec
 
 CRASH_WINDOW = 60.0
 CRASH_LOOP = 5
@@ -77,6 +76,9 @@ class Group:
     joined: bool = True        # False for a version added by a reload until a replica is ready
     last_exit: str = ""
     last_log: tuple[str, ...] = ()   # the last crashed replica's last log lines
+    # told after every publish and crash: what other data-plane processes see of this group
+    # (endpoints, verdict) may have changed (the supervisor sets it; control/publish.py listens)
+    changed: Callable[[], None] = field(default=lambda: None, repr=False)
 
     @property
     def revision(self) -> str:
@@ -92,6 +94,7 @@ class Group:
     def publish(self) -> None:
         self.replica_set.publish([m.endpoint for m in self.members
                                   if m.state == READY and m.endpoint is not None])
+        self.changed()
 
     def hopeless(self) -> str | None:
         """Why no replica is coming, or None while one may: requests waiting for a replica
@@ -104,11 +107,6 @@ class Group:
         if self.replica_set.starting == self.starting:
             return None       # the autoscaler follows it: demand starts one (scale from zero)
         return "no replica is starting"
-
-
-def outlier_policy(o: OutlierSpec) -> OutlierPolicy:
-    return OutlierPolicy(o.consecutive_errors, o.base_ejection, o.max_ejection,
-                         o.max_ejected_percent)
 
 
 def _ejection(ep: Endpoint | None, now: float) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from gateway.control.groups import (
     gauges,
     not_starting,
     observe,
-    outlier_policy,
     replica_spec,
 )
 from gateway.control.groups import status as status_doc
@@ -46,6 +45,7 @@ from gateway.control.reconcile import (
     reconcile,
 )
 from gateway.dataplane.balance import Endpoint, ReplicaSet
+from gateway.dataplane.outlier import outlier_policy
 from gateway.errors import GatewayError
 from gateway.logs import fields
 from gateway.metrics import Metrics
@@ -85,6 +85,12 @@ class Supervisor:
         self.on_joined: Callable[[], None] | None = None   # rebuilds routing: a version joined
         # a request waits for a replica of (service, version): the autoscaler may start one
         self.on_demand: Callable[[str, str], None] | None = None
+        # the endpoints or the verdict of a version changed: the snapshot other data-plane
+        # processes get is due again (control/publish.py)
+        self.on_change: Callable[[], None] | None = None
+        # a draining replica may be stopped: nothing in flight here by default; with several
+        # data-plane processes, none routes to it or has a request on it (Gather.drain_check)
+        self.drained: Callable[[Endpoint], bool] = _idle
         metrics.add_gauges(self._gauges)
 
     # -- configuration ------------------------------------------------------------------------
@@ -110,6 +116,7 @@ class Supervisor:
                 g.removed = False
                 g.spec, g.desired, g.connect_timeout = ver, ver.replicas, svc.timeouts.connect
                 g.replica_set.on_demand = partial(self._demand, g)
+                g.changed = self._changed
                 g.replica_set.hopeless = g.hopeless
                 # an autoscaled version's waiting requests see its cold start (504, not 503)
                 g.replica_set.starting = g.starting if effective(svc, ver) is not None \
@@ -123,6 +130,11 @@ class Supervisor:
         for g in added:      # once every group has its new spec, so revisions compare right
             self._claim(g)
         self.wake()
+
+    def replica_set(self, service: str, version: str) -> ReplicaSet | None:
+        """The replica set of a version (its group's, or the one prepared for a commit)."""
+        g = self.groups.get((service, version))
+        return g.replica_set if g is not None else self._prepared.get((service, version))
 
     def prepare(self, spec: Spec) -> tuple[dict[tuple[str, str], ReplicaSet], set[tuple[str, str]]]:
         """What ``apply(spec)`` will show the data plane, computed before anything changes (the
@@ -221,6 +233,10 @@ class Supervisor:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _demand(self, g: Group) -> None:
         if self.on_demand is not None:
@@ -374,6 +390,7 @@ class Supervisor:
                 " (crash loop)" if len(g.crashes) >= CRASH_LOOP else "", delay)
         self.wake()
         g.replica_set.recheck()     # a crash loop now: whoever waits gets its 503
+        g.changed()                 # ... in every data-plane process too
         if delay:
             asyncio.get_running_loop().call_later(delay, self.wake)
 
@@ -397,7 +414,7 @@ class Supervisor:
             deadline = self.clock() + self.drain_timeout
             # in-flight is a plain counter the data plane bumps (no event to wait on); the poll
             # is bounded by the drain deadline
-            while m.endpoint.inflight > 0 and self.clock() < deadline:  # noqa: ASYNC110
+            while not self.drained(m.endpoint) and self.clock() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         self._forget(m)
         try:
@@ -422,6 +439,10 @@ class Supervisor:
 
     def _gauges(self) -> Iterable[Any]:
         return gauges(self.groups)
+
+
+def _idle(ep: Endpoint) -> bool:
+    return ep.inflight == 0
 
 
 def _describe(info: ExitInfo, log_path: str | None = None) -> str:

@@ -572,9 +572,12 @@ class Server:
         self._server: asyncio.Server | None = None
         self._gone: asyncio.Future[None] | None = None   # set when the last connection goes
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+        """Listen; ``reuse_port``: with SO_REUSEPORT, so that several data-plane processes
+        accept on one port and the kernel spreads the connections over them."""
         self._server = await self.loop.create_server(lambda: _Conn(self), host, port,
-                                                     reuse_address=True, backlog=4096)
+                                                     reuse_address=True, reuse_port=reuse_port,
+                                                     backlog=4096)
         return int(self._server.sockets[0].getsockname()[1])
 
     def forget(self, conn: _Conn) -> None:

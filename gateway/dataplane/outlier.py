@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from gateway.spec.models import OutlierSpec
 
 
 class Ejectable(Protocol):
@@ -57,3 +60,10 @@ class OutlierPolicy:
         ep.back_at = ep.ejected_until
         ep.fails = 0
         return True
+
+
+def outlier_policy(o: OutlierSpec) -> OutlierPolicy:
+    """A version's ``outlier:`` settings as the policy (the controller's replica sets and a
+    data-plane process's own, built from a snapshot, read the same settings the same way)."""
+    return OutlierPolicy(o.consecutive_errors, o.base_ejection, o.max_ejection,
+                         o.max_ejected_percent)

@@ -66,8 +66,13 @@ class DataPlane:
         self._http.max_body = max_body
         self.trusted = trusted_hops > 0
 
-    async def start(self, host: str, port: int) -> int:
-        return await self._http.start(host, port)
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+        return await self._http.start(host, port, reuse_port)
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now (for /status)."""
+        return len(self._http.conns)
 
     async def stop(self, drain_timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (bounded), close connections."""

@@ -17,8 +17,9 @@ from gateway.spec.models import GatewaySpec, Spec
 VersionKey = tuple[str, str]
 
 # gateway.* fields a running process cannot change: the listeners are bound, the runtime and
-# its state file were chosen at start-up, and replica labels carry the instance name.
-RESTART_FIELDS = ("listen", "runtime", "state_dir", "instance", "docker", "tracing")
+# its state file were chosen at start-up, replica labels carry the instance name, and the
+# data-plane processes were started.
+RESTART_FIELDS = ("listen", "runtime", "state_dir", "instance", "docker", "tracing", "workers")
 RESTART_ADMIN_FIELDS = ("listen",)
 
 

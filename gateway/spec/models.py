@@ -125,6 +125,9 @@ class DeadlinesSpec(Strict):
                                    "of our answer for this long is disconnected")
 
 
+MAX_WORKERS = 64
+
+
 class GatewaySpec(Strict):
     instance: str = Field("default", description="names this gateway in replica labels; two gateways "
                                                  "sharing a Docker daemon need different names")
@@ -147,6 +150,10 @@ class GatewaySpec(Strict):
     trusted_hops: int = Field(0, ge=0, le=16, description="proxies in front of the gateway whose "
                               "X-Forwarded-Proto/-Host and Forwarded are kept; 0: the gateway is "
                               "the edge and overwrites them")
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] | Literal["auto"] = Field(
+        1, description="data-plane processes sharing the data port (SO_REUSEPORT), fed by the "
+                       "controller; 'auto': the usable cores, at most 16; 1: one process serves "
+                       "everything (needs a restart to change)")
 
 
 class HealthSpec(Strict):

@@ -97,7 +97,7 @@ async def test_the_command_loop_survives_a_reload_that_raises(tmp_path: Path,
     monkeypatch.setattr(gw, "start", start)
     monkeypatch.setattr(gw, "stop", stop)
     monkeypatch.setattr(gw, "reload", reload)
-    monkeypatch.setattr("gateway.app._settle_gc", lambda: None)   # leave this process's gc be
+    monkeypatch.setattr("gateway.app.settle_gc", lambda: None)   # leave this process's gc be
     for cmd in ("reload", "reload", "stop"):
         gw._commands.put_nowait(cmd)
     await gw.run()                       # returns: the loop went on to the stop command

@@ -1,0 +1,218 @@
+"""The controller's data-plane processes (``gateway.workers`` >= 2): N children of
+``python -m gateway.dataplane.child`` accepting on the data port with SO_REUSEPORT, started,
+restarted with backoff when one dies, drained on stop, and their reports kept for ``/status``.
+
+- The controller holds the port: a SO_REUSEPORT socket bound (never listening, so the kernel
+  never queues a connection on it) before any child starts, which also picks the port for
+  ``listen: ...:0``; a child that dies loses only its own connections and the port stays ours.
+- Each child gets PR_SET_PDEATHSIG=SIGKILL, so a SIGKILLed controller leaves no data plane
+  behind (and its replicas die with it the same way, runtimes/process.py).
+- Reports (``POST /control/v1/report``) from processes this controller did not start (a gateway
+  on another host running the same child command) are listed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import tasks
+from gateway.admin.adminclient import TOKEN_ENV
+from gateway.control.groups import backoff
+
+log = logging.getLogger("gateway.dataplanes")
+_PR_SET_PDEATHSIG = 1
+STALE_AFTER = 5.0      # seconds without a report before a remote process leaves /status
+RESTART_WINDOW = 60.0  # crashes older than this no longer lengthen the backoff
+
+
+def resolve_workers(setting: int | str) -> int:
+    """``gateway.workers`` as a count: ``auto`` is the cores this process may run on, at most
+    16 (past that one controller's reports and snapshots are the next limit, not the cores)."""
+    if setting == "auto":
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:       # not Linux
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, 16))
+    return int(setting)
+
+
+def hold_port(host: str, port: int) -> socket.socket:
+    """A bound SO_REUSEPORT socket that never listens: it keeps ``port`` (or picks one for 0)
+    for the data-plane processes, which bind the same address with SO_REUSEPORT."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@functools.cache
+def _prctl() -> Any:
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """preexec_fn: SIGKILL when the controller dies (prctl resolved here, in the parent, so
+    the forked child makes one call and no dlopen), and SIGINT ignored from the first instruction
+    (a terminal's Ctrl-C reaches the whole group; the controller stops the children in order)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = _prctl()
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if os.getppid() != parent:       # the controller died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+    return hook
+
+
+@dataclass
+class Process:
+    """One data-plane process as /status shows it."""
+
+    name: str
+    pid: int | None = None
+    incarnation: str | None = None
+    snapshot: list[Any] = field(default_factory=list)     # [epoch, version] it applied
+    connections: int = 0
+    requests: int = 0
+    restarts: int = 0
+    up_since: float | None = None       # time.time() of this incarnation's start
+    error: str | None = None
+    seen: float = 0.0                   # monotonic time of the last report
+    local: bool = False                 # started by this controller
+
+    def doc(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": self.pid, "incarnation": self.incarnation,
+                "snapshot": self.snapshot, "connections": self.connections,
+                "requests": self.requests, "restarts": self.restarts,
+                "up_since": self.up_since, "error": self.error}
+
+
+class DataPlanes:
+    """N local data-plane processes, and the table of every process that reports."""
+
+    def __init__(self, count: int, *, on_gone: Callable[[str], None] | None = None,
+                 python: str = sys.executable) -> None:
+        self.count = count
+        self.python = python
+        # the controller's own --log-format / --log-level, so every process logs alike
+        self.log_args: tuple[str, ...] = ()
+        self.on_gone = on_gone            # a process died: forget its gauges (Gather.forget)
+        self.processes: dict[str, Process] = {}
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def start(self, controller: str, token: str, host: str, port: int) -> None:
+        """Start the children (they wait for their first snapshot, then bind)."""
+        env = {**os.environ, TOKEN_ENV: token}
+        for i in range(self.count):
+            name = f"dp-{i}"
+            self.processes[name] = Process(name, local=True)
+            argv = [self.python, "-m", "gateway.dataplane.child", "--controller", controller,
+                    "--name", name, "--share", f"{i}/{self.count}",
+                    "--listen", f"{host}:{port}", *self.log_args]
+            self._tasks.append(tasks.spawn(self._keep(name, argv, env), name=f"data plane {name}"))
+
+    async def _keep(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        """Run one child until the controller stops; restart it (with backoff) when it dies."""
+        entry = self.processes[name]
+        crashes: list[float] = []
+        while not self._stopping:
+            proc = await asyncio.create_subprocess_exec(*argv, env=env,
+                                                        preexec_fn=_die_with_parent())
+            self._procs[name] = proc
+            entry.pid, entry.incarnation, entry.up_since = proc.pid, None, time.time()
+            entry.snapshot, entry.connections, entry.error = [], 0, None
+            code = await proc.wait()
+            if self._stopping:
+                return
+            now = time.monotonic()
+            crashes = [t for t in crashes if t > now - RESTART_WINDOW] + [now]
+            delay = backoff(len(crashes))
+            entry.restarts += 1
+            log.error("data plane %s (pid %d) exited with %s: restarting it in %.1fs", name,
+                      proc.pid, code, delay)
+            if self.on_gone is not None:
+                self.on_gone(name)
+            await asyncio.sleep(delay)
+
+    def report(self, doc: dict[str, Any]) -> Process:
+        """A process's report; one this controller did not start gets its own entry."""
+        name = doc["process"]
+        entry = self.processes.get(name)
+        if entry is None:
+            entry = self.processes[name] = Process(name)
+        if entry.local and doc["pid"] != entry.pid:
+            return entry          # the last words of an incarnation that is gone already
+        if not entry.local and entry.incarnation not in (None, doc["incarnation"]):
+            entry.restarts += 1
+            entry.up_since = time.time()
+        if entry.up_since is None:
+            entry.up_since = time.time()
+        entry.pid, entry.incarnation = doc["pid"], doc["incarnation"]
+        entry.snapshot, entry.connections = doc["snapshot"], doc["connections"]
+        entry.requests, entry.error = doc["requests"], doc.get("error")
+        entry.seen = time.monotonic()
+        return entry
+
+    def status(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        gone = [n for n, p in self.processes.items() if not p.local and p.seen < now - STALE_AFTER]
+        for name in gone:
+            del self.processes[name]
+            if self.on_gone is not None:
+                self.on_gone(name)
+        return [p.doc() for p in self.processes.values()]
+
+    async def wait_serving(self, tag: Callable[[], list[Any]], deadline: float) -> bool:
+        """Until every local child reports the snapshot ``tag()`` applied (it binds before its
+        first report), at most ``deadline`` seconds; False if one did not."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            want = tag()
+            if all(p.snapshot == want for p in self.processes.values() if p.local):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def stop(self, drain_timeout: float) -> None:
+        """SIGTERM every child (each drains its in-flight requests, up to ``drain_timeout``),
+        wait for them, SIGKILL what is left a little after the deadline."""
+        self._stopping = True
+        procs = [p for p in self._procs.values() if p.returncode is None]
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        waits = [tasks.spawn(p.wait(), name=f"data plane {p.pid} exit") for p in procs]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=drain_timeout + 5.0)
+            for p in procs:
+                if p.returncode is None:
+                    log.error("data plane pid %d did not drain in time: killing it", p.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        p.kill()
+            if late:
+                await asyncio.wait(late)
+        await tasks.cancel_and_wait(*self._tasks)
