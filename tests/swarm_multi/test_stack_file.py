@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.cli import build_parser
 from gateway.spec import load_spec
 from tests.helpers import REPO_ROOT
 
@@ -59,7 +60,9 @@ def test_stack_file_deploys_the_controller_a_data_plane_per_node_and_monitoring(
     # a data-plane gateway on every node, following the controller by its service name
     assert dp["deploy"]["mode"] == "global"
     cmd = dp["command"]
-    assert cmd[0] == "dataplane" and cmd[cmd.index("--controller") + 1] == f"http://controller:{admin_port}"
+    args = build_parser().parse_args(cmd)       # the command the image's CLI really takes
+    assert args.controller == f"http://controller:{admin_port}"
+    assert args.listen == "0.0.0.0:8080" and args.health
     assert "controller" in g.admin.allow_hosts and "0.0.0.0" in g.admin.listen
     # both share the token the controller's admin API checks
     assert g.admin.token_env is not None
@@ -74,7 +77,7 @@ def test_stack_file_deploys_the_controller_a_data_plane_per_node_and_monitoring(
         assert svc["deploy"].get("endpoint_mode") == "dnsrr"
         assert all(p["mode"] == "host" for p in svc.get("ports", []))
     published = {p["target"] for p in dp["ports"]}
-    assert published == {8080, int(cmd[cmd.index("--health") + 1].rsplit(":", 1)[1])}
+    assert published == {8080, int(args.health.rsplit(":", 1)[1])}
     # SIGTERM from `docker stack rm` / an update leaves time for the drain and the replicas' stop
     assert g.drain_timeout + g.stop_grace <= seconds(ctl["stop_grace_period"])
 
