@@ -32,6 +32,7 @@ from gateway.control.desired import Desired, Layers, merge
 from gateway.control.gather import Gather
 from gateway.control.publish import Publisher
 from gateway.control.reload import ReloadResult, reload_config
+from gateway.control.rollout.store import store_for
 from gateway.control.rollouts import Rollouts
 from gateway.control.supervisor import Supervisor
 from gateway.dataplane import snapshot
@@ -105,7 +106,10 @@ class Gateway:
         self._start_tracing()                      # refuses an exporter without the [otel] extra
         # once at start-up, before any traffic: a blocking mkdir costs nothing here
         Path(spec.gateway.state_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
-        self.rollouts.restore(spec)                # resumes journaled rollouts
+        # resumes journaled rollouts, from where the runtime keeps them (files, or the swarm)
+        store = store_for(self.runtime, spec.gateway.state_dir)
+        loaded = await asyncio.to_thread(store.load_all, self.rollouts.clock())
+        self.rollouts.restore(spec, store, loaded)
         self._rescale()
         self.commit()
         self._configure_dataplane()

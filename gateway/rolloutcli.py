@@ -122,7 +122,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"serve-gateway: {exc}", file=sys.stderr)
             return 1
     out: list[str] = []
-    out += _gpu_lines(spec)
+    out += _swarm_lines(spec, running) if spec.gateway.runtime == "swarm" else _gpu_lines(spec)
     for name, svc in spec.services.items():
         have = (running or {}).get("services", {}).get(name, {}).get("versions", {})
         if running is not None:
@@ -208,10 +208,37 @@ def _gpu_lines(spec: Any) -> list[str]:
         return [f"GPUs: warning: up and reload refuse this config: {p}" for p in exc.problems]
 
 
+def _swarm_lines(spec: Any, running: dict[str, Any] | None) -> list[str]:
+    """Swarm picks nodes and GPU devices: what each GPU version reserves, and (running gateway)
+    which node runs how many replicas with how many reserved GPUs."""
+    kind = spec.gateway.swarm.gpu_kind
+    out = [f"{name}/{v}: {ver.replicas} replicas x {ver.resources.gpus} {kind} reserved "
+           "(Swarm picks the node and devices)"
+           for name, svc in spec.services.items() for v, ver in svc.versions.items()
+           if isinstance(ver.resources.gpus, int) and ver.resources.gpus]
+    nodes: dict[str, dict[str, int]] = {}
+    for name, svc in ((running or {}).get("services") or {}).items():
+        for v, group in (svc.get("versions") or {}).items():
+            for rep in group.get("replicas") or []:
+                node = nodes.setdefault(rep.get("node") or "?", {})
+                node[f"{name}/{v}"] = node.get(f"{name}/{v}", 0) + 1
+                gpus = rep.get("gpus")
+                node[kind] = node.get(kind, 0) + (len(gpus) if isinstance(gpus, list)
+                                                  else int(gpus or 0))
+    for where, counts in sorted(nodes.items()):
+        reserved = counts.pop(kind, 0)
+        out.append(f"node {where}: " + ", ".join(f"{k} x{n}" for k, n in sorted(counts.items()))
+                   + f"; {reserved} {kind} reserved")
+    return out
+
+
 def _gpu_capacity(spec: Any, svc: Any) -> int | None:
-    """Replicas of the rollout's target the GPUs can hold (GPU versions only)."""
+    """Replicas of the rollout's target the GPUs can hold (GPU versions only; on Swarm the
+    scheduler knows, not the gateway: no cap)."""
     from gateway.runtimes.gpus import demand, resolve_setting, runtime_setting
 
+    if spec.gateway.runtime == "swarm":
+        return None
     request = svc.versions[svc.rollout.to or next(iter(svc.versions))].resources.gpus
     if request is None:
         return None

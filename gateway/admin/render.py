@@ -64,16 +64,29 @@ def render_status(doc: dict[str, Any], now: float | None = None) -> str:
                              sum(r.get("inflight", 0) for r in members), v.get("waiting", 0),
                              "; ".join(notes)))
             replicas += [(r.get("id"), sname, vname, r.get("address"), r.get("state"),
-                          r.get("inflight", 0), r.get("revision", "")) for r in members]
+                          r.get("inflight", 0), r.get("revision", ""), r.get("node") or "",
+                          _gpus(r.get("gpus"))) for r in members]
     out += ["", table(("SERVICE", "ROUTE", "VERSION", "WEIGHT", "READY", "DESIRED", "RESTARTS",
                        "INFLIGHT", "WAITING", "NOTE"), versions)]
     if replicas:
-        out += ["", table(("REPLICA", "SERVICE", "VERSION", "ADDRESS", "STATE", "INFLIGHT",
-                           "REVISION"), replicas)]
+        head = ("REPLICA", "SERVICE", "VERSION", "ADDRESS", "STATE", "INFLIGHT", "REVISION",
+                "NODE", "GPUS")
+        # NODE and GPUS only where some replica has one (a runtime spanning hosts, GPUs)
+        keep = [i for i in range(len(head))
+                if i < 7 or any(row[i] != "" for row in replicas)]
+        out += ["", table(tuple(head[i] for i in keep),
+                          [tuple(row[i] for i in keep) for row in replicas])]
     for name, lines in crashed:    # what a replica that keeps failing said last
         out += ["", f"{name}: last log lines of the replica that exited:"]
         out += [f"  {line}" for line in lines]
     return "\n".join(out)
+
+
+def _gpus(gpus: Any) -> str:
+    """GPU ids given to a replica ("0,1"), or the count a scheduler reserved ("2")."""
+    if isinstance(gpus, list):
+        return ",".join(map(str, gpus))
+    return "" if gpus is None else str(gpus)
 
 
 def _ago(seconds: float) -> str:

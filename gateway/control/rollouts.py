@@ -44,8 +44,10 @@ from gateway.control.rollout.model import (
     RolloutState,
     start_state,
 )
+from gateway.control.rollout.store import FileStore, JournalStore
 from gateway.control.rolloutobs import Counts
 from gateway.control.supervisor import Supervisor
+from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.spec.models import ServiceSpec, Spec, VersionSpec
 
@@ -95,18 +97,22 @@ class Rollouts:
         self.runs: dict[str, Run] = {}
         self.corrupt: list[str] = []      # journals moved aside at start-up, for /status
         self.state_dir = ""
+        self.store: JournalStore = FileStore("")   # chosen at restore() (store_for the runtime)
         self._lock = asyncio.Lock()       # one tick (and its journal writes) at a time
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._histories: dict[str, journal.History] = {}   # from the journals, while restoring
 
     # -- configuration ------------------------------------------------------------------------
-    def restore(self, spec: Spec) -> list[str]:
+    def restore(self, spec: Spec, store: JournalStore | None = None,
+                loaded: journal.LoadResult | None = None) -> list[str]:
         """Start-up: read every journal (an unreadable one is moved aside and reported, never
         reset), then ``apply`` the config, which resumes each rollout whose target it still
-        names."""
+        names. ``store``: where journals live (default: files under state_dir); ``loaded``:
+        its journals, when the caller read them off the loop."""
         self.state_dir = spec.gateway.state_dir
-        result = journal.load_all(self.state_dir, self.clock())
+        self.store = store or FileStore(self.state_dir)
+        result = loaded if loaded is not None else self.store.load_all(self.clock())
         for exc in result.corrupt:
             log.error("%s; its rollout is not resumed", exc)
             self.metrics.rollout_journal_errors.inc()
@@ -213,7 +219,7 @@ class Rollouts:
         if state.phase not in ENDED:
             self._count_end(name, end(state, Phase.ABORTED, now, why))
         try:
-            journal.archive(self.state_dir, name, now)
+            self.store.archive(name, now)
         except OSError as exc:
             log.error("%s: could not archive the rollout journal: %s", name, exc)
         line = f"{name}: rollout {state.stable} -> {state.target} ({state.phase.value}) " \
@@ -380,13 +386,18 @@ class Rollouts:
         self.metrics.rollouts.labels(name, state.strategy, state.phase.value).inc()
 
     async def _save(self) -> None:
+        if self.store.pending:
+            try:
+                await asyncio.to_thread(self.store.flush)
+            except (OSError, GatewayError) as exc:   # retried at the next tick
+                log.error("archiving rollout journals in %s failed: %s", self.store.where, exc)
         for name, run in list(self.runs.items()):
             history = tuple(run.history)
             if run.state == run.saved and history == run.saved_history:
                 continue
             try:
-                await asyncio.to_thread(journal.save, self.state_dir, run.state, history)
-            except OSError as exc:   # retried at the next tick; the rollout itself goes on
+                await asyncio.to_thread(self.store.save, run.state, history)
+            except (OSError, GatewayError) as exc:   # retried at the next tick; the rollout goes on
                 log.error("%s: writing the rollout journal failed: %s", name, exc)
                 continue
             run.saved, run.saved_history = run.state, history

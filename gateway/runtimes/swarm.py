@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import socket
 import time
@@ -32,7 +31,8 @@ import docker
 import docker.errors
 
 from gateway.errors import RuntimeFailure
-from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, log_tail
+from gateway.runtimes import swarm_calls
+from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec
 from gateway.runtimes.docker_attrs import DEFAULT_PORT, L_INSTANCE, L_REPLICA, Bounded
 from gateway.runtimes.docker_client import (
     SDK_ERRORS,
@@ -56,6 +56,7 @@ from gateway.runtimes.swarm_attrs import (
     task_started,
     task_state,
 )
+from gateway.runtimes.swarm_journal import SwarmJournalStore
 from gateway.spec.models import PlacementSpec, Spec
 from gateway.tasks import cancel_and_wait, spawn
 
@@ -89,8 +90,6 @@ class SwarmRuntime(DockerPlumbing):
         self._stopping: Bounded[bool] = Bounded()
         self._exits: Bounded[ExitInfo] = Bounded()
         self._nodes: dict[str, str] = {}                      # node id -> hostname
-        # replica id -> the service definition sent to Swarm (what tests and operators check)
-        self.created: Bounded[dict[str, Any]] = Bounded()
         self._network_lock = asyncio.Lock()
         self._network_ready = False
         self._watcher: EventWatcher | None = None
@@ -108,6 +107,11 @@ class SwarmRuntime(DockerPlumbing):
                 f"the Docker daemon at {self._where()} is not a swarm manager (swarm state: "
                 f"{swarm.get('LocalNodeState') or 'unknown'}): run `docker swarm init` there, or "
                 "point gateway.swarm.base_url at a manager")
+
+    def journal_store(self) -> SwarmJournalStore:
+        """Rollout journals in the swarm (configs), where a controller restarted on another
+        manager node finds them (control/rollout/store.py)."""
+        return SwarmJournalStore(self._new_client, self.instance)
 
     # -- network ----------------------------------------------------------------------------
 
@@ -166,15 +170,14 @@ class SwarmRuntime(DockerPlumbing):
         body = service_create(spec, rid, instance=self.instance, network=self.network,
                               default_placement=self.placement, gpu_kind=self.gpu_kind,
                               stop_grace=self.stop_grace)
-        self.created[rid] = body
         name = body["name"]
-        sid = await self._off_loop(f"create service {name}", _create, client, body)
+        sid = await self._off_loop(f"create service {name}", swarm_calls.create, client, body)
         self._services[rid] = sid
         try:
             task = await self._until_running(client, sid, name)
         except BaseException:
             self._services.pop(rid, None)
-            await asyncio.shield(self._off_loop(f"remove service {name}", _remove, client, sid))
+            await asyncio.shield(self._off_loop(f"remove service {name}", swarm_calls.remove, client, sid))
             raise
         host = task_address(task, self.network)
         assert host is not None                     # _until_running waited for it
@@ -192,7 +195,7 @@ class SwarmRuntime(DockerPlumbing):
         end = time.monotonic() + self.start_timeout
         unplaced_since: float | None = None
         while True:
-            task = latest_task(await self._off_loop(f"tasks of {name}", _tasks, client, sid))
+            task = latest_task(await self._off_loop(f"tasks of {name}", swarm_calls.tasks, client, sid))
             now = time.monotonic()
             if task is not None:
                 if is_running(task) and task_address(task, self.network):
@@ -231,7 +234,7 @@ class SwarmRuntime(DockerPlumbing):
         self._stopping[rid] = True
         client = await self._docker()
         ref = self._ref(replica)
-        code = await self._off_loop(f"stop {ref}", _stop_and_remove, client, ref, grace)
+        code = await self._off_loop(f"stop {ref}", swarm_calls.stop_and_remove, client, ref, grace)
         info = self._exits.get(rid) or ExitInfo(ExitKind.STOPPED, code, "stopped by the gateway")
         self._finished(rid, info)
         self._services.pop(rid, None)
@@ -239,7 +242,6 @@ class SwarmRuntime(DockerPlumbing):
 
     def _finished(self, rid: str, info: ExitInfo) -> None:
         self._exits[rid] = info
-        self.created.pop(rid, None)
         ended = self._ended.pop(rid, None)
         if ended is not None:
             ended.set()
@@ -268,7 +270,7 @@ class SwarmRuntime(DockerPlumbing):
     async def _exit_state(self, client: docker.DockerClient, replica: Replica) -> ExitInfo | None:
         """None while the task runs; else how it ended (with its last log lines)."""
         ref = self._ref(replica)
-        task = latest_task(await self._off_loop(f"tasks of {ref}", _tasks, client, ref))
+        task = latest_task(await self._off_loop(f"tasks of {ref}", swarm_calls.tasks, client, ref))
         stopping = replica.id in self._stopping
         if task is not None and (is_running(task) or is_starting(task)):
             return None
@@ -278,7 +280,7 @@ class SwarmRuntime(DockerPlumbing):
         info = self._exits.get(replica.id) or task_exit(task, stopping, oom)
         if info is not None and info.kind != ExitKind.STOPPED and not info.log_tail:
             info = ExitInfo(info.kind, info.code, info.detail,
-                            await asyncio.to_thread(_logs_tail, client, ref))
+                            await asyncio.to_thread(swarm_calls.logs_tail, client, ref))
         return info
 
     def _watch(self) -> None:
@@ -345,7 +347,7 @@ class SwarmRuntime(DockerPlumbing):
             else:
                 log.info("removing service %s (task %s)", service["Spec"].get("Name"),
                          task_state(task) if task else "none")
-                _remove(client, str(service["ID"]))
+                swarm_calls.remove(client, str(service["ID"]))
         return running
 
     async def close(self) -> None:
@@ -358,63 +360,3 @@ class SwarmRuntime(DockerPlumbing):
         if watcher is not None:
             await asyncio.to_thread(watcher.close)
         await self._close_client()
-
-
-def _create(client: docker.DockerClient, body: dict[str, Any]) -> str:
-    """Blocking. Create the service; its id."""
-    try:
-        done = client.api.create_service(body["task_template"], name=body["name"],
-                                         labels=body["labels"], mode=body["mode"],
-                                         endpoint_spec=body["endpoint_spec"])
-    except docker.errors.APIError as exc:
-        if exc.status_code == 503:
-            raise RuntimeFailure("this Docker daemon is not a swarm manager: run `docker swarm "
-                                 "init`, or point gateway.swarm.base_url at a manager") from exc
-        raise
-    return str(done["ID"])
-
-
-def _tasks(client: docker.DockerClient, service: str) -> list[dict[str, Any]]:
-    """Blocking. A service's tasks; [] once it is gone."""
-    try:
-        tasks: list[dict[str, Any]] = client.api.tasks(filters={"service": service})
-        return tasks
-    except docker.errors.NotFound:
-        return []
-
-
-def _remove(client: docker.DockerClient, service: str) -> None:
-    """Blocking. Remove a service; already gone is fine."""
-    try:
-        client.api.remove_service(service)
-    except docker.errors.NotFound:
-        pass
-
-
-def _stop_and_remove(client: docker.DockerClient, service: str, grace: float) -> int | None:
-    """Blocking. Stop the task's container here when it runs on this node (its exit code),
-    remove the service, and wait (bounded) until the container is gone."""
-    task = latest_task(_tasks(client, service))
-    cid = container_id(task) if task else None
-    code = None
-    if cid and inspect_container(client, cid) is not None:
-        try:
-            client.api.stop(cid, timeout=max(0, math.ceil(grace)))
-            code = (inspect_container(client, cid) or {}).get("State", {}).get("ExitCode")
-        except docker.errors.NotFound:
-            pass
-    _remove(client, service)
-    end = time.monotonic() + 15
-    while cid and inspect_container(client, cid) is not None and time.monotonic() < end:
-        time.sleep(0.1)
-    return code if isinstance(code, int) else None
-
-
-def _logs_tail(client: docker.DockerClient, service: str) -> tuple[str, ...]:
-    """Blocking. The service's last log lines, from whichever node ran it; () when Swarm
-    cannot give them."""
-    try:
-        chunks = client.api.service_logs(service, stdout=True, stderr=True, tail=20)
-        return log_tail(b"".join(chunks))
-    except SDK_ERRORS:
-        return ()

@@ -121,12 +121,19 @@ def task_state(task: dict[str, Any]) -> str:
     return str((task.get("Status") or {}).get("State") or "")
 
 
+def _wanted(task: dict[str, Any]) -> bool:
+    """Swarm still wants the task to run. When its node is lost, Swarm sets the desired state
+    to shutdown while the last reported state stays "running" (the agent cannot say more)."""
+    desired = str(task.get("DesiredState") or RUNNING)
+    return desired == RUNNING or desired in _BEFORE
+
+
 def is_running(task: dict[str, Any]) -> bool:
-    return task_state(task) == RUNNING
+    return task_state(task) == RUNNING and _wanted(task)
 
 
 def is_starting(task: dict[str, Any]) -> bool:
-    return task_state(task) in _BEFORE
+    return task_state(task) in _BEFORE and _wanted(task)
 
 
 def task_error(task: dict[str, Any]) -> str:
@@ -156,11 +163,14 @@ def task_exit(task: dict[str, Any] | None, stopping: bool,
     if task is None:
         return ExitInfo(ExitKind.STOPPED if stopping else ExitKind.EXITED, None, "service removed")
     state = task_state(task)
-    if state in _BEFORE or state == RUNNING:
+    if is_running(task) or is_starting(task):
         return None
     code = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ExitCode")
     if stopping:
         return ExitInfo(ExitKind.STOPPED, code, "stopped by the gateway")
+    if state in _BEFORE or state == RUNNING:
+        return ExitInfo(ExitKind.EXITED, None, f"Swarm shut its task down while {state} (its "
+                        f"node {str(task.get('NodeID') or '?')[:12]} is unavailable?)")
     if oom_killed:
         return ExitInfo(ExitKind.OOM, code, "killed for exceeding its memory limit")
     if isinstance(code, int) and 128 < code <= 128 + 64:

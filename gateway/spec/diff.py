@@ -19,7 +19,8 @@ VersionKey = tuple[str, str]
 # gateway.* fields a running process cannot change: the listeners are bound, the runtime and
 # its state file were chosen at start-up, replica labels carry the instance name, and the
 # data-plane processes were started.
-RESTART_FIELDS = ("listen", "runtime", "state_dir", "instance", "docker", "tracing", "workers")
+RESTART_FIELDS = ("listen", "runtime", "state_dir", "instance", "docker", "swarm", "tracing",
+                  "workers")
 RESTART_ADMIN_FIELDS = ("listen",)
 
 
@@ -129,7 +130,8 @@ def keep_restart_fields(running: Spec, new: Spec) -> Spec:
     return new.model_copy(update={"gateway": g_new.model_copy(update=update)})
 
 
-_REVISION_FIELDS = frozenset({"command", "image", "port", "env", "workdir", "volumes", "resources"})
+_REVISION_FIELDS = frozenset({"command", "image", "port", "env", "workdir", "volumes", "resources",
+                              "placement"})
 
 
 def _gateway_changes(old: GatewaySpec, new: GatewaySpec) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -49,11 +49,14 @@ def labelled_services(instance: str) -> list[str]:
 
 
 def cleanup(instance: str) -> None:
-    """Remove every service, container and network labelled with ``instance`` (networks last,
+    """Remove every service, config (rollout journals), container and network labelled with ``instance`` (networks last,
     once the tasks attached to them are gone)."""
     services = labelled_services(instance)
     if services:
         docker_cli("service", "rm", *services, check=False)
+    configs = docker_cli("config", "ls", "-q", "--filter", f"label={INSTANCE_LABEL}={instance}").split()
+    if configs:
+        docker_cli("config", "rm", *configs, check=False)
     containers = docker_cli("ps", "-aq", "--filter", f"label={INSTANCE_LABEL}={instance}").split()
     if containers:
         docker_cli("rm", "-f", "-v", *containers, check=False)

@@ -137,3 +137,46 @@ async def test_gpus_and_placement_reach_the_swarm_api(tmp_path: Path, instance: 
     # the version's own placement replaces the runtime's default
     assert task["Placement"] == {"Constraints": ["node.role==manager"], "Preferences": []}
     assert labelled_services(instance) == []
+
+
+async def test_up_against_a_daemon_in_no_swarm_says_what_to_do(tmp_path: Path) -> None:
+    """A stand-in daemon (the host's own is in a swarm during these tests) that answers
+    /version and /info as a daemon in no swarm does: `up` stops before anything starts."""
+    import asyncio
+
+    import yaml
+
+    from tests.helpers import free_port, run_cli
+
+    answers = {"/version": {"ApiVersion": "1.41", "Version": "20.10.24"},
+               "/info": {"Name": "lonely", "Swarm": {"LocalNodeState": "inactive",
+                                                    "ControlAvailable": False}}}
+
+    async def daemon(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (head := await reader.readuntil(b"\r\n\r\n")):
+            path = head.split(b" ")[1].decode().split("?")[0]
+            key = "/" + path.rstrip("/").rsplit("/", 1)[-1]
+            body = json.dumps(answers.get(key, {"message": "no"})).encode()
+            status = b"200 OK" if key in answers else b"404 Not Found"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            await writer.drain()
+
+    sock = str(tmp_path / "docker.sock")
+    server = await asyncio.start_unix_server(daemon, sock)
+    config = {"gateway": {"runtime": "swarm", "swarm": {"base_url": f"unix://{sock}"},
+                          "listen": f"127.0.0.1:{free_port()}",
+                          "admin": {"listen": f"127.0.0.1:{free_port()}"},
+                          "state_dir": str(tmp_path / "state")},
+              "services": {"echo": {"route": "/v1/echo",
+                                    "versions": {"v1": {"image": WORKER_IMAGE}}}}}
+    path = tmp_path / "swarm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    try:
+        code, _, err = await run_cli("up", path, timeout=60)
+    finally:
+        server.close()
+    assert code == 1, err
+    assert f"the Docker daemon at unix://{sock} is not a swarm manager (swarm state: " \
+           "inactive): run `docker swarm init` there" in err
+    assert "Traceback" not in err
