@@ -82,33 +82,98 @@ def ready_nodes(doc: dict[str, Any]) -> list[str]:
     return sorted(r["node"] for r in version["replicas"] if r["state"] == "ready")
 
 
-async def test_stack_on_three_nodes_survives_losing_one_under_load(cluster: Cluster) -> None:
-    stack_deploy(cluster)
-    manager, *workers = cluster.nodes
-    admin = f"http://{cluster.ips[manager]}:8081"
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        async def get_ok(url: str) -> bool:
-            try:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as r:
-                    return r.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                return False
+_deployed: set[str] = set()
 
-        await wait_until(lambda: get_ok(f"{admin}/healthz"), 240, "the controller's /healthz")
-        # spread=node.id: one replica on each of the three nodes, all ready
-        async def spread() -> bool:
-            return ready_nodes(await status(session, admin)) == sorted(cluster.nodes)
-        await wait_until(spread, 240, "3 ready echo replicas, one per node", interval=0.5)
-        # a data-plane gateway on every node, healthy, serving through the replicas
-        for node in cluster.nodes:
-            await wait_until(lambda n=node: get_ok(f"http://{cluster.ips[n]}:8082/"), 120,
-                             f"the data plane on {node} healthy")
-            async with session.post(f"http://{cluster.ips[node]}:8080/v1/echo",
-                                    data=b'{"x": 1}') as r:
-                assert r.status == 200 and (await r.json()) == {"predictions": [{"x": 1}]}
-        doc = await status(session, admin)
-        assert {p.get("name") for p in doc.get("dataplanes", [])} >= {f"dp-{n}" for n in cluster.nodes}, doc.get("dataplanes")
+
+async def get_ok(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as r:
+            return r.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def stack_ready(cluster: Cluster, session: aiohttp.ClientSession) -> str:
+    """Deploy the stack once per cluster; wait until the controller, one ready replica per node
+    and a data plane on every node serve. Returns the controller's admin URL."""
+    if cluster.name not in _deployed:
+        stack_deploy(cluster)
+        _deployed.add(cluster.name)
+    admin = f"http://{cluster.ips[cluster.manager]}:8081"
+    await wait_until(lambda: get_ok(session, f"{admin}/healthz"), 240, "the controller's /healthz")
+    # spread=node.id: one replica on each of the three nodes, all ready
+    async def spread() -> bool:
+        return ready_nodes(await status(session, admin)) == sorted(cluster.nodes)
+    await wait_until(spread, 240, "3 ready echo replicas, one per node", interval=0.5)
+    # a data-plane gateway on every node, healthy, serving through the replicas
+    for node in cluster.nodes:
+        await wait_until(lambda n=node: get_ok(session, f"http://{cluster.ips[n]}:8082/"), 120,
+                         f"the data plane on {node} healthy")
+        async with session.post(f"http://{cluster.ips[node]}:8080/v1/echo", data=b'{"x": 1}') as r:
+            assert r.status == 200 and (await r.json()) == {"predictions": [{"x": 1}]}
+    doc = await status(session, admin)
+    names = {p.get("name") for p in doc.get("dataplanes", [])}
+    assert names >= {f"dp-{n}" for n in cluster.nodes}, doc.get("dataplanes")
+    return admin
+
+
+def dataplane_epochs(doc: dict[str, Any]) -> dict[str, str]:
+    return {p["name"]: (p.get("snapshot") or [None])[0] for p in doc.get("dataplanes", [])
+            if str(p.get("name", "")).startswith("dp-")}
+
+
+async def test_data_planes_serve_on_while_the_controller_is_killed_and_restarted(
+        cluster: Cluster) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        admin = await stack_ready(cluster, session)
+        before = await status(session, admin)
+        epoch = before["snapshot"][0]
+        replicas = sorted(r["id"] for r in before["services"]["echo"]["versions"]["v1"]["replicas"])
+        load = Timeline([f"http://{cluster.ips[n]}:8080/v1/echo" for n in cluster.nodes])
+        clients = [asyncio.create_task(load.client(session, i)) for i in range(CLIENTS)]
+        try:
+            await asyncio.sleep(2)
+            # SIGKILL: the controller stops nothing on its way out; Swarm restarts its task
+            (ctl,) = cluster.docker(cluster.manager, "ps", "-q", "--filter",
+                                    f"label=com.docker.swarm.service.name={STACK}_controller"
+                                    ).stdout.split()
+            killed_at = time.monotonic()
+            await asyncio.to_thread(cluster.docker, cluster.manager, "kill", ctl)
+            async def gone() -> bool:
+                return not await get_ok(session, f"{admin}/healthz")
+            await wait_until(gone, 10, "the controller gone")
+
+            # a new controller (a new epoch) adopts the same replicas, and every data plane
+            # follows its snapshots again
+            async def adopted() -> bool:
+                try:
+                    doc = await status(session, admin)
+                except (aiohttp.ClientError, TimeoutError, AssertionError):
+                    return False
+                v = doc["services"]["echo"]["versions"]["v1"]
+                return (doc["snapshot"][0] != epoch and v["ready"] == 3
+                        and sorted(r["id"] for r in v["replicas"]) == replicas
+                        and set(dataplane_epochs(doc).values()) == {doc["snapshot"][0]}
+                        and len(dataplane_epochs(doc)) == len(cluster.nodes))
+            await wait_until(adopted, 120, "a restarted controller adopting the replicas, "
+                             "followed by every data plane", interval=0.5)
+            back_at = time.monotonic()
+            await asyncio.sleep(2)
+        finally:
+            load.stopping = True
+            await asyncio.gather(*clients)
+    during = [a for a in load.answers if killed_at < a[0] < back_at]
+    print(f"\ncontroller away until adopted and followed: {back_at - killed_at:.1f}s, "
+          f"{len(during)} requests meanwhile, "
+          f"{len(load.failures())} failed of {len(load.answers)}")
+    assert len(during) > 20, len(during)
+    assert not load.failures(), load.failures()[:10]
+
+
+async def test_stack_on_three_nodes_survives_losing_one_under_load(cluster: Cluster) -> None:
+    manager, *workers = cluster.nodes
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        admin = await stack_ready(cluster, session)
 
         # load on the gateways of the two nodes that stay, then the third node vanishes
         lost = workers[-1]
