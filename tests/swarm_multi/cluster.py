@@ -18,6 +18,7 @@ nodes with their volumes (the nodes' whole Docker state) and the network, pass o
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import tempfile
@@ -76,6 +77,24 @@ def build_gateway_image(tag: str) -> None:
     a tag of its own: serve-gateway:dev on a shared daemon may be another tree's build."""
     run("docker", "build", "-q", "-f", str(REPO_ROOT / "Dockerfile"), "-t", tag,
         "--build-arg", f"BASE_IMAGE={base_image()}", str(REPO_ROOT), timeout=900)
+
+
+def prune_stale(max_age_s: float = 3600) -> None:
+    """Remove the nodes and networks of clusters older than ``max_age_s``: what a test run that
+    was killed outright (no teardown) left behind. Younger ones may be another run's."""
+    now = datetime.datetime.now(datetime.UTC)
+    out = run("docker", "ps", "-a", "--filter", f"label={CLUSTER_LABEL}", "--format",
+              f'{{{{.ID}}}} {{{{.Label "{CLUSTER_LABEL}"}}}} {{{{.CreatedAt}}}}', check=False).stdout
+    stale: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        cid, name, created = line.split(" ", 2)
+        born = datetime.datetime.strptime(created[:19], "%Y-%m-%d %H:%M:%S").replace(
+            tzinfo=datetime.UTC)
+        if (now - born).total_seconds() > max_age_s:
+            stale.setdefault(name, []).append(cid)
+    for name, ids in stale.items():
+        run("docker", "rm", "-f", "-v", *ids, check=False, timeout=120)
+        run("docker", "network", "rm", name, check=False)
 
 
 class Cluster:

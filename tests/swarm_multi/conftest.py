@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.swarm_multi.cluster import Cluster, ClusterError, build_gateway_image
+from tests.swarm_multi.cluster import Cluster, ClusterError, build_gateway_image, prune_stale
 
 WORKER_IMAGE = "serve-gateway-worker:dev"
 # This tree's gateway image under a tag of its own (see cluster.build_gateway_image).
@@ -28,6 +28,7 @@ def cluster() -> Iterator[Cluster]:
     if subprocess.run(["docker", "image", "inspect", WORKER_IMAGE], check=False,
                       capture_output=True, timeout=30).returncode != 0:
         pytest.fail(f"image {WORKER_IMAGE} missing: run `bash scripts/docker-setup.sh`")
+    prune_stale()
     build_gateway_image(GATEWAY_IMAGE)
     c = Cluster(nodes=3)
     try:

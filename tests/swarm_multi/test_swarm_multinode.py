@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.spec import load_spec
+from tests.docker.cli import INSTANCE_LABEL
 from tests.helpers import REPO_ROOT, wait_until
 from tests.swarm_multi.cluster import DOCKERD_PORT, Cluster
 from tests.swarm_multi.conftest import GATEWAY_IMAGE
@@ -217,3 +219,27 @@ async def test_stack_on_three_nodes_survives_losing_one_under_load(cluster: Clus
     assert all(killed_at - 1 < a[0] < dropped_at + 2 for a in failures), failures
     assert all(a[3] in (502, 504) for a in failures), failures
     assert len(failures) <= 2 * CLIENTS, failures
+
+
+async def _ready(cluster: Cluster) -> None:
+    if cluster.name in _deployed:      # as the tests above left it (maybe less a node)
+        return
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        await stack_ready(cluster, session)
+
+
+def test_stack_rm_stops_the_replicas_the_controller_started(cluster: Cluster) -> None:
+    """`docker stack rm` is the way down: the controller, stopped, stops its replica services
+    (they are not stack services), and nothing of the instance is left on the swarm."""
+    asyncio.run(_ready(cluster))
+    instance = load_spec(REPO_ROOT / "config" / "swarm-stack.yaml").gateway.instance
+    assert cluster.docker(cluster.manager, "service", "ls", "-q", "--filter",
+                          f"label={INSTANCE_LABEL}={instance}").stdout.split()
+    env = {**os.environ, "DOCKER_HOST": f"tcp://{cluster.ips[cluster.manager]}:{DOCKERD_PORT}"}
+    done = subprocess.run(["docker", "stack", "rm", STACK], env=env, capture_output=True,
+                          text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def services() -> list[str]:
+        return cluster.docker(cluster.manager, "service", "ls", "--format", "{{.Name}}").stdout.split()
+    cluster.wait(lambda: not services(), 90, "no service left on the swarm (stack and replicas)")
