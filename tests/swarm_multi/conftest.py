@@ -14,7 +14,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.swarm_multi.cluster import Cluster, ClusterError, build_gateway_image, prune_stale
+from tests.swarm_multi.cluster import (
+    Cluster,
+    ClusterError,
+    build_gateway_image,
+    ensure_node_image,
+    prune_stale,
+)
 
 WORKER_IMAGE = "serve-gateway-worker:dev"
 # This tree's gateway image under a tag of its own (see cluster.build_gateway_image).
@@ -29,6 +35,8 @@ def cluster() -> Iterator[Cluster]:
                       capture_output=True, timeout=30).returncode != 0:
         pytest.fail(f"image {WORKER_IMAGE} missing: run `bash scripts/docker-setup.sh`")
     prune_stale()
+    # image builds fail the test (as for every Docker test); only running the nodes may skip
+    ensure_node_image()
     build_gateway_image(GATEWAY_IMAGE)
     c = Cluster(nodes=3)
     try:
