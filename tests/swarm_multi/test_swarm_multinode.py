@@ -102,21 +102,41 @@ async def stack_ready(cluster: Cluster, session: aiohttp.ClientSession) -> str:
         stack_deploy(cluster)
         _deployed.add(cluster.name)
     admin = f"http://{cluster.ips[cluster.manager]}:8081"
-    await wait_until(lambda: get_ok(session, f"{admin}/healthz"), 240, "the controller's /healthz")
-    # spread=node.id: one replica on each of the three nodes, all ready
-    async def spread() -> bool:
-        return ready_nodes(await status(session, admin)) == sorted(cluster.nodes)
-    await wait_until(spread, 240, "3 ready echo replicas, one per node", interval=0.5)
-    # a data-plane gateway on every node, healthy, serving through the replicas
+    try:
+        await wait_until(lambda: get_ok(session, f"{admin}/healthz"), 240,
+                         "the controller's /healthz")
+        # spread=node.id: one replica on each of the three nodes, all ready
+        async def spread() -> bool:
+            return ready_nodes(await status(session, admin)) == sorted(cluster.nodes)
+        await wait_until(spread, 240, "3 ready echo replicas, one per node", interval=0.5)
+        # a data-plane gateway on every node, healthy, serving through the replicas
+        for node in cluster.nodes:
+            await wait_until(lambda n=node: get_ok(session, f"http://{cluster.ips[n]}:8082/"),
+                             120, f"the data plane on {node} healthy")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{await asyncio.to_thread(diagnose, cluster)}") from None
     for node in cluster.nodes:
-        await wait_until(lambda n=node: get_ok(session, f"http://{cluster.ips[n]}:8082/"), 120,
-                         f"the data plane on {node} healthy")
         async with session.post(f"http://{cluster.ips[node]}:8080/v1/echo", data=b'{"x": 1}') as r:
             assert r.status == 200 and (await r.json()) == {"predictions": [{"x": 1}]}
     doc = await status(session, admin)
     names = {p.get("name") for p in doc.get("dataplanes", [])}
     assert names >= {f"dp-{n}" for n in cluster.nodes}, doc.get("dataplanes")
     return admin
+
+
+def diagnose(cluster: Cluster) -> str:
+    """What the swarm says, for a failure message: nodes, services, the stack's tasks and the
+    controller's last log lines."""
+    def docker(*args: str) -> str:
+        done = cluster.docker(cluster.manager, *args, check=False, timeout=30)
+        return (done.stdout + done.stderr).strip()
+    ctl = docker("ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={STACK}_controller")
+    parts = [docker("node", "ls"), docker("service", "ls"),
+             docker("stack", "ps", "--no-trunc", "--format",
+                    "{{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}", STACK)]
+    if ctl:
+        parts.append(docker("logs", "--tail", "30", ctl.split()[0]))
+    return "\n".join(parts)
 
 
 def dataplane_epochs(doc: dict[str, Any]) -> dict[str, str]:
@@ -144,6 +164,9 @@ async def test_data_planes_serve_on_while_the_controller_is_killed_and_restarted
             async def gone() -> bool:
                 return not await get_ok(session, f"{admin}/healthz")
             await wait_until(gone, 10, "the controller gone")
+            # meanwhile every node still tells its load balancer it serves
+            for node in cluster.nodes:
+                assert await get_ok(session, f"http://{cluster.ips[node]}:8082/"), node
 
             # a new controller (a new epoch) adopts the same replicas, and every data plane
             # follows its snapshots again
