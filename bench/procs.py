@@ -212,6 +212,16 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
+def host_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (/proc/stat: all but idle and
+    iowait): with the load generator and the backends on the same host, the cost of one request
+    to the whole machine."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields[:8]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def pin(pids: Sequence[int], cpus: set[int]) -> None:
     """Run these processes, every thread of them, on ``cpus`` only (threads they start later
     inherit it)."""

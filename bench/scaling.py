@@ -27,7 +27,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from procs import ProcSet, raised_nofile
+from procs import ProcSet, host_busy_seconds, raised_nofile
 from scenarios import Scenario
 from targets import Target, backend_argv, start_gateway
 from wrkload import Load, run_wrk
@@ -48,6 +48,7 @@ def measure(sc: Scenario, workers: list[int], rounds: int, wrk_s: int, warmup_s:
     tmp = Path(tempfile.mkdtemp(prefix="serve-gateway-scaling-"))
     rps: dict[int, list[float]] = {n: [] for n in workers}
     cpu: dict[int, list[float]] = {n: [] for n in workers}
+    host: dict[int, list[float]] = {n: [] for n in workers}   # every process on the machine
     p50: dict[int, float] = {}
     errors: dict[int, int] = dict.fromkeys(workers, 0)
     try:
@@ -65,9 +66,10 @@ def measure(sc: Scenario, workers: list[int], rounds: int, wrk_s: int, warmup_s:
                     log(f"wrk {load.name} -> workers {n} (-c{load.connections}, round "
                         f"{r + 1}/{rounds})")
                     run_wrk(t.url, load, warmup_s)
-                    cpu0 = t.cpu_seconds()
+                    cpu0, host0 = t.cpu_seconds(), host_busy_seconds()
                     res = run_wrk(t.url, load, wrk_s)
                     cpu[n].append(1e6 * (t.cpu_seconds() - cpu0) / max(1, res.requests))
+                    host[n].append(1e6 * (host_busy_seconds() - host0) / max(1, res.requests))
                     rps[n].append(res.rps)
                     errors[n] += res.errors
             log(f"p50 at 1 connection, the gateways taking turns ({rounds * wrk_s} s)")
@@ -77,7 +79,12 @@ def measure(sc: Scenario, workers: list[int], rounds: int, wrk_s: int, warmup_s:
     base = rps[workers[0]]
     return [{"workers": n, "rps": median(rps[n]),
              "x_of_1": median(a / b for a, b in zip(rps[n], base, strict=True) if b),
-             "us_per_req": median(cpu[n]), "p50_c1_ms": p50[n],
+             "us_per_req": median(cpu[n]), "host_us_per_req": median(host[n]),
+             # what the host's cores allow at this count's cost per request (gateway, wrk,
+             # backend, kernel), as a multiple of 1 process's req/s: the ratio's ceiling here
+             "ceiling_x_of_1": len(os.sched_getaffinity(0)) * 1e6 / median(host[n]) / median(base)
+             if host[n] and median(host[n]) else 0.0,
+             "p50_c1_ms": p50[n],
              "p50_c1_x_of_1": p50[n] / p50[workers[0]] if p50[workers[0]] else 0.0,
              "errors": errors[n]} for n in workers]
 
@@ -107,10 +114,11 @@ async def alternating(targets: dict[int, Target], path: str, seconds: float) -> 
 def render(rows: list[dict[str, Any]], load: Load, rounds: int, wrk_s: int) -> str:
     lines = [f"Scaling ({load.name}, wrk -t{load.threads} -c{load.connections}, {wrk_s} s per run, "
              f"median of {rounds} interleaved rounds; nothing pinned, {os.cpu_count()} CPUs)", "",
-             "| workers | req/s | x of 1 process | CPU us/req | p50 at 1 conn | x of 1 process "
-             "| errors |", "|---|---|---|---|---|---|---|"]
+             "| workers | req/s | x of 1 process | CPU us/req | host CPU us/req | host allows "
+             "| p50 at 1 conn | x of 1 process | errors |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['workers']} | {r['rps']:,.0f} | {r['x_of_1']:.2f}x | "
-                     f"{r['us_per_req']:.0f} | {r['p50_c1_ms']:.3f} ms | "
+                     f"{r['us_per_req']:.0f} | {r['host_us_per_req']:.0f} | "
+                     f"{r['ceiling_x_of_1']:.2f}x | {r['p50_c1_ms']:.3f} ms | "
                      f"{r['p50_c1_x_of_1']:.2f}x | {r['errors']} |")
     return "\n".join(lines) + "\n"
