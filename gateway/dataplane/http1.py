@@ -542,10 +542,13 @@ class _Conn(asyncio.Protocol):
             t.writelines(parts)
 
     def send(self, parts: tuple[bytes, ...]) -> None:
-        if len(parts) == 1:
-            self.write(parts[0])
-        else:
-            self.writelines(parts)
+        # ``write`` and ``writelines`` inlined: this runs once per answer
+        t = self.transport
+        if t is not None and not t.is_closing():
+            if len(parts) == 1:
+                t.write(parts[0])
+            else:
+                t.writelines(parts)
 
     async def drain(self) -> None:
         """Wait while the client is slow to read; drop it past ``client_write``."""

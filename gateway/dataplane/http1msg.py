@@ -107,7 +107,8 @@ def answer(status: int, fields: bytes, body: bytes, *, close: bool, head: bool =
         body = b""
     connection = b"Connection: close\r\n\r\n" if close else \
         b"Connection: keep-alive\r\n\r\n" if keep_alive_10 else b"\r\n"
-    parts = (_status_line(status), fields, date_line(), length, connection)
+    parts = (_STATUS.get(status) or _status_line(status), fields, date_line(), length,
+             connection)
     if len(body) <= WHOLE_WRITE:
         return (b"".join((*parts, body)),)
     return b"".join(parts), body

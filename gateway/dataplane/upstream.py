@@ -176,7 +176,7 @@ class _Conn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
         # found here, in the one pass llhttp makes, not in a second one over the headers
-        if len(name) == 14 and self.length is None and name.lower() == b"content-length":
+        if self.length is None and len(name) == 14 and name.lower() == b"content-length":
             self.length = int(value)
 
     def on_headers_complete(self) -> None:
