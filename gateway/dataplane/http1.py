@@ -427,7 +427,8 @@ class _Conn(asyncio.Protocol):
             self._close()
         else:
             self._go_idle()
-            self.maybe_resume()
+            if self.read_paused:         # maybe_resume's first test: this runs per request
+                self.maybe_resume()
 
     def must_close(self, req: Request) -> bool:
         """Whether the answer to ``req`` ends the connection."""
