@@ -177,15 +177,17 @@ class Exchange:
         elif ep.fails:
             version.replicas.success(ep)
 
-    def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+                 lines: list[bytes] | None) -> None:
         request = self.request
         try:
             self._upstream(status)
             self.version.replicas.release(self.ep)
             if request.method == "HEAD":
                 relay_whole(request, status, headers, body, self.extra)
-            else:                  # relay_whole's usual case, one call less
-                request.respond(status, response_fields(headers) + self.extra, body)
+            else:                  # relay_whole's usual case, its header lines made already
+                request.respond(status, (b"".join(lines) if lines is not None
+                                         else response_fields(headers)) + self.extra, body)
             self.dp.answered(request, self.svc, self.version, self.ep.id, self.ids, self.start,
                              None)
         except Exception as exc:   # never into the upstream protocol: this client is owed one
