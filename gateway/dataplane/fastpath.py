@@ -88,7 +88,7 @@ def start(dp: DataPlane, request: Request) -> bool:
     body = request.body if length else None
     head = request_head(method.encode(), target.encode(), request.raw_headers,
                         request.peer_bytes, b"http", len(body) if body else 0,
-                        svc.name.encode(), dp.trusted, ids.upstream_lines)
+                        svc.host, dp.trusted, ids.upstream_lines)
     x = Exchange(dp, request, svc, version, now, extra, ids, target, head, body,
                  (cookie, path, query))
     replicas = version.replicas

@@ -89,8 +89,8 @@ def request_head(method: bytes, target: bytes, headers: tuple[tuple[bytes, bytes
             parts += (b"X-Forwarded-Host: ", host, b"\r\n")
         parts += (b"Forwarded: ", fwd + b", " if fwd else b"", forwarded_element(peer, host, proto),
                   b"\r\n")
-    else:
-        parts.append(_our_lines(peer, host, proto))
+    else:          # _our_lines' memo read here: a call less per request
+        parts.append(_OUR_LINES.get((peer, host, proto)) or _our_lines(peer, host, proto))
     if trace:
         parts.append(trace)
     if body_length is None:

@@ -257,7 +257,7 @@ class DataPlane:
         else:
             body, body_len = _limited(request.stream(), svc.max_body), length
         head = request_head(method.encode(), target.encode(), request.raw_headers,
-                            request.peer_bytes, b"http", body_len, svc.name.encode(),
+                            request.peer_bytes, b"http", body_len, svc.host,
                             self.trusted, ids.upstream_lines)
         replayable = not isinstance(body, AsyncIterator)
         idempotent = method in IDEMPOTENT

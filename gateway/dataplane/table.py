@@ -64,6 +64,11 @@ class ServiceRoute:
     queue_timeout: float
     retries: int
     max_body: int
+    # the name as the upstream Host of an HTTP/1.0 client's request: encoded once per table
+    host: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host", self.name.encode())
 
     def upstream_path(self, path: str) -> str:
         return upstream_path(self.prefix, self.rewrite, path)
