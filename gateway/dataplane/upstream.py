@@ -233,7 +233,10 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
-        self._wake()
+        if self.sink is not None and self.done is None:
+            self._settle_sink()        # _wake's relay branch, one call less per plain request
+        else:
+            self._wake()
 
     # -- helpers ------------------------------------------------------------------------------
     def _wake(self) -> None:
