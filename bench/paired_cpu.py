@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from procs import ProcSet, pin, raised_nofile
+from procs import ProcSet, cpu_split, pin, raised_nofile
 from report import machine_info, write_readme
 from run import split_cpus
 from scenarios import GET, POST, one_backend
@@ -31,12 +31,15 @@ from wrkload import Load, run_wrk
 NAME = "paired-cpu"
 
 
-def measure(target: Target, load: Load, seconds: int) -> tuple[float, int]:
-    """(us of CPU per request, errors) of one wrk run after a 1 s warm-up."""
+def measure(target: Target, load: Load, seconds: int) -> tuple[float, float, int]:
+    """(us of user CPU per request, us of system CPU per request, errors) of one wrk run after
+    a 1 s warm-up."""
     run_wrk(target.url, load, 1)
-    cpu0 = target.cpu_seconds()
+    u0, s0 = cpu_split(target.pids())
     res = run_wrk(target.url, load, seconds)
-    return 1e6 * (target.cpu_seconds() - cpu0) / max(1, res.requests), res.errors
+    u1, s1 = cpu_split(target.pids())
+    n = max(1, res.requests)
+    return 1e6 * (u1 - u0) / n, 1e6 * (s1 - s0) / n, res.errors
 
 
 def main() -> int:
@@ -65,6 +68,7 @@ def main() -> int:
     loads = (GET, POST) if not args.connections else tuple(
         dataclasses.replace(ld, connections=args.connections) for ld in (GET, POST))
     cpu: dict[tuple[str, str], list[float]] = {}
+    split: dict[tuple[str, str], list[tuple[float, float]]] = {}   # (user, system) per run
     errors = 0
     try:
         with raised_nofile(), ProcSet(tmp, pid_dirs=[tmp]) as procs:
@@ -84,11 +88,13 @@ def main() -> int:
                 order = ("this", "base") if r % 2 == 0 else ("base", "this")
                 for load in loads:
                     for key in order:
-                        us, err = measure(targets[key], load, args.seconds)
+                        user, system, err = measure(targets[key], load, args.seconds)
+                        us = user + system
                         errors += err
                         cpu.setdefault((load.name, key), []).append(us)
-                        print(f"round {r + 1}/{args.rounds} {load.name} {key}: {us:.1f} us/req",
-                              file=sys.stderr)
+                        split.setdefault((load.name, key), []).append((user, system))
+                        print(f"round {r + 1}/{args.rounds} {load.name} {key}: {us:.1f} us/req "
+                              f"({user:.1f} user + {system:.1f} system)", file=sys.stderr)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows, ok = [], errors == 0
@@ -98,11 +104,12 @@ def main() -> int:
         med = statistics.median(ratios)
         ok = ok and med <= args.max_ratio
         verdict = "PASS" if med <= args.max_ratio else "FAIL"
-        rows.append(f"| {load.name} | {statistics.median(this):.1f} us | "
-                    f"{statistics.median(base):.1f} us | {med:.3f} "
-                    f"({min(ratios):.2f}-{max(ratios):.2f}) | {verdict} |")
+        rows.append(f"| {load.name} | {statistics.median(this):.1f} us "
+                    f"({_split(split[(load.name, 'this')])}) | "
+                    f"{statistics.median(base):.1f} us ({_split(split[(load.name, 'base')])}) "
+                    f"| {med:.3f} ({min(ratios):.2f}-{max(ratios):.2f}) | {verdict} |")
     pinned = f" ({min(proxy_cpu)})" if proxy_cpu else ""
-    head = ("| load | this build CPU/req (median) | base CPU/req (median) "
+    head = ("| load | this build CPU/req (median; user + system) | base CPU/req (idem) "
             f"| median per-round ratio (range) | check: <= {args.max_ratio:g} |")
     block = "\n".join([
         f"### {args.name}: CPU per request, this build vs `{args.base}`",
@@ -122,6 +129,12 @@ def main() -> int:
     if args.write:
         write_readme(BENCH_DIR / "README.md", args.name, block)
     return 0 if ok else 1
+
+
+def _split(runs: list[tuple[float, float]]) -> str:
+    """The medians of user and of system CPU per request over the rounds."""
+    return (f"{statistics.median(u for u, _ in runs):.1f} + "
+            f"{statistics.median(s for _, s in runs):.1f}")
 
 
 if __name__ == "__main__":

@@ -233,12 +233,18 @@ def pin(pids: Sequence[int], cpus: set[int]) -> None:
 
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time these processes have used so far (all their threads)."""
-    total = 0
+    return sum(cpu_split(pids))
+
+
+def cpu_split(pids: Sequence[int]) -> tuple[float, float]:
+    """(user, system) CPU time these processes have used so far (all their threads)."""
+    user = system = 0
     for pid in pids:
         fields = _stat_fields(pid)
         if len(fields) > 12:
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / _TICK
+            user += int(fields[11])                     # utime, stime (fields 14, 15)
+            system += int(fields[12])
+    return user / _TICK, system / _TICK
 
 
 def read_rss_kib(pid: int) -> dict[str, int]:

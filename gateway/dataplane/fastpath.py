@@ -73,26 +73,29 @@ def start(dp: DataPlane, request: Request) -> bool:
         return False
     now = dp.wheel_clock()
     ids = request_ids(request.trace_in)
-    version, cookie = svc.choose(request)
+    # a service with one live version and no rules has its answer ready (``fixed``)
+    version, cookie = svc.fixed or svc.choose(request)
     if version is None or version.batcher is not None or version.multiplex is not None:
         request.hand_over(dp.handle(request, Routed(svc, version, cookie, path, query, now, ids)))
         return True
-    extra = dp.extra_fields(version, cookie) + ids.response_line
-    target = svc.upstream_path(path)
+    extra = (version.served_lines if cookie is None else dp.extra_fields(version, cookie)) \
+        + ids.response_line
+    target = path if svc.rewrite is None else svc.upstream_path(path)
     if query:
         target = f"{target}?{query}"
     method = request.method
-    body = request.body if request.has_body else None
+    # a chunked body is streamed, which is not plain: a body here is one of ``length`` bytes
+    body = request.body if length else None
     head = request_head(method.encode(), target.encode(), request.raw_headers,
                         request.peer_bytes, b"http", len(body) if body else 0,
-                        svc.name.encode(), dp.trusted, ids.upstream_lines)
+                        svc.host, dp.trusted, ids.upstream_lines)
     x = Exchange(dp, request, svc, version, now, extra, ids, target, head, body,
                  (cookie, path, query))
     replicas = version.replicas
     try:                             # committed: from here on, the request is this path's
         ep = replicas.take()
         if ep is not None:
-            x.go(ep)
+            x.go(ep, now)
             return True
         try:                         # queued: ``slot`` goes on when a slot comes
             replicas.enqueue(dp.loop, now + svc.queue_timeout, request.alive, x.slot)
@@ -128,8 +131,9 @@ class Exchange:
         self.body = body
         self.route = route          # (cookie, path, query): for handing it to ``handle``
 
-    def go(self, ep: Endpoint) -> None:
-        """Send on a slot of ``ep``: on an idle pooled connection, else ``handle`` connects."""
+    def go(self, ep: Endpoint, now: float) -> None:
+        """Send on a slot of ``ep`` at loop time ``now`` (the caller's clock reading: one
+        less): on an idle pooled connection, else ``handle`` connects."""
         conn = ep.pool.idle_conn()
         if conn is None:
             cookie, path, query = self.route
@@ -137,7 +141,7 @@ class Exchange:
                 self.svc, self.version, cookie, path, query, self.start, self.ids, ep)))
             return
         self.ep = ep
-        self.sent = now = self.dp.wheel_clock()
+        self.sent = now
         conn.relay(self.head, self.body, now + self.svc.request_timeout,
                    self.request.method == "HEAD", self.dp.deadlines.upstream_idle,
                    self.dp.wheel, self)
@@ -149,9 +153,10 @@ class Exchange:
                 assert exc is not None
                 self.refused(exc)
                 return
+            now = self.dp.wheel_clock()
             self.dp.metrics.queue_wait.labels(self.svc.name, self.version.name).observe(
-                self.dp.wheel_clock() - self.start)
-            self.go(ep)
+                now - self.start)
+            self.go(ep, now)
         except Exception as bug:
             self.broken(bug)
 
@@ -172,12 +177,17 @@ class Exchange:
         elif ep.fails:
             version.replicas.success(ep)
 
-    def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+                 lines: list[bytes] | None) -> None:
         request = self.request
         try:
             self._upstream(status)
             self.version.replicas.release(self.ep)
-            relay_whole(request, status, headers, body, self.extra)
+            if request.method == "HEAD":
+                relay_whole(request, status, headers, body, self.extra)
+            else:                  # relay_whole's usual case, its header lines made already
+                request.respond(status, (b"".join(lines) if lines is not None
+                                         else response_fields(headers)) + self.extra, body)
             self.dp.answered(request, self.svc, self.version, self.ep.id, self.ids, self.start,
                              None)
         except Exception as exc:   # never into the upstream protocol: this client is owed one

@@ -427,7 +427,8 @@ class _Conn(asyncio.Protocol):
             self._close()
         else:
             self._go_idle()
-            self.maybe_resume()
+            if self.read_paused:         # maybe_resume's first test: this runs per request
+                self.maybe_resume()
 
     def must_close(self, req: Request) -> bool:
         """Whether the answer to ``req`` ends the connection."""
@@ -542,10 +543,13 @@ class _Conn(asyncio.Protocol):
             t.writelines(parts)
 
     def send(self, parts: tuple[bytes, ...]) -> None:
-        if len(parts) == 1:
-            self.write(parts[0])
-        else:
-            self.writelines(parts)
+        # ``write`` and ``writelines`` inlined: this runs once per answer
+        t = self.transport
+        if t is not None and not t.is_closing():
+            if len(parts) == 1:
+                t.write(parts[0])
+            else:
+                t.writelines(parts)
 
     async def drain(self) -> None:
         """Wait while the client is slow to read; drop it past ``client_write``."""

@@ -74,24 +74,19 @@ def _status_line(status: int) -> bytes:
     return line
 
 
-class _DateLine:
-    """``Date: ...`` computed at most once a second."""
-
-    __slots__ = ("line", "second")
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.line = b""
-
-    def __call__(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self.second = now
-            self.line = b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
-        return self.line
+_date_second = -1
+_date = b""
 
 
-date_line = _DateLine()
+def date_line() -> bytes:
+    """``Date: ...`` computed at most once a second (a plain function: calling an instance's
+    ``__call__`` costs more, and this runs per answer)."""
+    global _date_second, _date
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date = b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
+    return _date
 
 
 def answer(status: int, fields: bytes, body: bytes, *, close: bool, head: bool = False,
@@ -107,7 +102,8 @@ def answer(status: int, fields: bytes, body: bytes, *, close: bool, head: bool =
         body = b""
     connection = b"Connection: close\r\n\r\n" if close else \
         b"Connection: keep-alive\r\n\r\n" if keep_alive_10 else b"\r\n"
-    parts = (_status_line(status), fields, date_line(), length, connection)
+    parts = (_STATUS.get(status) or _status_line(status), fields, date_line(), length,
+             connection)
     if len(body) <= WHOLE_WRITE:
         return (b"".join((*parts, body)),)
     return b"".join(parts), body

@@ -16,9 +16,10 @@ _REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", 
 # what the gateway says about the hop it received: overwritten unless proxies we trust set it
 _FORWARDING = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 _SPECIAL = _REQUEST_DROP | _FORWARDING | {b"host"}     # one set lookup per header decides
-# X-Request-Id: the gateway writes the request's own (a worker echoing it would double it)
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"date", b"x-request-id"}
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})   # name no other header: nothing to strip
+# X-Request-Id: the gateway writes the request's own (a worker echoing it would double it).
+# upstream._Conn.on_header applies these two rules as it parses (response_fields' fast twin)
+RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"date", b"x-request-id"}
+PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})   # name no other header: nothing to strip
 
 
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -88,8 +89,8 @@ def request_head(method: bytes, target: bytes, headers: tuple[tuple[bytes, bytes
             parts += (b"X-Forwarded-Host: ", host, b"\r\n")
         parts += (b"Forwarded: ", fwd + b", " if fwd else b"", forwarded_element(peer, host, proto),
                   b"\r\n")
-    else:
-        parts.append(_our_lines(peer, host, proto))
+    else:          # _our_lines' memo read here: a call less per request
+        parts.append(_OUR_LINES.get((peer, host, proto)) or _our_lines(peer, host, proto))
     if trace:
         parts.append(trace)
     if body_length is None:
@@ -142,8 +143,8 @@ def relayed_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
     out = []
     for name, value in headers:
         lname = name.lower()
-        if lname in _RESPONSE_DROP:
-            if lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+        if lname in RESPONSE_DROP:
+            if lname == b"connection" and value.lower() not in PLAIN_CONNECTION:
                 tokens = _connection_tokens(headers)
             continue
         out.append((name, value))
@@ -155,12 +156,12 @@ def relayed_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
 def response_fields(headers: list[tuple[bytes, bytes]]) -> bytes:
     """``relayed_headers`` as header lines, ready for the client's answer head: one pass and
     one join (it runs per answer); a Connection header naming others takes the long way."""
-    drop = _RESPONSE_DROP
+    drop = RESPONSE_DROP
     parts: list[bytes] = []
     for name, value in headers:
         lname = name.lower()
         if lname in drop:
-            if lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+            if lname == b"connection" and value.lower() not in PLAIN_CONNECTION:
                 return b"".join([b"%s: %s\r\n" % f for f in relayed_headers(headers)])
             continue
         parts += (name, b": ", value, b"\r\n")

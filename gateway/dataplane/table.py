@@ -14,6 +14,7 @@ from gateway import plugins
 from gateway.dataplane.balance import ReplicaSet
 from gateway.dataplane.batcher import Batcher
 from gateway.dataplane.batchers import Batchers
+from gateway.dataplane.http1msg import header_lines
 from gateway.dataplane.match import RequestView, Rules
 from gateway.dataplane.mirror import Mirror, mirror_methods
 from gateway.dataplane.split import TrafficPolicy
@@ -40,6 +41,11 @@ class VersionRoute:
     served_by: Headers = ()      # (("x-served-by", "service/version"),) unless turned off
     batcher: Batcher | None = None   # set when the service has `batching:`
     multiplex: Multiplexing | None = None   # set when the version has `multiplex:`
+    # ``served_by`` as header lines, encoded once per table rather than looked up per answer
+    served_lines: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "served_lines", header_lines(self.served_by))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,11 @@ class ServiceRoute:
     queue_timeout: float
     retries: int
     max_body: int
+    # the name as the upstream Host of an HTTP/1.0 client's request: encoded once per table
+    host: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host", self.name.encode())
 
     def upstream_path(self, path: str) -> str:
         return upstream_path(self.prefix, self.rewrite, path)

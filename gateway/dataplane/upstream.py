@@ -36,6 +36,7 @@ from typing import Protocol
 
 import httptools
 
+from gateway.dataplane.proxy import PLAIN_CONNECTION, RESPONSE_DROP
 from gateway.dataplane.wheel import Wheel
 from gateway.errors import (
     UpstreamConnectError,
@@ -58,9 +59,12 @@ class Sink(Protocol):
     """Where a ``relay`` exchange ends, exactly once, from a protocol callback (none may
     raise): ``answered`` (a whole answer, the connection back in the pool already),
     ``streaming`` (a large or unknown-length answer: its ``stream`` is read in a task) or
-    ``failed`` (an error as ``request`` raises it; the connection is closed)."""
+    ``failed`` (an error as ``request`` raises it; the connection is closed). ``lines``: the
+    answer's header lines for the client as ``proxy.response_fields`` would write them, in
+    pieces, or None when a Connection header names others (``response_fields`` then)."""
 
-    def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
+    def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+                 lines: list[bytes] | None) -> None: ...
     def streaming(self, resp: UpstreamResponse) -> None: ...
     def failed(self, exc: Exception) -> None: ...
 
@@ -115,6 +119,7 @@ class _Conn(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
+        self.lines: list[bytes] | None = []   # see ``on_header``
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.status = 0
@@ -175,9 +180,17 @@ class _Conn(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        # found here, in the one pass llhttp makes, not in a second one over the headers
-        if len(name) == 14 and self.length is None and name.lower() == b"content-length":
-            self.length = int(value)
+        # found here, in the one pass llhttp makes, not in a second one over the headers: the
+        # Content-Length, and the client's header lines (``proxy.response_fields``' rules)
+        lname = name.lower()
+        if lname in RESPONSE_DROP:
+            if lname == b"content-length":
+                if self.length is None:
+                    self.length = int(value)
+            elif lname == b"connection" and value.lower() not in PLAIN_CONNECTION:
+                self.lines = None          # it names others to drop: response_fields will
+        elif self.lines is not None:
+            self.lines += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -220,7 +233,10 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
-        self._wake()
+        if self.sink is not None and self.done is None:
+            self._settle_sink()        # _wake's relay branch, one call less per plain request
+        else:
+            self._wake()
 
     # -- helpers ------------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -384,10 +400,10 @@ class _Conn(asyncio.Protocol):
             self.chunks = []
             sink.failed(self.error)
             return
-        status, headers, chunks = self.status, self.headers, self.chunks
+        status, headers, chunks, lines = self.status, self.headers, self.chunks, self.lines
         self.finish()
-        sink.answered(status, headers,
-                      chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        sink.answered(status, headers, chunks[0] if len(chunks) == 1 else b"".join(chunks),
+                      lines)
 
     async def _write_stream(self, head: bytes, body: AsyncIterable[bytes]) -> None:
         assert self.transport is not None
