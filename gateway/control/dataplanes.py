@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import logging
 import os
@@ -31,11 +30,11 @@ from gateway import tasks
 from gateway.admin.adminclient import TOKEN_ENV
 from gateway.control.gather import Gather
 from gateway.control.groups import backoff
+from gateway.deathsig import die_with_parent
 from gateway.errors import BadObservations
 from gateway.spec.types import split_listen
 
 log = logging.getLogger("gateway.dataplanes")
-_PR_SET_PDEATHSIG = 1
 STALE_AFTER = 5.0      # seconds without a report before a remote process leaves /status
 RESTART_WINDOW = 60.0  # crashes older than this no longer lengthen the backoff
 
@@ -77,27 +76,12 @@ def controller_url(admin_listen: str, port: int) -> str:
 
 
 @functools.cache
-def _prctl() -> Any:
-    return ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """preexec_fn: SIGKILL when the controller dies (prctl resolved here, in the parent, so
-    the forked child makes one call and no dlopen), and SIGINT and SIGHUP ignored from the first
-    instruction (a terminal's Ctrl-C or a SIGHUP reaches the whole group; the controller stops
-    the children in order, or reloads)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = _prctl()
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)     # ignored stays ignored across exec
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        if os.getppid() != parent:       # the controller died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-    return hook
+def _ignore_group_signals() -> None:
+    """A data-plane child ignores SIGINT and SIGHUP from its first instruction (ignored stays
+    ignored across exec): a terminal's Ctrl-C or a SIGHUP reaches the whole group, and the
+    controller stops the children in order, or reloads."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 @dataclass
@@ -157,7 +141,7 @@ class DataPlanes:
         while not self._stopping:
             proc = await asyncio.create_subprocess_exec(*argv, env=env,
                                                         stdin=asyncio.subprocess.DEVNULL,
-                                                        preexec_fn=_die_with_parent())
+                                                        preexec_fn=die_with_parent(_ignore_group_signals))
             self._procs[name] = proc
             entry.pid, entry.incarnation, entry.up_since = proc.pid, None, time.time()
             entry.snapshot, entry.connections, entry.error = [], 0, None

@@ -53,6 +53,7 @@ from gateway.runtimes.docker_client import (
     DockerPlumbing,
     explain,
     inspect_container,
+    until_ended,
 )
 from gateway.runtimes.docker_events import EventWatcher
 from gateway.runtimes.gpus import GpuAllocator, check_spec, detect_gpus, owner_name
@@ -257,17 +258,9 @@ class DockerRuntime(DockerPlumbing):
         ended = self._ended.setdefault(rid, asyncio.Event())
         client = await self._docker()
         self._watch()
-        # Looked at after the watcher is listening (it replays from before it started), so an
-        # end between this check and the await below is never lost.
-        info = await self._exit_state(client, replica)
-        while info is None:
-            if ended.is_set():      # signalled, yet still running (a racing poll): look again
-                await asyncio.sleep(self.poll_interval)
-            else:
-                await ended.wait()
-            if self._closed:
-                raise RuntimeFailure(f"docker runtime closed while waiting for {self._ref(replica)}")
-            info = await self._exit_state(client, replica)
+        info = await until_ended(lambda: self._exit_state(client, replica), ended,
+                                 lambda: self._closed, self.poll_interval,
+                                 f"docker runtime closed while waiting for {self._ref(replica)}")
         if rid not in self._exits:
             if info.kind != ExitKind.STOPPED and not info.log_tail:
                 info = dataclasses.replace(info, log_tail=await asyncio.to_thread(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import docker
@@ -18,6 +18,7 @@ import requests
 import urllib3.exceptions
 
 from gateway.errors import RuntimeFailure
+from gateway.runtimes.base import ExitInfo
 
 T = TypeVar("T")
 
@@ -108,3 +109,22 @@ def explain(exc: BaseException) -> str:
     """The daemon's own words when there are some (APIError.explanation), else the error."""
     explanation = getattr(exc, "explanation", None)
     return str(explanation or exc)
+
+
+async def until_ended(look: Callable[[], Awaitable[ExitInfo | None]], ended: asyncio.Event,
+                      closed: Callable[[], bool], poll: float, closing: str) -> ExitInfo:
+    """How a replica ended, waiting for it: ``look()`` (None while it runs) first, then again
+    each time its end is signalled (``ended``). The caller's watcher is listening before the
+    first look (it replays from before it started), so an end between the look and the wait is
+    never lost; signalled yet still running (a racing poll, or a container's "die" before Swarm
+    records the task's end): look again after ``poll`` seconds. ``closing``: the error once the runtime closed."""
+    info = await look()
+    while info is None:
+        if ended.is_set():
+            await asyncio.sleep(poll)
+        else:
+            await ended.wait()
+        if closed():
+            raise RuntimeFailure(closing)
+        info = await look()
+    return info

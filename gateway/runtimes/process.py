@@ -19,7 +19,6 @@ No Docker needed; this is the embedded default. Guarantees:
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import dataclasses
 import functools
 import logging
@@ -39,6 +38,7 @@ from typing import Any, Literal
 
 import orjson
 
+from gateway.deathsig import die_with_parent
 from gateway.errors import RuntimeFailure
 from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec, log_tail
 from gateway.runtimes.gpus import GpuAllocator, check_spec, owner_name, process_env, resolve_setting
@@ -51,7 +51,6 @@ log = logging.getLogger("gateway.runtimes.process")
 
 HOST = "127.0.0.1"
 _POLL_S = 0.05                   # exit polling, only where pidfd_open is missing
-_PR_SET_PDEATHSIG = 1
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -82,30 +81,17 @@ def _killpg(pgid: int, sig: int) -> None:
 
 
 @functools.cache
-def _prctl() -> Any:
-    return ctypes.CDLL(None, use_errno=True).prctl
-
-
 def _child_setup_hook(reaper_fd: int) -> Any:
-    """preexec_fn for Linux: die with the gateway, and so does the whole group. prctl is
-    resolved here, in the parent, so the forked child only makes the call (no dlopen between
-    fork and exec). The group (the child's pid: it runs after setsid) registers with the reaper
-    before exec, so no shell or grandchild can exist unregistered."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = _prctl()
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    """preexec_fn for Linux: die with the gateway (gateway/deathsig.py), and so does the whole
+    group. The group (the child's pid: it runs after setsid) registers with the reaper before
+    exec, so no shell or grandchild can exist unregistered."""
+    def register() -> None:
         # signals were reset to defaults already: a dead reaper's pipe must not kill us here,
         # and SIG_DFL again before exec (an ignored signal stays ignored across exec)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         send(reaper_fd, b"+%d\n" % os.getpid())
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        if os.getppid() != parent:       # the gateway died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-    return hook
+    return die_with_parent(register)
 
 
 async def _until_exited(pid: int) -> None:

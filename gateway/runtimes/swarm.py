@@ -39,6 +39,7 @@ from gateway.runtimes.docker_client import (
     STREAM_ERRORS,
     DockerPlumbing,
     inspect_container,
+    until_ended,
 )
 from gateway.runtimes.docker_events import EventWatcher
 from gateway.runtimes.gpus import owner_name
@@ -253,16 +254,9 @@ class SwarmRuntime(DockerPlumbing):
         ended = self._ended.setdefault(rid, asyncio.Event())
         client = await self._docker()
         self._watch()
-        info = await self._exit_state(client, replica)
-        while info is None:
-            if ended.is_set():
-                # a container "die" comes before Swarm records the task's end: keep looking
-                await asyncio.sleep(min(self.poll_interval, 0.2))
-            else:
-                await ended.wait()
-            if self._closed:
-                raise RuntimeFailure(f"swarm runtime closed while waiting for {self._ref(replica)}")
-            info = await self._exit_state(client, replica)
+        info = await until_ended(lambda: self._exit_state(client, replica), ended,
+                                 lambda: self._closed, min(self.poll_interval, 0.2),
+                                 f"swarm runtime closed while waiting for {self._ref(replica)}")
         if rid not in self._exits:
             self._finished(rid, info)
         return info
