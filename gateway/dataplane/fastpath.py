@@ -8,10 +8,10 @@ the connection the request is served. No Task, Future or coroutine frame, and th
 number in the data plane's timer wheel.
 
 ``start`` does nothing and says False unless the request may be plain: no tracer, a body held
-whole (or none) and within the limit, a service without mirror, no streamed answer asked for.
-Once it has chosen the version (which moves the weighted split's counter: never twice), a
+whole (or none) and within the limit, no streamed answer asked for. Once it has chosen the
+version (which moves the weighted split's counter: never twice), a service with a mirror, a
 version with batching or multiplexing, no free slot or no idle connection hand the routed request
-to ``DataPlane.handle`` in a task. Everything that must wait (a slot, a connect, streaming,
+to ``DataPlane.handle`` in a task (routed once, not again there). Everything that must wait (a slot, a connect, streaming,
 batching, mirroring, multiplexing) is ``handle``'s, and so is what comes after a fast start that
 must wait: the retries after a failed exchange, or relaying an answer too large or of unknown
 length (``DataPlane.resume``). Both paths share routing, accounting and error answers, so the
@@ -66,7 +66,7 @@ def start(dp: DataPlane, request: Request) -> bool:
     path, _, query = request.target.partition("?")
     path = normalise(path)
     svc = dp.holder.current.match(path)
-    if svc is None or svc.mirror is not None:
+    if svc is None:
         return False
     length = request.content_length
     if length is not None and length > svc.max_body:
@@ -75,7 +75,8 @@ def start(dp: DataPlane, request: Request) -> bool:
     ids = request_ids(request.trace_in)
     # a service with one live version and no rules has its answer ready (``fixed``)
     version, cookie = svc.fixed or svc.choose(request)
-    if version is None or version.batcher is not None or version.multiplex is not None:
+    if version is None or version.batcher is not None or version.multiplex is not None \
+            or svc.mirror is not None:     # routed once: ``handle`` goes on from here
         request.hand_over(dp.handle(request, Routed(svc, version, cookie, path, query, now, ids)))
         return True
     extra = (version.served_lines if cookie is None else dp.extra_fields(version, cookie)) \
