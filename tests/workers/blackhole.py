@@ -10,29 +10,21 @@ SIGTERM ends it at once.
 """
 
 import asyncio
-import os
-import sys
 
-LOG = os.environ.get("BLACKHOLE_LOG")
+from rawhttp import OK, read_body, read_head, recorder, run
 
-
-def record(line: str) -> None:
-    if LOG:
-        with open(LOG, "a") as f:   # a short local write: fine for a test worker
-            f.write(line + "\n")
+record = recorder("BLACKHOLE_LOG")
 
 
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            if lines[0].split(" ")[1] in ("/ready", "/health"):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            method, path, _, headers = await read_head(reader)
+            body = await read_body(reader, headers)
+            if path in ("/ready", "/health"):
+                writer.write(OK)
                 continue
-            record(f"{lines[0]} x-shadow={headers.get('x-shadow')}")
+            record(f"{method} {path} HTTP/1.1 x-shadow={headers.get('x-shadow')}")
             if b"huge" in body:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
                 for _ in range(100_000):
@@ -46,10 +38,4 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def main() -> None:
-    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
-    async with server:
-        await server.serve_forever()
-
-
-asyncio.run(main())
+run(serve)

@@ -19,29 +19,11 @@ closed while this worker waited on it (stalled, flooding, or reading a body) is 
 """
 
 import asyncio
-import os
-import sys
 
 import orjson
+from rawhttp import OK, read_body, read_head, recorder, run
 
-LOG = os.environ.get("RAW_LOG")
-
-
-def record(line: str) -> None:
-    if LOG:
-        with open(LOG, "a") as f:   # a short local write: fine for a test worker
-            f.write(line + "\n")
-
-
-async def read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        out = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
-            out += (await reader.readexactly(size + 2))[:-2]
-            if size == 0:
-                return out
-    return await reader.readexactly(int(headers.get("content-length", "0")))
+record = recorder("RAW_LOG")
 
 
 async def wait_closed(reader: asyncio.StreamReader, path: str) -> None:
@@ -58,15 +40,11 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     path = ""
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, path = lines[0].split(" ")[:2]
-            pairs = [line.split(": ", 1) for line in lines[1:] if ": " in line]
-            headers = {k.lower(): v for k, v in pairs}
+            method, path, pairs, headers = await read_head(reader)
             what = path.rsplit("/", 1)[-1].partition("?")[0]
             if what in ("ready", "health"):
                 await read_body(reader, headers)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                writer.write(OK)
                 continue
             record(f"req {method} {path}")
             try:
@@ -122,10 +100,4 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def main() -> None:
-    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
-    async with server:
-        await server.serve_forever()
-
-
-asyncio.run(main())
+run(serve)

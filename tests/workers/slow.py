@@ -16,6 +16,8 @@ import json
 import os
 import sys
 
+from rawhttp import read_body, read_head
+
 PORT = int(sys.argv[1])
 DELAY = float(sys.argv[2]) if len(sys.argv) > 2 else 0.3
 FLAGS = os.environ.get("SLOW_FLAGS", "")
@@ -38,15 +40,8 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     conns.add(writer)
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            _method, path, _ = lines[0].split(" ", 2)
-            length = 0
-            for line in lines[1:]:
-                if line.lower().startswith("content-length:"):
-                    length = int(line.split(":", 1)[1])
-            if length:
-                await reader.readexactly(length)
+            _method, path, _, headers = await read_head(reader)
+            await read_body(reader, headers)
             if path in ("/ready", "/health"):
                 writer.write(answer(200, {"ok": True}))
             elif path == "/stats":
