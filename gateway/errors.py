@@ -54,6 +54,10 @@ class RuntimeFailure(GatewayError):
     """A runtime could not start, stop or inspect a replica."""
 
 
+class Unschedulable(RuntimeFailure):
+    """No node of a cluster takes a replica (its constraints, resources or GPUs)."""
+
+
 class BadObservations(GatewayError):
     """A data-plane process's observations the controller cannot read (control/gather.py): the
     whole report is refused, nothing of it is counted (the report route answers 400)."""

@@ -13,6 +13,9 @@ services, so no Swarm rolling update ever runs).
 - Addresses: each task's own IP on ``network`` (an attachable overlay, created when missing;
   endpoint mode dnsrr, no virtual IP), so the gateway balances, limits, batches and probes per
   replica. The gateway must be on that network too: when it runs in a container it joins it.
+- Spread: Swarm's ``spread=`` balances one service's tasks, so with one service per replica
+  the runtime spreads a version's replicas itself and pins each to its value
+  (swarm_spread.py); a pinned replica no node takes is started again where Swarm chooses.
 - Task ends are seen two ways: the local daemon's container events (at once, for tasks on the
   gateway's own node) and a poll of the Swarm task list (every ``poll_interval``, any node).
 """
@@ -30,7 +33,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from gateway.errors import RuntimeFailure
+from gateway.errors import RuntimeFailure, Unschedulable
 from gateway.runtimes import swarm_calls
 from gateway.runtimes.base import ExitInfo, ExitKind, Replica, ReplicaSpec
 from gateway.runtimes.docker_attrs import DEFAULT_PORT, L_INSTANCE, L_REPLICA, Bounded
@@ -54,10 +57,12 @@ from gateway.runtimes.swarm_attrs import (
     task_address,
     task_error,
     task_exit,
+    task_node,
     task_started,
     task_state,
 )
 from gateway.runtimes.swarm_journal import SwarmJournalStore
+from gateway.runtimes.swarm_spread import Placed, choose, pin_constraints
 from gateway.spec.models import PlacementSpec, Spec
 from gateway.tasks import cancel_and_wait, spawn
 
@@ -87,6 +92,7 @@ class SwarmRuntime(DockerPlumbing):
         self.poll_interval = poll_interval
         self.unschedulable_after = unschedulable_after
         self._services: dict[str, str] = {}                   # replica id -> service id
+        self._placed: dict[str, Placed] = {}                  # replica id -> where, to spread
         self._ended: dict[str, asyncio.Event] = {}            # replica id -> set once it is gone
         self._stopping: Bounded[bool] = Bounded()
         self._exits: Bounded[ExitInfo] = Bounded()
@@ -167,26 +173,54 @@ class SwarmRuntime(DockerPlumbing):
             raise RuntimeFailure(f"{owner}: the swarm runtime needs an image")
         client = await self._docker()
         await self._ensure_network(client)
+        where = spec.placement or self.placement
+        nodes = await self._off_loop("list nodes", client.api.nodes) if where.preferences else []
+        gpus = spec.resources.gpus if isinstance(spec.resources.gpus, int) else 0
+        pins = choose(nodes, list(self._placed.values()), (spec.service, spec.version),
+                      where.preferences, where.constraints, gpus, self.gpu_kind)
+        try:
+            rid, task = await self._launch(client, spec, pins)
+        except Unschedulable as exc:
+            if not pins:
+                raise
+            log.warning("%s: no node took it at %s (%s): letting Swarm place it", owner,
+                        ", ".join(pin_constraints(pins)), exc)
+            rid, task = await self._launch(client, spec, {})
+        host = task_address(task, self.network)
+        assert host is not None                     # _until_running waited for it
+        node = await self._node(client, task)
+        port = spec.port or DEFAULT_PORT
+        log.info("started %s (%s) on %s at %s:%s", service_name(spec.service, spec.version, rid),
+                 spec.image, node, host, port)
+        return Replica(id=rid, spec=spec, host=host, port=port, started_at=task_started(task),
+                       node=node)
+
+    async def _launch(self, client: docker.DockerClient, spec: ReplicaSpec,
+                      pins: dict[str, str]) -> tuple[str, dict[str, Any]]:
+        """Create one replica's service (pinned by ``pins``) and wait until its task runs; on
+        any failure the service is removed again."""
         rid = uuid.uuid4().hex[:12]
+        # counted before the first await, so that starts running at once spread too
+        self._placed[rid] = Placed((spec.service, spec.version), None, pins)
         body = service_create(spec, rid, instance=self.instance, network=self.network,
                               default_placement=self.placement, gpu_kind=self.gpu_kind,
-                              stop_grace=self.stop_grace)
+                              stop_grace=self.stop_grace, pins=pin_constraints(pins))
         name = body["name"]
-        sid = await self._off_loop(f"create service {name}", swarm_calls.create, client, body)
+        try:
+            sid = await self._off_loop(f"create service {name}", swarm_calls.create, client, body)
+        except BaseException:
+            self._placed.pop(rid, None)
+            raise
         self._services[rid] = sid
         try:
             task = await self._until_running(client, sid, name)
         except BaseException:
             self._services.pop(rid, None)
+            self._placed.pop(rid, None)
             await asyncio.shield(self._off_loop(f"remove service {name}", swarm_calls.remove, client, sid))
             raise
-        host = task_address(task, self.network)
-        assert host is not None                     # _until_running waited for it
-        node = await self._node(client, task)
-        port = spec.port or DEFAULT_PORT
-        log.info("started %s (%s) on %s at %s:%s", name, spec.image, node, host, port)
-        return Replica(id=rid, spec=spec, host=host, port=port, started_at=task_started(task),
-                       node=node)
+        self._placed[rid] = Placed((spec.service, spec.version), task_node(task), pins)
+        return rid, task
 
     async def _until_running(self, client: docker.DockerClient, sid: str,
                              name: str) -> dict[str, Any]:
@@ -207,8 +241,8 @@ class SwarmRuntime(DockerPlumbing):
                 if task_state(task) == "pending" and (task.get("Status") or {}).get("Err"):
                     unplaced_since = unplaced_since or now
                     if now - unplaced_since >= self.unschedulable_after:
-                        raise RuntimeFailure(f"service {name}: no node can run it: "
-                                             f"{task_error(task)}")
+                        raise Unschedulable(f"service {name}: no node can run it: "
+                                            f"{task_error(task)}")
             if now > end:
                 state = task_state(task) if task else "no task"
                 raise RuntimeFailure(f"service {name} not running after "
@@ -216,7 +250,7 @@ class SwarmRuntime(DockerPlumbing):
             await asyncio.sleep(0.2)
 
     async def _node(self, client: docker.DockerClient, task: dict[str, Any]) -> str | None:
-        nid = str(task.get("NodeID") or "")
+        nid = task_node(task) or ""
         if nid and nid not in self._nodes:
             doc = await self._off_loop(f"node {nid}", client.api.inspect_node, nid)
             self._nodes[nid] = str((doc.get("Description") or {}).get("Hostname") or nid[:12])
@@ -243,6 +277,7 @@ class SwarmRuntime(DockerPlumbing):
 
     def _finished(self, rid: str, info: ExitInfo) -> None:
         self._exits[rid] = info
+        self._placed.pop(rid, None)
         ended = self._ended.pop(rid, None)
         if ended is not None:
             ended.set()
@@ -323,6 +358,8 @@ class SwarmRuntime(DockerPlumbing):
         for service, task in found:
             replica = replica_from(service, task, self.network, await self._node(client, task))
             self._services[replica.id] = str(service["ID"])
+            self._placed[replica.id] = Placed((replica.spec.service, replica.spec.version),
+                                              task_node(task))
             replicas.append(replica)
         return replicas
 

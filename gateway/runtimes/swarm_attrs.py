@@ -52,15 +52,17 @@ def _mount(volume: str) -> dict[str, Any]:
     return {"Type": kind, "Source": source, "Target": target or source, "ReadOnly": mode == "ro"}
 
 
-def placement(spec: PlacementSpec) -> dict[str, Any]:
-    return {"Constraints": list(spec.constraints),
+def placement(spec: PlacementSpec, pins: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Swarm's placement; ``pins`` are the constraints that spread a version's replicas
+    (swarm_spread.py: Swarm's own spread sees one task per service)."""
+    return {"Constraints": [*spec.constraints, *pins],
             "Preferences": [{"Spread": {"SpreadDescriptor": p.partition("=")[2]}}
                             for p in spec.preferences]}
 
 
 def service_create(spec: ReplicaSpec, replica_id: str, *, instance: str, network: str,
                    default_placement: PlacementSpec, gpu_kind: str,
-                   stop_grace: float) -> dict[str, Any]:
+                   stop_grace: float, pins: tuple[str, ...] = ()) -> dict[str, Any]:
     """The body of ``POST /services/create`` for one replica (keys as the Swarm API spells them).
 
     - cpus and memory are both limits and reservations: the scheduler places a replica only
@@ -103,7 +105,7 @@ def service_create(spec: ReplicaSpec, replica_id: str, *, instance: str, network
         # the gateway restarts a replica that ended (with backoff, and it sees why); Swarm
         # restarting it behind the gateway's back would hide crash loops
         "RestartPolicy": {"Condition": "none"},
-        "Placement": placement(spec.placement or default_placement),
+        "Placement": placement(spec.placement or default_placement, pins),
         "Networks": [{"Target": network}],
     }
     return {"name": service_name(spec.service, spec.version, replica_id), "labels": labels,
@@ -139,6 +141,11 @@ def is_starting(task: dict[str, Any]) -> bool:
 def task_error(task: dict[str, Any]) -> str:
     status = task.get("Status") or {}
     return str(status.get("Err") or status.get("Message") or task_state(task))
+
+
+def task_node(task: dict[str, Any]) -> str | None:
+    """The id of the node Swarm gave the task (None before it is placed)."""
+    return str(task.get("NodeID") or "") or None
 
 
 def container_id(task: dict[str, Any]) -> str | None:
