@@ -11,7 +11,8 @@ reload`` reload the config file (``reload()``, see control/reload.py).
 
 With ``gateway.workers`` >= 2 this process is the controller: it holds the data port instead of
 listening, and after the admin listener starts N data-plane processes (control/dataplanes.py)
-that follow its routing snapshots (control/publish.py); on stop they drain first.
+that follow its routing snapshots (control/publish.py); on stop they drain first. With
+``workers: 0`` it is only the controller: data planes on other hosts serve (deploy/stack.yml).
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ class Gateway:
         self.supervisor.on_change = self.publisher.changed
         # their observations: /metrics, the autoscaler, canary analysis and drains see them all
         self.gather = Gather(self.metrics, self.supervisor.replica_set)
-        self.dataplanes = DataPlanes(self.workers if self.workers > 1 else 0, self.gather)
+        self.dataplanes = DataPlanes(self.workers if self.workers > 1 else 0, self.gather,
+                                     main=self.workers == 1)
+        # workers 1 and other hosts' data planes: this process keeps its share of the limits
+        self.dataplanes.on_reshare = self.supervisor.reshare
         drained = self.gather.drain_check(lambda: (self.publisher.epoch, self.publisher.version))
         # a replica stops once nothing is in flight on it here (workers 1) and no other
         # data-plane process routes to it or has a request on it
@@ -125,7 +129,7 @@ class Gateway:
         if self.dataplanes.count:
             self._held_port = hold_port(*split_listen(spec.gateway.listen))
             self.ports["data"] = self._held_port.getsockname()[1]
-        else:
+        elif self.workers == 1:
             self.ports["data"] = await self.dataplane.start(*split_listen(spec.gateway.listen))
         self._listening = True   # with workers >= 2, serving() asks the processes too
         self.ports["admin"] = await self.admin.start(*split_listen(spec.gateway.admin.listen))
@@ -134,8 +138,10 @@ class Gateway:
         self.admin.publish_token()
         if self.dataplanes.count:
             await self._start_dataplanes()
+        self.dataplanes.watch()
         log.info("serving on %s (admin %s), %d services, config %s",
-                 _addr(spec.gateway.listen, self.ports["data"]),
+                 _addr(spec.gateway.listen, self.ports["data"]) if "data" in self.ports
+                 else "no data port (workers 0: data planes elsewhere follow the admin port)",
                  _addr(spec.gateway.admin.listen, self.ports["admin"]),
                  len(spec.services), spec.digest())
 
@@ -181,6 +187,7 @@ class Gateway:
                 self._held_port.close()
         else:
             await self.dataplane.stop(g.drain_timeout)
+            await self.dataplanes.stop(0.0)                 # its sweeps
         await self.publisher.stop()
         if self.dataplane.tracer is not None:      # flush the spans still buffered
             await asyncio.to_thread(self.dataplane.tracer.shutdown)
@@ -339,20 +346,21 @@ class Gateway:
     async def snapshot(self, after: str | None, wait: float) -> bytes | None:
         return await self.publisher.wait(after, wait)
 
-    def report(self, doc: dict[str, Any]) -> None:
-        self.dataplanes.report(doc)
+    def report(self, doc: dict[str, Any]) -> tuple[int, int]:
+        return self.dataplanes.report(doc).share
 
     def _dataplanes(self) -> list[dict[str, Any]]:
         """/status "dataplanes": the children (and other hosts' data planes), or this process
         when it serves the data port itself."""
-        if self.dataplanes.count:
+        if not self.dataplanes.main:
             return self.dataplanes.status()
         requests = sum(self.metrics.version(s, v).answered
                        for s, svc in self.spec.services.items() for v in svc.versions)
         return [{"name": "main", "pid": os.getpid(), "incarnation": self.incarnation,
                  "snapshot": [self.publisher.epoch, self.publisher.version],
                  "connections": self.dataplane.connections, "requests": requests,
-                 "restarts": 0, "up_since": self.started_at, "error": None},
+                 "restarts": 0, "up_since": self.started_at, "error": None,
+                 "share": list(self.supervisor.share)},
                 *self.dataplanes.status()]
 
     def replicas(self, service: str, version: str) -> dict[str, Any]:
@@ -390,7 +398,7 @@ class Gateway:
     def serving(self) -> bool:
         """The data port accepts requests: with ``workers`` >= 2, at least one data-plane process
         has routing and listens (one restarting does not take the gateway out of a load
-        balancer; /status shows each)."""
+        balancer; /status shows each); with ``workers`` 0, the controller is up."""
         return self._listening and (not self.dataplanes.count or self.dataplanes.serving())
 
     def _record_config(self) -> None:

@@ -3,7 +3,8 @@
 - ``GET /control/v1/snapshot?after=EPOCH:VERSION&wait=SECONDS``: 200 with
   ``{"epoch", "version", "snapshot"}`` at once when the controller's version is not ``after``,
   else as soon as the next one is out, or 204 after ``wait`` seconds (at most 30);
-- ``POST /control/v1/report``: a process's counters and observations, 200 ``{"ok": true}``.
+- ``POST /control/v1/report``: a process's counters and observations, 200 ``{"ok": true,
+  "share": [i, n]}``: the process keeps share i of n of every per-replica limit.
 
 Both need a token even on loopback (a snapshot holds the workers' commands and environment, and
 a report feeds the metrics and the autoscaler): the admin token, or the controller's own
@@ -66,10 +67,10 @@ def install(server: AdminServer, gateway: Facade) -> None:
 
     async def report(request: web.Request) -> web.Response:
         try:
-            gateway.report(check_report(await read_json(request)))
+            share = gateway.report(check_report(await read_json(request)))
         except ValueError as exc:
             raise AdminError(400, "bad_request", str(exc)) from None
-        return json_response({"ok": True})
+        return json_response({"ok": True, "share": list(share)})
 
     server.add_route("GET", SNAPSHOT, snapshot, control=True)
     server.add_route("POST", REPORT, report, mutating=True, control=True)

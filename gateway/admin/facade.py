@@ -67,6 +67,7 @@ class Facade(Protocol):
         not ``after``, else the next one within ``wait`` seconds; None: no new one."""
         ...
 
-    def report(self, doc: dict[str, Any]) -> None:
-        """A data-plane process's report (admin/control.py checks its shape)."""
+    def report(self, doc: dict[str, Any]) -> tuple[int, int]:
+        """A data-plane process's report (admin/control.py checks its shape); the share of the
+        per-replica limits (index, count) the process is to keep."""
         ...

@@ -79,15 +79,20 @@ def render_status(doc: dict[str, Any], now: float | None = None) -> str:
     planes = doc.get("dataplanes") or []
     if len(planes) > 1 or any(p.get("name") != "main" for p in planes):   # not just itself
         current = doc.get("snapshot")
-        out += ["", table(("DATA PLANE", "PID", "SNAPSHOT", "CONNECTIONS", "REQUESTS", "RESTARTS",
-                           "NOTE"),
+        out += ["", table(("DATA PLANE", "PID", "SNAPSHOT", "SHARE", "CONNECTIONS", "REQUESTS",
+                           "RESTARTS", "NOTE"),
                           [(p.get("name"), p.get("pid"), _applied(p.get("snapshot"), current),
-                            p.get("connections"), p.get("requests"), p.get("restarts"),
-                            p.get("error") or "") for p in planes])]
+                            _share(p.get("share")), p.get("connections"), p.get("requests"),
+                            p.get("restarts"), p.get("error") or "") for p in planes])]
     for name, lines in crashed:    # what a replica that keeps failing said last
         out += ["", f"{name}: last log lines of the replica that exited:"]
         out += [f"  {line}" for line in lines]
     return "\n".join(out)
+
+
+def _share(part: Any) -> str:
+    """A process's share of the per-replica limits, "i/n" (its index counts from 1)."""
+    return f"{part[0] + 1}/{part[1]}" if isinstance(part, list) and len(part) == 2 else "-"
 
 
 def _gpus(gpus: Any) -> str:

@@ -36,12 +36,14 @@ from gateway.spec.types import split_listen
 
 log = logging.getLogger("gateway.dataplanes")
 STALE_AFTER = 5.0      # seconds without a report before a remote process leaves /status
+MAIN = "main"          # the controller itself in the sharers, when it serves the data port
 RESTART_WINDOW = 60.0  # crashes older than this no longer lengthen the backoff
 
 
 def resolve_workers(setting: int | str) -> int:
     """``gateway.workers`` as a count: ``auto`` is the cores this process may run on, at most
-    16 (past that one controller's reports and snapshots are the next limit, not the cores)."""
+    16 (past that one controller's reports and snapshots are the next limit, not the cores);
+    0: this process is only the controller."""
     if setting == "auto":
         try:
             cores = len(os.sched_getaffinity(0))
@@ -99,26 +101,38 @@ class Process:
     error: str | None = None
     seen: float = 0.0                   # monotonic time of the last report
     local: bool = False                 # started by this controller
+    share: tuple[int, int] = (0, 1)     # its part of every per-replica limit: index, count
 
     def doc(self) -> dict[str, Any]:
         return {"name": self.name, "pid": self.pid, "incarnation": self.incarnation,
                 "snapshot": self.snapshot, "connections": self.connections,
                 "requests": self.requests, "restarts": self.restarts,
-                "up_since": self.up_since, "error": self.error}
+                "up_since": self.up_since, "error": self.error, "share": list(self.share)}
 
 
 class DataPlanes:
-    """N local data-plane processes, and the table of every process that reports."""
+    """N local data-plane processes, and the table of every process that reports.
 
-    def __init__(self, count: int, gather: Gather, *, python: str = sys.executable,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    Shares: every process that sends to the replicas (the local children, other hosts' data
+    planes that reported within ``STALE_AFTER``, and the controller itself when it serves the
+    data port) is a sharer, and sharer i of n keeps ``share(limit, i, n)`` of each per-replica
+    concurrency limit and wait queue (dataplane/snapshot.py), so the parts add up to the limit
+    however many hosts serve. Each report's answer tells the process its share; the
+    controller's own part goes to ``on_reshare``."""
+
+    def __init__(self, count: int, gather: Gather, *, main: bool = False,
+                 python: str = sys.executable, clock: Callable[[], float] = time.monotonic) -> None:
         self.count = count
+        self.main = main            # the controller serves the data port too (workers 1)
         self.gather = gather        # where their observations go
         self.python = python
         self.clock = clock
         # the controller's own --log-format / --log-level, so every process logs alike
         self.log_args: tuple[str, ...] = ()
         self.processes: dict[str, Process] = {}
+        # the controller's own share changed (it serves the data port: ``main``)
+        self.on_reshare: Callable[[tuple[int, int]], None] | None = None
+        self._sharers: tuple[str, ...] = (MAIN,) if main else ()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -128,11 +142,21 @@ class DataPlanes:
         env = {**os.environ, TOKEN_ENV: token}
         for i in range(self.count):
             name = f"dp-{i}"
-            self.processes[name] = Process(name, local=True)
+            self.processes[name] = Process(name, local=True, share=(i, self.count))
             argv = [self.python, "-m", "gateway.dataplane.child", "--controller", controller,
                     "--name", name, "--share", f"{i}/{self.count}",
                     "--listen", f"{host}:{port}", *self.log_args]
             self._tasks.append(tasks.spawn(self._keep(name, argv, env), name=f"data plane {name}"))
+
+    def watch(self) -> None:
+        """Sweep once a second, so that a host's data plane gone silent gives its share back
+        even when no other process reports (stopped by ``stop``)."""
+        self._tasks.append(tasks.spawn(self._sweeps(), name="data plane sweeps"))
+
+    async def _sweeps(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._sweep()
 
     async def _keep(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         """Run one child until the controller stops; restart it (with backoff) when it dies."""
@@ -165,7 +189,8 @@ class DataPlanes:
     def report(self, doc: dict[str, Any]) -> Process:
         """A process's report (admin/control.py checked its fields): its observations to the
         gather (ValueError, nothing counted, when they cannot be read), the rest to the table;
-        a process this controller did not start gets its own entry."""
+        a process this controller did not start gets its own entry. The entry's ``share`` is
+        what the process is told to keep."""
         applied = doc["snapshot"]
         try:
             self.gather.absorb(doc["process"], doc["incarnation"], doc.get("observations", {}),
@@ -187,15 +212,41 @@ class DataPlanes:
         entry.snapshot, entry.connections = doc["snapshot"], doc["connections"]
         entry.requests, entry.error = doc["requests"], doc.get("error")
         entry.seen = self.clock()
+        self._sweep()
         return entry
 
     def status(self) -> list[dict[str, Any]]:
+        self._sweep()
+        return [p.doc() for p in self.processes.values()]
+
+    def share(self, name: str) -> tuple[int, int]:
+        """Process ``name``'s share (index, count) of the per-replica limits."""
+        entry = self.processes.get(name)
+        return entry.share if entry is not None else (0, 1)
+
+    def _sweep(self) -> None:
+        """Drop other hosts' processes silent for ``STALE_AFTER``; hand out the shares again
+        when the sharers changed."""
         now = self.clock()
         gone = [n for n, p in self.processes.items() if not p.local and p.seen < now - STALE_AFTER]
         for name in gone:
             del self.processes[name]
             self.gather.forget(name)
-        return [p.doc() for p in self.processes.values()]
+        # the controller first, then the local children in their order (child i keeps the
+        # index of its --share), then the other hosts' by name
+        sharers = ((MAIN,) if self.main else ()) + \
+            tuple(n for n, p in self.processes.items() if p.local) + \
+            tuple(sorted(n for n, p in self.processes.items() if not p.local))
+        if sharers == self._sharers:
+            return
+        log.info("%d processes send to the replicas: each keeps its share of every "
+                 "per-replica limit (%s)", len(sharers), ", ".join(sharers))
+        self._sharers = sharers
+        for i, name in enumerate(sharers):
+            if name in self.processes:
+                self.processes[name].share = (i, len(sharers))
+        if self.main and self.on_reshare is not None:
+            self.on_reshare((0, len(sharers)))
 
     def serving(self) -> bool:
         """At least one local process has applied a snapshot (so it listens on the port)."""
@@ -214,7 +265,7 @@ class DataPlanes:
 
     async def stop(self, drain_timeout: float) -> None:
         """SIGTERM every child (each drains its in-flight requests, up to ``drain_timeout``),
-        wait for them, SIGKILL what is left a little after the deadline."""
+        wait for them, SIGKILL what is left a little after the deadline; end the sweeps."""
         self._stopping = True
         procs = [p for p in self._procs.values() if p.returncode is None]
         for p in procs:

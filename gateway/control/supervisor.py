@@ -46,6 +46,7 @@ from gateway.control.reconcile import (
 )
 from gateway.dataplane.balance import Endpoint, ReplicaSet
 from gateway.dataplane.outlier import outlier_policy
+from gateway.dataplane.snapshot import share
 from gateway.errors import GatewayError
 from gateway.logs import fields
 from gateway.metrics import Metrics
@@ -72,6 +73,9 @@ class Supervisor:
         self.stop_grace = stop_grace
         self.drain_timeout = drain_timeout
         self.max_waiting = max_waiting
+        # this process's part of every per-replica limit (index, count): (0, 1) unless other
+        # hosts' data planes send to the same replicas (DataPlanes.on_reshare)
+        self.share: tuple[int, int] = (0, 1)
         self.clock = clock
         self.groups: dict[tuple[str, str], Group] = {}
         # replica sets of versions a commit routes to before apply() makes their groups
@@ -101,6 +105,7 @@ class Supervisor:
         next table can route to); versions gone from the spec are drained and stopped."""
         self.stop_grace = spec.gateway.stop_grace
         self.drain_timeout = spec.gateway.drain_timeout
+        self.max_waiting = spec.gateway.queue.max_waiting
         wanted = set()
         added: list[Group] = []
         for sname, svc in spec.services.items():
@@ -123,15 +128,29 @@ class Supervisor:
                 # an autoscaled version's waiting requests see its cold start (504, not 503)
                 g.replica_set.starting = g.starting if effective(svc, ver) is not None \
                     else not_starting
-                g.replica_set.configure(limit=ver.max_concurrency,
-                                        max_waiting=spec.gateway.queue.max_waiting,
-                                        outlier=outlier_policy(ver.outlier))
+                self._limits(g)
         for key, g in self.groups.items():
             if key not in wanted:
                 g.removed, g.desired = True, 0
         for g in added:      # once every group has its new spec, so revisions compare right
             self._claim(g)
         self.wake()
+
+    def _limits(self, g: Group) -> None:
+        """The version's per-replica limit, wait queue and outlier policy in its replica set:
+        this process's ``share`` of the limits when other hosts' data planes send to the same
+        replicas (control/dataplanes.py)."""
+        index, count = self.share
+        g.replica_set.configure(limit=share(g.spec.max_concurrency, index, count),
+                                max_waiting=share(self.max_waiting, index, count),
+                                outlier=outlier_policy(g.spec.outlier))
+
+    def reshare(self, part: tuple[int, int]) -> None:
+        """This process is now sharer ``index`` of ``count``: every version's limits again."""
+        self.share = part
+        for g in self.groups.values():
+            if not g.removed:
+                self._limits(g)
 
     def replica_set(self, service: str, version: str) -> ReplicaSet | None:
         """The replica set of a version (its group's, or the one prepared for a commit)."""

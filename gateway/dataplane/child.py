@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"the controller's admin URL, http://HOST:PORT (token in ${TOKEN_ENV})")
     p.add_argument("--name", default=f"dp-{os.uname().nodename}", help="this process in reports")
     p.add_argument("--share", default="0/1", help="I/N: this is process I of N sharing replicas "
-                   "(each gets its part of every per-replica limit)")
+                   "(each gets its part of every per-replica limit) until the controller's "
+                   "answer to its first report says which part it keeps")
     p.add_argument("--listen", help="HOST:PORT of the data port (default: gateway.listen)")
     p.add_argument("--health", help="HOST:PORT of an optional health listener (200 once "
                    "routing is in force)")

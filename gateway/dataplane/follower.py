@@ -245,13 +245,31 @@ class Child:
     async def _send_report(self) -> bool:
         doc = self.report()
         try:
-            status, _ = await self.controller.call("POST", REPORT, orjson.dumps(doc), 5.0)
+            status, body = await self.controller.call("POST", REPORT, orjson.dumps(doc), 5.0)
         except (GatewayError, OSError):
             return False         # the poll says why; unacknowledged counts go with the next one
         if status != 200:
             return False
         self.observer.acked(doc["observations"])
+        self._reshare(body)
         return True
+
+    def _reshare(self, answer: bytes) -> None:
+        """The share of the per-replica limits the controller gives this process (README:
+        "Processes"); an answer without one (an older controller) changes nothing."""
+        try:
+            index, count = orjson.loads(answer)["share"]
+            valid = isinstance(index, int) and isinstance(count, int) and 0 <= index < count
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            return
+        try:
+            if self.applier.reshare(index, count):
+                log.info("%s keeps share %d of %d of every per-replica limit", self.name,
+                         index, count)
+        except Exception as exc:  # noqa: BLE001 - the limits in force stay; reports go on
+            log.error("%s: share %d/%d not applied: %r", self.name, index, count, exc)
 
     # -- the optional health listener (a remote node's load balancer) -------------------------
     async def _start_health(self) -> asyncio.Server:

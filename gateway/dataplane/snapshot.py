@@ -132,6 +132,7 @@ class Applier:
         self.sets: dict[Key, ReplicaSet] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.spec: Spec | None = None
+        self.last: Snapshot | None = None       # the snapshot in force
 
     def apply(self, snap: Snapshot) -> RoutingTable:
         """Make ``snap`` the routing state, in full or (on an exception) not at all."""
@@ -161,9 +162,24 @@ class Applier:
         for rid, ep in self.endpoints.items():
             if endpoints.get(rid) is not ep:
                 ep.pool.close()      # idle connections now; busy ones when their answer ends
-        self.sets, self.endpoints, self.spec = sets, endpoints, spec
+        self.sets, self.endpoints, self.spec, self.last = sets, endpoints, spec, snap
         self.holder.swap(table)
         return table
+
+    def reshare(self, index: int, count: int) -> bool:
+        """This process is now sharer ``index`` of ``count`` (the controller says so in its
+        answer to each report): the snapshot in force is applied again with the new limits.
+        False when nothing changed."""
+        if (index, count) == (self.index, self.count):
+            return False
+        before, (self.index, self.count) = (self.index, self.count), (index, count)
+        if self.last is not None:
+            try:
+                self.apply(self.last)
+            except Exception:
+                self.index, self.count = before      # in full or not at all
+                raise
+        return True
 
     def _share(self, total: int) -> int:
         return share(total, self.index, self.count)

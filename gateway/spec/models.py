@@ -150,10 +150,11 @@ class GatewaySpec(Strict):
     trusted_hops: int = Field(0, ge=0, le=16, description="proxies in front of the gateway whose "
                               "X-Forwarded-Proto/-Host and Forwarded are kept; 0: the gateway is "
                               "the edge and overwrites them")
-    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] | Literal["auto"] = Field(
+    workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] | Literal["auto"] = Field(
         1, description="data-plane processes sharing the data port (SO_REUSEPORT), fed by the "
                        "controller; 'auto': the usable cores, at most 16; 1: one process serves "
-                       "everything (needs a restart to change)")
+                       "everything; 0: only the controller, no data port (data planes on other "
+                       "hosts serve: deploy/stack.yml) (needs a restart to change)")
 
 
 class HealthSpec(Strict):

@@ -28,18 +28,14 @@ from tests.helpers import (
     wait_until,
 )
 
+SLOW = f"{{python}} {REPO_ROOT}/tests/workers/slow.py {{port}}"
+
 
 async def test_a_data_plane_on_another_node_follows_the_controller(tmp_path: Path) -> None:
     async with GatewayProc(tmp_path, {"echo": echo_service(replicas=1)}) as gw:
         port, health = free_port(), free_port()
         exe = str(Path(sys.executable).with_name("serve-gateway"))
-        env = {**os.environ, "SERVE_GATEWAY_ADMIN_TOKEN": gw.token or ""}
-        remote = subprocess.Popen(
-            [exe, "dataplane", "--controller", f"http://127.0.0.1:{gw.admin_port}",
-             "--name", "node-b", "--listen", f"127.0.0.1:{port}",
-             "--health", f"127.0.0.1:{health}"],
-            cwd=REPO_ROOT, env=env, stdout=(tmp_path / "remote.log").open("wb"),
-            stderr=subprocess.STDOUT, start_new_session=True)
+        remote = start_remote(gw, tmp_path, "node-b", port, health)
         try:
             await wait_http_ok(f"http://127.0.0.1:{health}/healthz", 15)
             url = f"http://127.0.0.1:{port}/v1/echo"
@@ -92,6 +88,82 @@ async def test_a_data_plane_on_another_node_follows_the_controller(tmp_path: Pat
                 raise AssertionError("the health listener outlived its process")
         except aiohttp.ClientConnectionError:
             pass
+
+
+def start_remote(gw: GatewayProc, tmp_path: Path, name: str, port: int,
+                 health: int) -> subprocess.Popen[bytes]:
+    """``serve-gateway dataplane`` following ``gw`` as a gateway on another node would."""
+    exe = str(Path(sys.executable).with_name("serve-gateway"))
+    env = {**os.environ, "SERVE_GATEWAY_ADMIN_TOKEN": gw.token or ""}
+    return subprocess.Popen(
+        [exe, "dataplane", "--controller", f"http://127.0.0.1:{gw.admin_port}",
+         "--name", name, "--listen", f"127.0.0.1:{port}", "--health", f"127.0.0.1:{health}"],
+        cwd=REPO_ROOT, env=env, stdout=(tmp_path / f"{name}.log").open("wb"),
+        stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def test_a_replica_limit_holds_with_data_planes_on_other_nodes(tmp_path: Path) -> None:
+    """max_concurrency 2 on one replica served by the gateway itself (workers 1) and by a data
+    plane on another node: the controller gives each its share (1 slot), so the worker never
+    has more than 2 requests at once with both taking traffic; when the other node goes away
+    for good, the gateway takes the whole limit back."""
+    services = {"m": {"route": "/m", "versions": {"v1": {
+        "command": f"{SLOW} 0.3", "replicas": 1, "max_concurrency": 2}}}}
+    async with GatewayProc(tmp_path, services, queue={"max_waiting": 64, "timeout": "30s"}) as gw:
+        port, health = free_port(), free_port()
+        remote = start_remote(gw, tmp_path, "node-b", port, health)
+        try:
+            await wait_http_ok(f"http://127.0.0.1:{health}/healthz", 15)
+
+            async def shared() -> bool:
+                procs = dataplanes(await gw.status())
+                return (procs["main"]["share"], procs.get("node-b", {}).get("share")) == \
+                    ([0, 2], [1, 2])
+            await wait_until(shared, 5, what="main and node-b each keeping a share of 2")
+            both = await asyncio.gather(
+                fresh_posts(gw.url("/m"), 12, body=b"{}", concurrent=True),
+                fresh_posts(f"http://127.0.0.1:{port}/m", 12, body=b"{}", concurrent=True))
+            assert [s for s, _ in both[0] + both[1]] == [200] * 24
+            doc = await gw.status()
+            address = doc["services"]["m"]["versions"]["v1"]["replicas"][0]["address"]
+            async with aiohttp.ClientSession() as s, s.get(f"http://{address}/stats") as r:
+                stats = await r.json()
+            assert stats["served"] == 24 and stats["peak"] <= 2, stats
+            remote.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(remote.wait, 20) == 0
+        finally:
+            kill_group(remote.pid)
+            remote.wait()
+
+        async def alone() -> bool:
+            procs = dataplanes(await gw.status())
+            return "node-b" not in procs and procs["main"]["share"] == [0, 1]
+        await wait_until(alone, 15, what="node-b forgotten, main keeping the whole limit")
+
+
+async def test_a_controller_with_workers_0_serves_only_through_other_nodes(tmp_path: Path) -> None:
+    """workers 0: the controller opens no data port and is no sharer, so the one other node's
+    data plane keeps a replica's whole limit and serves its routes."""
+    async with GatewayProc(tmp_path, {"echo": echo_service(replicas=1)}, workers=0) as gw:
+        assert await asyncio.to_thread(port_closed, gw.port)
+        async with aiohttp.ClientSession() as s, s.get(gw.admin("/readyz")) as r:
+            assert r.status == 200
+        port, health = free_port(), free_port()
+        remote = start_remote(gw, tmp_path, "node-b", port, health)
+        try:
+            await wait_http_ok(f"http://127.0.0.1:{health}/healthz", 15)
+            assert await fresh_posts(f"http://127.0.0.1:{port}/v1/echo", 3) == \
+                [(200, "echo/v1")] * 3
+
+            async def listed() -> bool:
+                procs = dataplanes(await gw.status())
+                return list(procs) == ["node-b"] and procs["node-b"]["share"] == [0, 1]
+            await wait_until(listed, 5, what="node-b alone in /status, with the whole limit")
+            remote.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(remote.wait, 20) == 0
+        finally:
+            kill_group(remote.pid)
+            remote.wait()
 
 
 def port_closed(port: int) -> bool:

@@ -33,7 +33,7 @@ def test_local_processes_keep_their_slot_and_ignore_a_dead_lifes_last_words() ->
     planes.report(report("dp-0", "a", 11, requests=5))
     assert planes.status()[0] | {"up_since": None} == {
         "name": "dp-0", "pid": 11, "incarnation": "a", "snapshot": ["e", 3], "connections": 2,
-        "requests": 5, "restarts": 0, "up_since": None, "error": None}
+        "requests": 5, "restarts": 0, "up_since": None, "error": None, "share": [0, 1]}
     planes.processes["dp-0"].pid = 12        # restarted: a new pid
     planes.report(report("dp-0", "a", 11, requests=9))   # the old life's last report, late
     assert planes.status()[0]["requests"] == 5
@@ -57,6 +57,29 @@ def test_another_hosts_process_is_listed_counted_and_dropped_when_silent() -> No
     assert planes.status() == []                  # refused whole: not listed either
 
 
+def test_every_process_that_sends_to_the_replicas_keeps_a_share_of_their_limits() -> None:
+    clock = Clock()
+    planes = DataPlanes(0, Gather(Metrics()), main=True, clock=clock)   # it serves too
+    mine: list[tuple[int, int]] = []
+    planes.on_reshare = mine.append
+    assert planes.report(report("node-b", "a", 7)).share == (1, 2) and mine == [(0, 2)]
+    planes.report(report("node-a", "a", 8))
+    assert [(p["name"], p["share"]) for p in planes.status()] == [("node-b", [2, 3]),
+                                                                  ("node-a", [1, 3])]
+    assert mine[-1] == (0, 3)
+    clock.now += 3
+    planes.report(report("node-a", "a", 8))
+    clock.now += 3                               # node-b silent for 6 s: its share goes back
+    assert [(p["name"], p["share"]) for p in planes.status()] == [("node-a", [1, 2])]
+    assert mine[-1] == (0, 2)
+    # local children keep the index of their --share; other hosts come after them
+    planes = DataPlanes(2, Gather(Metrics()), clock=clock)
+    for i in range(2):
+        planes.processes[f"dp-{i}"] = Process(f"dp-{i}", pid=11 + i, local=True, share=(i, 2))
+    planes.report(report("node-z", "a", 9))
+    assert [p["share"] for p in planes.status()] == [[0, 3], [1, 3], [2, 3]]
+
+
 def test_workers_and_the_controller_url() -> None:
     assert resolve_workers(3) == 3
     assert 1 <= resolve_workers("auto") <= 16
@@ -73,11 +96,12 @@ def test_status_text_lists_the_processes() -> None:
                {"name": "dp-0", "pid": 11, "snapshot": ["e", 4], "connections": 3,
                 "requests": 50, "restarts": 0, "error": None},
                {"name": "dp-1", "pid": 12, "snapshot": ["e", 3], "connections": 1,
-                "requests": 40, "restarts": 1, "error": "snapshot e:4 not applied: boom"}]}
+                "requests": 40, "restarts": 1, "error": "snapshot e:4 not applied: boom",
+                "share": [1, 2]}]}
     text = render_status(doc, now=1060.0)
     assert "DATA PLANE" in text
     row = next(line for line in text.splitlines() if line.startswith("dp-1"))
-    assert row.split()[:5] == ["dp-1", "12", "3", "(controller:", "4)"]
+    assert row.split()[:6] == ["dp-1", "12", "3", "(controller:", "4)", "2/2"]
     assert row.endswith("snapshot e:4 not applied: boom")
     one = render_status({**doc, "dataplanes": [{"name": "main", "pid": 1}]}, now=1060.0)
     assert "DATA PLANE" not in one      # workers 1: the gateway itself, nothing to add
@@ -94,6 +118,7 @@ def test_workers_is_held_until_a_restart_and_bounded() -> None:
     assert diff_specs(one, four).needs_restart == ("gateway.workers",)
     assert keep_restart_fields(one, four).gateway.workers == 1     # the running count stays
     assert parse_spec("gateway: {workers: auto}\n" + base).gateway.workers == "auto"
-    for bad in ("0", "65", "many"):
+    assert parse_spec("gateway: {workers: 0}\n" + base).gateway.workers == 0   # controller only
+    for bad in ("-1", "65", "many"):
         with pytest.raises(ConfigError, match="gateway.workers"):
             parse_spec(f"gateway: {{workers: {bad}}}\n" + base)

@@ -112,6 +112,19 @@ def test_each_process_gets_its_share_of_the_per_replica_limits() -> None:
     assert share(0, 1, 2) == 0
 
 
+def test_a_new_share_applies_the_snapshot_in_force_again() -> None:
+    """The controller's answer to a report moves a process's share (a node joined or left):
+    the same routing, with the new limits, in one swap."""
+    spec = parse_spec(CONFIG)
+    app, holder = applier(0, 1)
+    app.apply(decode(orjson.loads(controller_side(spec, {("echo", "v1"): [], ("echo", "v2"): []}))))
+    rs = holder.current.by_name["echo"].versions["v1"].replicas
+    assert (rs.limit, rs.max_waiting) == (5, 9)
+    assert app.reshare(1, 2) and not app.reshare(1, 2)
+    now = holder.current.by_name["echo"].versions["v1"].replicas
+    assert now is rs and (rs.limit, rs.max_waiting) == (2, 4)   # the same set, its queue kept
+
+
 def test_a_snapshot_that_cannot_apply_changes_nothing() -> None:
     spec = parse_spec(CONFIG)
     app, holder = applier()
