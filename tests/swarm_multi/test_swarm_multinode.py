@@ -121,6 +121,12 @@ async def stack_ready(cluster: Cluster, session: aiohttp.ClientSession) -> str:
     doc = await status(session, admin)
     names = {p.get("name") for p in doc.get("dataplanes", [])}
     assert names >= {f"dp-{n}" for n in cluster.nodes}, doc.get("dataplanes")
+
+    # the controller (workers 0) serves nothing: the three nodes share each replica's limits
+    async def thirds() -> bool:
+        planes = (await status(session, admin)).get("dataplanes", [])
+        return sorted(tuple(p["share"]) for p in planes) == [(0, 3), (1, 3), (2, 3)]
+    await wait_until(thirds, 15, "each node's data plane keeping a third of each limit")
     return admin
 
 
