@@ -1,0 +1,3 @@
+# gateway/dataplane/_head.c: an answer head llhttp accepted, read in one call
+def response(raw: bytes, start: int, drop: frozenset[bytes], /
+             ) -> tuple[int, list[tuple[bytes, bytes]], bytes | None, int | None]: ...
