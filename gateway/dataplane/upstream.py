@@ -122,6 +122,8 @@ class UpstreamResponse:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; serves one request at a time."""
 
+    read_head: ReadHead | None = staticmethod(read_head) if read_head is not None else None
+
     def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.loop = loop   # kept: get_running_loop() costs a getpid() syscall per call on 3.11
@@ -202,11 +204,12 @@ class _Conn(asyncio.Protocol):
         self.status = status = parser.get_status_code()
         self.keep_alive = parser.should_keep_alive()
         self.headers_done = True
-        if read_head is not None:
+        read = self.read_head
+        if read is not None:
             # llhttp accepted this head: read it in one call (the client's header lines by
             # ``proxy.response_fields``' rules, and the Content-Length), not one per header
-            end, self.headers, self.fields, length = read_head(self.head, self.head_at,
-                                                               RESPONSE_DROP)
+            end, self.headers, self.fields, length = read(self.head, self.head_at,
+                                                          RESPONSE_DROP)
             if self.length is None:
                 self.length = length
             if status < 200:
@@ -464,6 +467,8 @@ class _Conn(asyncio.Protocol):
 class _FieldsConn(_Conn):
     """The connection where ``_head`` was not built: httptools calls ``on_header`` per header,
     which gathers what ``_head.response`` reads in one call (the path before it existed)."""
+
+    read_head = None
 
     def _reset(self) -> None:
         super()._reset()

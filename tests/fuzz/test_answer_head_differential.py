@@ -55,6 +55,13 @@ def same(data: bytes, cuts: list[int]) -> None:
     assert outcome(_Conn, pieces) == outcome(_FieldsConn, pieces), (data, at)
 
 
+def test_the_two_ways_differ() -> None:
+    """What the comparisons below rest on: llhttp calls Python per header on one of the two
+    only, and only the other reads the head in one call."""
+    assert _Conn.read_head is not None and not hasattr(_Conn, "on_header")
+    assert _FieldsConn.read_head is None and hasattr(_FieldsConn, "on_header")
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_seeds_read_the_same(seed: bytes) -> None:
     assert outcome(_Conn, [seed])[0] == "accepted"
