@@ -123,6 +123,13 @@ class _Conn(asyncio.Protocol):
     """One keep-alive connection; serves one request at a time."""
 
     read_head: ReadHead | None = staticmethod(read_head) if read_head is not None else None
+    # slots: a 30-attribute instance dict outgrows CPython's shared keys (and each attribute
+    # access per event costs more); this protocol's fields are touched many times per exchange
+    __slots__ = ("buffered", "chunks", "closed", "complete", "deadline", "done", "error", "fields",
+                 "got_bytes", "head", "head_at", "head_only", "headers", "headers_done",
+                 "keep_alive", "length", "lines", "loop", "parser", "pool", "read_paused", "sink",
+                 "status", "stream_idle", "timer", "transport", "waiter", "write_paused",
+                 "write_waiter", "written")
 
     def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
@@ -137,6 +144,7 @@ class _Conn(asyncio.Protocol):
     def _reset(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.fields: bytes | None = b""   # see ``on_headers_complete``
+        self.lines: list[bytes] | None = []   # _FieldsConn's pieces of ``fields``
         self.head = b""                   # the bytes received until the final answer's head
         self.head_at = 0                  # where the next head begins in ``head`` (after a 1xx)
         self.chunks: list[bytes] = []
@@ -216,8 +224,9 @@ class _Conn(asyncio.Protocol):
                 self.head_at = end       # an interim answer: the final one's head follows
             else:
                 self.head = b""
-        else:
-            self._fields_read()
+        else:                            # _FieldsConn: its on_header gathered them
+            lines = self.lines
+            self.fields = None if lines is None else b"".join(lines)
         if self.head_only:
             # httptools cannot be told the request was HEAD: it would wait for Content-Length
             # bytes that never come. The exchange ends here and the connection is not reused.
@@ -261,9 +270,6 @@ class _Conn(asyncio.Protocol):
             self._wake()
 
     # -- helpers ------------------------------------------------------------------------------
-    def _fields_read(self) -> None:
-        """``_FieldsConn``'s: the header list is complete (``_Conn`` reads it in one call)."""
-
     def _wake(self) -> None:
         if self.done is not None:
             self._settle()
@@ -468,11 +474,8 @@ class _FieldsConn(_Conn):
     """The connection where ``_head`` was not built: httptools calls ``on_header`` per header,
     which gathers what ``_head.response`` reads in one call (the path before it existed)."""
 
+    __slots__ = ()
     read_head = None
-
-    def _reset(self) -> None:
-        super()._reset()
-        self.lines: list[bytes] | None = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -485,10 +488,6 @@ class _FieldsConn(_Conn):
                 self.lines = None          # it names others to drop: response_fields will
         elif self.lines is not None:
             self.lines += (name, b": ", value, b"\r\n")
-
-    def _fields_read(self) -> None:
-        lines = self.lines
-        self.fields = None if lines is None else b"".join(lines)
 
 
 _CONN: type[_Conn] = _Conn if read_head is not None else _FieldsConn
