@@ -24,7 +24,9 @@
      header(name, value) on_header: appends the pair; once the fields' bytes (name, value and 4
                         per line) pass max_head raises head_error();
      done() -> (target, fields)   at on_headers_complete: the target and the pairs as a tuple;
-                        in_head false again.
+                        in_head false again. The fields' byte count runs on until the next
+                        begin(): llhttp reports a chunked body's trailer fields by on_header
+                        too, and they share the head's max_head, as before.
    The pure-Python twin with the same contract is http1rules.PyRequestHead. */
 
 #define PY_SSIZE_T_CLEAN
@@ -417,10 +419,12 @@ static PyObject *rh_done(RequestHead *self, PyObject *unused)
     if (out == NULL)
         return NULL;
     self->in_head = 0;
+    Py_ssize_t size = self->size;
     if (rh_clear(self) < 0) {
         Py_DECREF(out);
         return NULL;
     }
+    self->size = size;          /* a chunked body's trailer fields count on (until begin()) */
     return out;
 }
 

@@ -125,7 +125,8 @@ class PyRequestHead:
         self.in_head = False
         self.target = b""
         self.fields = []
-        self.size = 0
+        # ``size`` runs on until ``begin``: llhttp reports a chunked body's trailer fields by
+        # on_header too, and they share the head's ``max_head``
         return out
 
 

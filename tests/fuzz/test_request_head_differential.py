@@ -92,6 +92,12 @@ def test_limits_raise_the_same_errors() -> None:
             same(data, cuts)
     seen = events(request_head(), [long_target])
     assert seen[-1][3:] == ("BadRequest", "request target over 8190 bytes")   # type: ignore[index]
+    # a chunked body's trailer fields share the head's 64 KiB, as they did
+    trailers = (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX: "
+                + b"v" * 40000 + b"\r\n\r\n1\r\na\r\n0\r\nT: " + b"w" * 30000 + b"\r\n\r\n")
+    same(trailers, [])
+    seen = events(request_head(), [trailers])
+    assert seen[-1][3] == "HeadTooLarge"                                   # type: ignore[index]
 
 
 @st.composite
