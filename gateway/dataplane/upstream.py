@@ -220,13 +220,12 @@ class _Conn(asyncio.Protocol):
                                                           RESPONSE_DROP)
             if self.length is None:
                 self.length = length
-            if status < 200:
-                self.head_at = end       # an interim answer: the final one's head follows
-            else:
-                self.head = b""
+            self.head_at = end           # after an interim answer, the final one's head
         else:                            # _FieldsConn: its on_header gathered them
             lines = self.lines
             self.fields = None if lines is None else b"".join(lines)
+        if status >= 200:
+            self.head = b""              # the final head is read: its bytes are not kept
         if self.head_only:
             # httptools cannot be told the request was HEAD: it would wait for Content-Length
             # bytes that never come. The exchange ends here and the connection is not reused.
