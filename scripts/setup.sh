@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the test suite needs, on a fresh Debian bookworm machine with Python 3.11:
 #   Debian packages (prometheus and promtool for the metrics tests, nginx + wrk for bench/,
-#   tmux for the `serve-gateway top` screen test, docker.io),
+#   tmux for the `serve-gateway top` screen test, docker.io, gcc + python3-dev for the data
+#   plane's C heads reader),
 #   a running dockerd and the worker images (scripts/docker-setup.sh),
 #   a virtual environment at .venv with the package, its dev extras and the frameworks the
 #   adapter tests load models with (scikit-learn, torch CPU, onnxruntime + onnx).
@@ -19,6 +20,11 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# the C heads reader (gateway/dataplane/_head.c): optional, but without it the data plane
+# parses with a Python call per header
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(
+    sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
     echo "[setup] apt-get install ${need[*]}"
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -179,7 +179,7 @@ class Exchange:
             version.replicas.success(ep)
 
     def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
-                 lines: list[bytes] | None) -> None:
+                 fields: bytes | None) -> None:
         request = self.request
         try:
             self._upstream(status)
@@ -187,7 +187,7 @@ class Exchange:
             if request.method == "HEAD":
                 relay_whole(request, status, headers, body, self.extra)
             else:                  # relay_whole's usual case, its header lines made already
-                request.respond(status, (b"".join(lines) if lines is not None
+                request.respond(status, (fields if fields is not None
                                          else response_fields(headers)) + self.extra, body)
             self.dp.answered(request, self.svc, self.version, self.ep.id, self.ids, self.start,
                              None)

@@ -50,11 +50,13 @@ from gateway.dataplane.http1rules import (
     DEAD_PARSER,
     DEFAULT_DEADLINES,
     MAX_FIELDS,
+    MAX_HEAD,
     BodyOnly,
     Deadlines,
     OnTimeout,
     check_head,
     no_count,
+    request_head,
 )
 from gateway.dataplane.streams import accepts_stream
 from gateway.errors import (
@@ -70,8 +72,6 @@ log = logging.getLogger("gateway.http1")
 
 WHOLE_BODY_LIMIT = 1 << 20      # bodies up to this (with a Content-Length) arrive whole
 READ_HIGH_WATER = 1 << 18       # unread request body bytes before reading pauses
-MAX_TARGET = 8190               # request-target bytes (as aiohttp's line limit): 400 above
-MAX_HEAD = 64 * 1024            # header field bytes: 431 above
 MAX_PIPELINED = 8               # parsed requests waiting behind the one being served
 KEEPALIVE_TIMEOUT = 75.0
 LINGER = 2.0                    # how long the unread rest of a body is dropped before closing
@@ -91,16 +91,17 @@ class _Conn(asyncio.Protocol):
         "closing",
         "cur",
         "drain_waiter",
-        "fields",
+        "head",
         "head_read",
-        "head_size",
         "head_start",
         "idle_since",
         "idle_timer",
-        "in_head",
         "linger_timer",
         "loop",
         "lost",
+        "on_header",
+        "on_message_begin",
+        "on_url",
         "parser",
         "peer",
         "peer_bytes",
@@ -113,25 +114,26 @@ class _Conn(asyncio.Protocol):
         "task",
         "transport",
         "upgrading",
-        "url",
         "write_paused",
     )
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.loop = server.loop
+        # llhttp's per-event callbacks until a head is complete are the gatherer's (C where
+        # built: no Python call per header); the parser reads them from this object
+        self.head = request_head()
+        self.on_message_begin = self.head.begin
+        self.on_url = self.head.url
+        self.on_header = self.head.header
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.peer_bytes = b""
         # parsing
-        self.in_head = False
         self.head_read = 0             # bytes fed while inside one head (a hard bound)
-        self.head_size = 0
         self.head_start = 0.0          # when a head spanning packets began (0: not yet seen)
         self.body_seen = 0.0           # when the last body bytes of ``cur`` arrived
-        self.url = b""
-        self.fields: list[tuple[bytes, bytes]] = []
         self.cur: Request | None = None          # head parsed, body still arriving
         self.upgrading: Request | None = None    # an Upgrade request whose body llhttp skips
         # serving
@@ -165,7 +167,8 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.reading_done:
             return
-        in_head = self.in_head
+        head = self.head
+        in_head = head.in_head
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -176,7 +179,7 @@ class _Conn(asyncio.Protocol):
             self._broken(cause if isinstance(cause, ProxyError)
                          else BadRequest(f"malformed request: {exc}"))
             return
-        if self.in_head:                 # a head spanning packets: its deadline runs
+        if head.in_head:                 # a head spanning packets: its deadline runs
             if in_head:
                 self.head_read += len(data)
                 if self.head_read > 2 * MAX_HEAD:
@@ -250,30 +253,14 @@ class _Conn(asyncio.Protocol):
         self.write_paused = False
         self._wake_writer()
 
-    # -- httptools callbacks ------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.in_head = True
-        self.head_read = 0
-        self.head_size = 0
-        self.head_start = 0.0
-        self.url = b""
-        self.fields = []
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > MAX_TARGET:
-            raise BadRequest(f"request target over {MAX_TARGET} bytes")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name, value))
-        self.head_size += len(name) + len(value) + 4
-        if self.head_size > MAX_HEAD:
-            raise HeadTooLarge(f"request header fields over {MAX_HEAD} bytes")
-
+    # -- httptools callbacks (on_message_begin, on_url, on_header: ``head``'s) -----------------
     def on_headers_complete(self) -> None:
-        self.in_head = False
+        url, raw = self.head.done()
+        # the next head's count and clock start from zero (reset here, not at its first byte:
+        # that would cost a Python callback per request)
+        self.head_read = 0
+        self.head_start = 0.0
         p = self.parser
-        raw = tuple(self.fields)
         if len(raw) > MAX_FIELDS:      # memory is bounded by MAX_HEAD already: checked once
             raise HeadTooLarge(f"more than {MAX_FIELDS} header lines")
         length: int | None = None
@@ -302,10 +289,10 @@ class _Conn(asyncio.Protocol):
             elif n == 6 and not stream and name.lower() == b"accept":
                 stream = accepts_stream(value)
         version = p.get_http_version()
-        if hosts != 1 or chunked or b"#" in self.url or version != "1.1":
-            check_head(version, hosts, coding, self.url)
+        if hosts != 1 or chunked or b"#" in url or version != "1.1":
+            check_head(version, hosts, coding, url)
         method = p.get_method().decode("latin-1")
-        req = Request(self, method, self.url.decode("latin-1"), raw, length, chunked, expect,
+        req = Request(self, method, url.decode("latin-1"), raw, length, chunked, expect,
                       p.should_keep_alive(), version == "1.0")
         if rid is not None or tp is not None:
             req.trace_in = (rid, tp)
@@ -445,7 +432,7 @@ class _Conn(asyncio.Protocol):
         """A malformed or oversized request: answer 400/431 after the requests before it and
         close. A request already being served loses its body instead (its handler answers)."""
         self.reading_done = True
-        self.in_head = False
+        self.head.in_head = False
         cur, self.cur = self.cur, None
         if cur is not None and cur.streamed:
             cur._fail(exc)
@@ -465,7 +452,7 @@ class _Conn(asyncio.Protocol):
         d = self.server.deadlines
         now = self.loop.time()
         cur = self.cur
-        if self.in_head:
+        if self.head.in_head:
             if self.read_paused:
                 self.head_start = now
             deadline, kind, limit = self.head_start + d.header_read, "header_read", d.header_read

@@ -17,7 +17,7 @@ _REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", 
 _FORWARDING = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 _SPECIAL = _REQUEST_DROP | _FORWARDING | {b"host"}     # one set lookup per header decides
 # X-Request-Id: the gateway writes the request's own (a worker echoing it would double it).
-# upstream._Conn.on_header applies these two rules as it parses (response_fields' fast twin)
+# upstream's answer-head reading applies these two rules (response_fields' fast twin)
 RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"date", b"x-request-id"}
 PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})   # name no other header: nothing to strip
 

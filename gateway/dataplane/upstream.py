@@ -22,6 +22,12 @@ Errors say whether the worker can have seen the request:
 - ``UpstreamTimeout``: the deadline passed (``UpstreamStalled``: a streamed answer sent nothing
   for ``stream_idle`` seconds).
 
+The answer's head is checked by llhttp without a Python call per header: the connection defines
+no ``on_header``, and once llhttp has accepted the head, ``_head.response`` (C, one call) reads
+its header list, the client's header lines and the Content-Length from the raw bytes. Where the
+package was installed without a C compiler (``_head`` optional), ``_FieldsConn`` takes them from
+httptools' per-header callback instead, as before.
+
 When a connection ends, its parser (a reference cycle: it holds bound methods of the protocol)
 and any body bytes nobody will read are dropped at once, so the memory comes back without
 waiting for the cyclic collector.
@@ -32,7 +38,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import httptools
 
@@ -54,17 +60,26 @@ STREAM_IDLE = 60.0             # default deadline between two pieces of a stream
 # (status, body, None) once a buffered exchange is complete, or (0, None, error)
 Done = Callable[[int, bytes | None, Exception | None], None]
 
+# (raw, start, drop) -> (end, headers, fields, length): see _head.c
+ReadHead: TypeAlias = Callable[[bytes, int, frozenset[bytes]],
+                               tuple[int, list[tuple[bytes, bytes]], bytes | None, int | None]]
+read_head: ReadHead | None
+try:
+    from gateway.dataplane._head import response as read_head
+except ImportError:          # built without a C compiler: ``_FieldsConn``
+    read_head = None
+
 
 class Sink(Protocol):
     """Where a ``relay`` exchange ends, exactly once, from a protocol callback (none may
     raise): ``answered`` (a whole answer, the connection back in the pool already),
     ``streaming`` (a large or unknown-length answer: its ``stream`` is read in a task) or
-    ``failed`` (an error as ``request`` raises it; the connection is closed). ``lines``: the
-    answer's header lines for the client as ``proxy.response_fields`` would write them, in
-    pieces, or None when a Connection header names others (``response_fields`` then)."""
+    ``failed`` (an error as ``request`` raises it; the connection is closed). ``fields``: the
+    answer's header lines for the client as ``proxy.response_fields`` would write them, or None
+    when a Connection header names others (``response_fields`` then)."""
 
     def answered(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
-                 lines: list[bytes] | None) -> None: ...
+                 fields: bytes | None) -> None: ...
     def streaming(self, resp: UpstreamResponse) -> None: ...
     def failed(self, exc: Exception) -> None: ...
 
@@ -107,6 +122,15 @@ class UpstreamResponse:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; serves one request at a time."""
 
+    read_head: ReadHead | None = staticmethod(read_head) if read_head is not None else None
+    # slots: a 30-attribute instance dict outgrows CPython's shared keys (and each attribute
+    # access per event costs more); this protocol's fields are touched many times per exchange
+    __slots__ = ("buffered", "chunks", "closed", "complete", "deadline", "done", "error", "fields",
+                 "got_bytes", "head", "head_at", "head_only", "headers", "headers_done",
+                 "keep_alive", "length", "lines", "loop", "parser", "pool", "read_paused", "sink",
+                 "status", "stream_idle", "timer", "transport", "waiter", "write_paused",
+                 "write_waiter", "written")
+
     def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.loop = loop   # kept: get_running_loop() costs a getpid() syscall per call on 3.11
@@ -119,7 +143,10 @@ class _Conn(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
-        self.lines: list[bytes] | None = []   # see ``on_header``
+        self.fields: bytes | None = b""   # see ``on_headers_complete``
+        self.lines: list[bytes] | None = []   # _FieldsConn's pieces of ``fields``
+        self.head = b""                   # the bytes received until the final answer's head
+        self.head_at = 0                  # where the next head begins in ``head`` (after a 1xx)
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.status = 0
@@ -145,6 +172,8 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        if self.status < 200:            # the final answer's head is not complete yet
+            self.head = self.head + data if self.head else data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -178,24 +207,25 @@ class _Conn(asyncio.Protocol):
         self._wake_writer()
 
     # -- httptools callbacks ------------------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        # found here, in the one pass llhttp makes, not in a second one over the headers: the
-        # Content-Length, and the client's header lines (``proxy.response_fields``' rules)
-        lname = name.lower()
-        if lname in RESPONSE_DROP:
-            if lname == b"content-length":
-                if self.length is None:
-                    self.length = int(value)
-            elif lname == b"connection" and value.lower() not in PLAIN_CONNECTION:
-                self.lines = None          # it names others to drop: response_fields will
-        elif self.lines is not None:
-            self.lines += (name, b": ", value, b"\r\n")
-
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        self.keep_alive = self.parser.should_keep_alive()
+        parser = self.parser
+        self.status = status = parser.get_status_code()
+        self.keep_alive = parser.should_keep_alive()
         self.headers_done = True
+        read = self.read_head
+        if read is not None:
+            # llhttp accepted this head: read it in one call (the client's header lines by
+            # ``proxy.response_fields``' rules, and the Content-Length), not one per header
+            end, self.headers, self.fields, length = read(self.head, self.head_at,
+                                                          RESPONSE_DROP)
+            if self.length is None:
+                self.length = length
+            self.head_at = end           # after an interim answer, the final one's head
+        else:                            # _FieldsConn: its on_header gathered them
+            lines = self.lines
+            self.fields = None if lines is None else b"".join(lines)
+        if status >= 200:
+            self.head = b""              # the final head is read: its bytes are not kept
         if self.head_only:
             # httptools cannot be told the request was HEAD: it would wait for Content-Length
             # bytes that never come. The exchange ends here and the connection is not reused.
@@ -400,10 +430,10 @@ class _Conn(asyncio.Protocol):
             self.chunks = []
             sink.failed(self.error)
             return
-        status, headers, chunks, lines = self.status, self.headers, self.chunks, self.lines
+        status, headers, chunks, fields = self.status, self.headers, self.chunks, self.fields
         self.finish()
         sink.answered(status, headers, chunks[0] if len(chunks) == 1 else b"".join(chunks),
-                      lines)
+                      fields)
 
     async def _write_stream(self, head: bytes, body: AsyncIterable[bytes]) -> None:
         assert self.transport is not None
@@ -437,6 +467,29 @@ class _Conn(asyncio.Protocol):
             self.pool.release(self)
         else:
             self.abort()
+
+
+class _FieldsConn(_Conn):
+    """The connection where ``_head`` was not built: httptools calls ``on_header`` per header,
+    which gathers what ``_head.response`` reads in one call (the path before it existed)."""
+
+    __slots__ = ()
+    read_head = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        lname = name.lower()
+        if lname in RESPONSE_DROP:
+            if lname == b"content-length":
+                if self.length is None:
+                    self.length = int(value)
+            elif lname == b"connection" and value.lower() not in PLAIN_CONNECTION:
+                self.lines = None          # it names others to drop: response_fields will
+        elif self.lines is not None:
+            self.lines += (name, b": ", value, b"\r\n")
+
+
+_CONN: type[_Conn] = _Conn if read_head is not None else _FieldsConn
 
 
 class UpstreamPool:
@@ -490,7 +543,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Conn(self, loop), self.host, self.port),
+                loop.create_connection(lambda: _CONN(self, loop), self.host, self.port),
                 self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise UpstreamConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from None

@@ -1,12 +1,17 @@
-"""The answer's header lines the upstream protocol builds as llhttp parses (the fast path's)
-are exactly ``proxy.response_fields``' (the handler's): same drops, same order."""
+"""The answer's header lines the upstream protocol builds from the head llhttp accepted (the fast
+path's) are exactly ``proxy.response_fields``' (the handler's): same drops, same order; both ways
+of building them (``_head.response`` in one call, or ``_FieldsConn``'s per-header callback where
+the C extension was not built)."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.dataplane.proxy import response_fields
-from gateway.dataplane.upstream import UpstreamPool, _Conn
+from gateway.dataplane.upstream import UpstreamPool, _Conn, _FieldsConn, read_head
+
+# ``_Conn`` needs the C reader; ``_FieldsConn`` is the path without it
+CONNS = [_FieldsConn, *([_Conn] if read_head is not None else [])]
 
 HEADS = [
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: x\r\nContent-Type: application/json\r\n"
@@ -21,19 +26,32 @@ HEADS = [
 ]
 
 
+@pytest.mark.parametrize("kind", CONNS)
 @pytest.mark.parametrize("head", HEADS)
-def test_lines_built_while_parsing_are_response_fields(head: bytes) -> None:
-    conn = _Conn(UpstreamPool("127.0.0.1", 9), loop=None)   # type: ignore[arg-type]  # never used: no socket
+def test_lines_built_while_parsing_are_response_fields(head: bytes, kind: type[_Conn]) -> None:
+    conn = kind(UpstreamPool("127.0.0.1", 9), loop=None)   # type: ignore[arg-type]  # never used: no socket
     conn.data_received(head)
     assert conn.complete and conn.error is None
     expected = response_fields(conn.headers)
-    got = b"".join(conn.lines) if conn.lines is not None else response_fields(conn.headers)
+    got = conn.fields if conn.fields is not None else response_fields(conn.headers)
     assert got == expected
     if b"X-Hop" in head:
-        assert conn.lines is None and b"X-Hop" not in got and b"X-Kept: 2\r\n" in got
+        assert conn.fields is None and b"X-Hop" not in got and b"X-Kept: 2\r\n" in got
 
 
-def test_the_first_content_length_is_the_answers() -> None:
-    conn = _Conn(UpstreamPool("127.0.0.1", 9), loop=None)   # type: ignore[arg-type]  # never used: no socket
+@pytest.mark.parametrize("kind", CONNS)
+def test_the_first_content_length_is_the_answers(kind: type[_Conn]) -> None:
+    conn = kind(UpstreamPool("127.0.0.1", 9), loop=None)   # type: ignore[arg-type]  # never used: no socket
     conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: s\r\n\r\nok")
-    assert conn.length == 2 and b"".join(conn.lines or []) == b"Server: s\r\n"
+    assert conn.length == 2 and conn.fields == b"Server: s\r\n"
+
+
+@pytest.mark.parametrize("kind", CONNS)
+def test_a_head_in_pieces_and_after_an_interim_answer(kind: type[_Conn]) -> None:
+    """The head is read from every byte received until it is complete, past a 1xx answer."""
+    conn = kind(UpstreamPool("127.0.0.1", 9), loop=None)   # type: ignore[arg-type]  # never used: no socket
+    for piece in (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A:", b" 1\r\nContent-",
+                  b"Length: 2\r\n\r\nok"):
+        conn.data_received(piece)
+    assert conn.complete and conn.error is None and conn.status == 200
+    assert conn.length == 2 and conn.fields == b"X-A: 1\r\n"
