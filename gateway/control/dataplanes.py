@@ -219,11 +219,6 @@ class DataPlanes:
         self._sweep()
         return [p.doc() for p in self.processes.values()]
 
-    def share(self, name: str) -> tuple[int, int]:
-        """Process ``name``'s share (index, count) of the per-replica limits."""
-        entry = self.processes.get(name)
-        return entry.share if entry is not None else (0, 1)
-
     def _sweep(self) -> None:
         """Drop other hosts' processes silent for ``STALE_AFTER``; hand out the shares again
         when the sharers changed."""
