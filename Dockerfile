@@ -15,6 +15,23 @@ open('/runtime.txt', 'w').write('\n'.join(p['dependencies']) + '\n'); \
 open('/examples.txt', 'w').write('\n'.join(p['optional-dependencies']['examples']) + '\n'); \
 open('/docker.txt', 'w').write('\n'.join(p['optional-dependencies']['docker']) + '\n')"
 
+# The package built as a wheel with its C extension (gateway/dataplane/_head.c): the compiler
+# and headers stay in this stage. The Python headers come with python:3.12-slim; a Debian
+# python3 (the debootstrap base) needs python3-dev. Without a network this stage still builds a
+# wheel, without the extension (the data plane then reads heads in Python, same answers).
+FROM ${BASE_IMAGE} AS wheel
+RUN python3 -m venv /opt/build && /opt/build/bin/pip install -q 'setuptools>=77' wheel
+RUN dev=$(python3 -c "import os, sysconfig; \
+print('' if os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')) \
+else 'python3-dev')"); \
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends gcc libc6-dev $dev >/dev/null; } \
+    || echo "no compiler: the wheel is built without its C extension"
+COPY pyproject.toml README.md* LICENSE /src/
+COPY gateway /src/gateway
+RUN cd /src && { [ -f README.md ] || : > README.md; } \
+ && /opt/build/bin/pip wheel -q --no-deps --no-build-isolation -w /wheels /src
+
 FROM ${BASE_IMAGE}
 
 # A venv works on both bases: python:3.12-slim and the debootstrap base (python3 + venv only,
@@ -31,11 +48,11 @@ RUN pip install -r /tmp/runtime.txt 'setuptools>=77'
 COPY --from=requirements /docker.txt /tmp/
 RUN pip install -r /tmp/docker.txt
 
-# The package itself (no dependency resolution, no build isolation: both would reach PyPI again).
-COPY pyproject.toml README.md* LICENSE /src/
-COPY gateway /src/gateway
-RUN cd /src && { [ -f README.md ] || : > README.md; } \
- && pip install --no-deps --no-build-isolation /src && rm -rf /src
+# The package itself, from the wheel stage (no dependency resolution: it would reach PyPI again).
+COPY --from=wheel /wheels /tmp/wheels
+RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels \
+ && python -c "import gateway.dataplane._head" 2>/dev/null \
+    && echo "data plane: heads read in C" || echo "data plane: heads read in Python"
 
 COPY config /usr/share/serve-gateway/config
 WORKDIR /var/lib/serve-gateway
