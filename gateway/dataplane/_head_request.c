@@ -37,38 +37,6 @@ static void raise_from(PyObject *factory)
     Py_DECREF(exc);
 }
 
-static int rh_init(RequestHead *self, PyObject *args, PyObject *kwds)
-{
-    PyObject *target_error, *head_error;
-    static char *kwlist[] = {"max_target", "max_head", "target_error", "head_error", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnOO:RequestHead", kwlist, &self->max_target,
-                                     &self->max_head, &target_error, &head_error))
-        return -1;
-    PyObject *target = PyBytes_FromStringAndSize(NULL, 0);
-    PyObject *fields = PyList_New(0);
-    if (target == NULL || fields == NULL) {
-        Py_XDECREF(target);
-        Py_XDECREF(fields);
-        return -1;
-    }
-    Py_XSETREF(self->target, target);
-    Py_XSETREF(self->fields, fields);
-    Py_XSETREF(self->target_error, Py_NewRef(target_error));
-    Py_XSETREF(self->head_error, Py_NewRef(head_error));
-    self->size = 0;
-    self->in_head = 0;
-    return 0;
-}
-
-static void rh_dealloc(RequestHead *self)
-{
-    Py_XDECREF(self->target);
-    Py_XDECREF(self->fields);
-    Py_XDECREF(self->target_error);
-    Py_XDECREF(self->head_error);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 /* empty target and fields (new objects: done() handed the old ones out) */
 static int rh_clear(RequestHead *self)
 {
@@ -83,6 +51,30 @@ static int rh_clear(RequestHead *self)
     Py_XSETREF(self->fields, fields);
     self->size = 0;
     return 0;
+}
+
+static int rh_init(RequestHead *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *target_error, *head_error;
+    static char *kwlist[] = {"max_target", "max_head", "target_error", "head_error", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnOO:RequestHead", kwlist, &self->max_target,
+                                     &self->max_head, &target_error, &head_error))
+        return -1;
+    if (rh_clear(self) < 0)
+        return -1;
+    Py_XSETREF(self->target_error, Py_NewRef(target_error));
+    Py_XSETREF(self->head_error, Py_NewRef(head_error));
+    self->in_head = 0;
+    return 0;
+}
+
+static void rh_dealloc(RequestHead *self)
+{
+    Py_XDECREF(self->target);
+    Py_XDECREF(self->fields);
+    Py_XDECREF(self->target_error);
+    Py_XDECREF(self->head_error);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 /* -1 with an error set when __init__ never ran */

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.dataplane.upstream import UpstreamPool, _Conn, _FieldsConn, read_head
+from tests.fuzz.headmutate import mutations
 
 pytestmark = pytest.mark.skipif(read_head is None, reason="gateway.dataplane._head not built")
 
@@ -70,23 +71,7 @@ def test_seeds_read_the_same(seed: bytes) -> None:
         same(seed, [cut])
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(1, 4))):
-        at = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["insert", "delete", "replace"]))
-        token = draw(st.sampled_from(TOKENS) | st.binary(min_size=1, max_size=3))
-        if op == "insert":
-            data[at:at] = token
-        elif op == "delete":
-            data[at:at + draw(st.integers(1, 8))] = b""
-        else:
-            data[at:at + len(token)] = token
-    return bytes(data)
-
-
 @settings(max_examples=600, deadline=None)
-@given(mutated(), st.lists(st.integers(0, 400), max_size=3))
+@given(mutations(SEEDS, TOKENS), st.lists(st.integers(0, 400), max_size=3))
 def test_mutated_answers_read_the_same(data: bytes, cuts: list[int]) -> None:
     same(data, cuts)

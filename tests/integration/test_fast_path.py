@@ -115,6 +115,19 @@ class Client:
         return int(lines[0].split(" ")[1]), headers, body
 
 
+def count_spawns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the tasks spawned from now on (``tasks.spawn`` still spawns them)."""
+    spawned: list[str] = []
+    real = tasks.spawn
+
+    def counting(coro: Any, *, name: str) -> Any:
+        spawned.append(name)
+        return real(coro, name=name)
+
+    monkeypatch.setattr(tasks, "spawn", counting)
+    return spawned
+
+
 async def client(port: int) -> Client:
     return Client(*await asyncio.open_connection("127.0.0.1", port))
 
@@ -124,14 +137,7 @@ async def test_a_plain_request_costs_no_task_and_is_counted_with_its_id(
     _, metrics, port = gateway
     c = await client(port)
     assert (await c.get("/warm"))[0] == 200        # opens the pooled upstream connection
-    spawned: list[str] = []
-    real = tasks.spawn
-
-    def counting(coro: Any, *, name: str) -> Any:
-        spawned.append(name)
-        return real(coro, name=name)
-
-    monkeypatch.setattr(tasks, "spawn", counting)
+    spawned = count_spawns(monkeypatch)
     ids = set()
     for i in range(50):
         status, headers, body = await c.get(f"/plain/{i}?q=1")
@@ -192,14 +198,7 @@ async def test_a_request_queued_for_the_slot_is_served_without_a_task(
     dp, metrics, port = one_slot
     a, b = await client(port), await client(port)
     assert (await a.get("/warm"))[0] == 200
-    spawned: list[str] = []
-    real = tasks.spawn
-
-    def counting(coro: Any, *, name: str) -> Any:
-        spawned.append(name)
-        return real(coro, name=name)
-
-    monkeypatch.setattr(tasks, "spawn", counting)
+    spawned = count_spawns(monkeypatch)
     rs = dp.holder.current.by_name["raw"].versions["v1"].replicas
     held = asyncio.ensure_future(a.get("/slow"))       # holds the one slot for 0.3 s
     await asyncio.sleep(0.1)
