@@ -127,7 +127,7 @@ class _Conn(asyncio.Protocol):
     # access per event costs more); this protocol's fields are touched many times per exchange
     __slots__ = ("buffered", "chunks", "closed", "complete", "deadline", "done", "error", "fields",
                  "got_bytes", "head", "head_at", "head_only", "headers", "headers_done",
-                 "keep_alive", "length", "lines", "loop", "parser", "pool", "read_paused", "sink",
+                 "keep_alive", "length", "loop", "parser", "pool", "read_paused", "sink",
                  "status", "stream_idle", "timer", "transport", "waiter", "write_paused",
                  "write_waiter", "written")
 
@@ -144,7 +144,6 @@ class _Conn(asyncio.Protocol):
     def _reset(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.fields: bytes | None = b""   # see ``on_headers_complete``
-        self.lines: list[bytes] | None = []   # _FieldsConn's pieces of ``fields``
         self.head = b""                   # the bytes received until the final answer's head
         self.head_at = 0                  # where the next head begins in ``head`` (after a 1xx)
         self.chunks: list[bytes] = []
@@ -221,9 +220,6 @@ class _Conn(asyncio.Protocol):
             if self.length is None:
                 self.length = length
             self.head_at = end           # after an interim answer, the final one's head
-        else:                            # _FieldsConn: its on_header gathered them
-            lines = self.lines
-            self.fields = None if lines is None else b"".join(lines)
         if status >= 200:
             self.head = b""              # the final head is read: its bytes are not kept
         if self.head_only:
@@ -473,8 +469,17 @@ class _FieldsConn(_Conn):
     """The connection where ``_head`` was not built: httptools calls ``on_header`` per header,
     which gathers what ``_head.response`` reads in one call (the path before it existed)."""
 
-    __slots__ = ()
+    __slots__ = ("lines",)
     read_head = None
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.lines: list[bytes] | None = []   # the pieces of ``fields``
+
+    def on_headers_complete(self) -> None:
+        lines = self.lines
+        self.fields = None if lines is None else b"".join(lines)
+        super().on_headers_complete()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
